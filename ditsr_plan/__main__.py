@@ -1,0 +1,3 @@
+from ditsr_plan.cli import main
+
+raise SystemExit(main())

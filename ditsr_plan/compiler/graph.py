@@ -1,0 +1,260 @@
+"""The schedule graph: per knob, ordered pieces of exact piecewise functions over the steps.
+
+A graph is immutable and JSON-serialisable. It answers what the runtime asks at every step:
+``weights_at(step)``, ``live_terms(step)``, ``needs_at(step)`` and ``stage_at(step)``.
+Positions (``origin``) point back at the plan source for lint; they are not part of the meaning
+and so not part of :attr:`ScheduleGraph.hash`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ditsr_plan.diagnostics import Pos
+
+GRAPH_FORMAT = 1
+SHAPES = ("const", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """The knob's value on steps ``[start, end)``: ``v0`` at ``start`` moving to ``v1`` at ``end``.
+
+    ``const`` holds ``v0`` (== ``v1``); ``linear`` and ``cosine`` interpolate with
+    ``t = (step - start) / (end - start)``: linear ``v0 + (v1 - v0) t``, cosine
+    ``v0 + (v1 - v0) (1 - cos(pi t)) / 2``.
+    """
+
+    start: int
+    end: int
+    v0: float
+    v1: float
+    shape: str = "const"
+    origin: Pos | None = field(default=None, compare=False)
+
+    def at(self, step: int) -> float:
+        if self.shape == "const":
+            return self.v0
+        t = (step - self.start) / (self.end - self.start)
+        if self.shape == "cosine":
+            t = (1.0 - math.cos(math.pi * t)) / 2.0
+        return self.v0 + (self.v1 - self.v0) * t
+
+    @property
+    def peak(self) -> float:
+        return max(self.v0, self.v1)
+
+    def live_range(self) -> tuple[int, int] | None:
+        """Steps of this piece where the value is > 0 (weights are never negative)."""
+        if self.v0 > 0:
+            return (self.start, self.end)
+        if self.v1 > 0 and self.shape != "const" and self.start + 1 < self.end:
+            return (self.start + 1, self.end)
+        return None
+
+    def to_json(self) -> list:
+        return [self.start, self.end, self.v0, self.v1, self.shape]
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return tuple(out)
+
+
+def in_ranges(ranges: tuple[tuple[int, int], ...], step: int) -> bool:
+    i = bisect.bisect_right(ranges, (step, math.inf)) - 1
+    return i >= 0 and ranges[i][0] <= step < ranges[i][1]
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A scheduled quantity: a loss term's weight, or ``lr`` / ``lr_d``."""
+
+    name: str
+    kind: str
+    pieces: tuple[Piece, ...]
+    _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    live: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_starts", tuple(p.start for p in self.pieces))
+        ranges = [r for p in self.pieces if (r := p.live_range())]
+        object.__setattr__(self, "live", merge_ranges(ranges))
+
+    def piece_at(self, step: int) -> Piece:
+        if step < 0:
+            raise ValueError(f"step {step} is negative")
+        i = bisect.bisect_right(self._starts, step) - 1
+        piece = self.pieces[i]
+        return piece
+
+    def at(self, step: int) -> float:
+        """The value at ``step``; past the last step the final value holds."""
+        piece = self.piece_at(step)
+        return piece.v1 if step >= piece.end else piece.at(step)
+
+    @property
+    def peak(self) -> float:
+        return max(p.peak for p in self.pieces)
+
+    def is_live(self, step: int) -> bool:
+        return in_ranges(self.live, step)
+
+    @property
+    def first_live(self) -> int | None:
+        return self.live[0][0] if self.live else None
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    start: int
+    end: int
+    origin: Pos | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Term:
+    """A declared loss term: its kind, whether it works on the pixel patch, its full settings."""
+
+    name: str
+    kind: str
+    pixel: bool
+    settings: Mapping[str, Any]
+    origin: Pos | None = field(default=None, compare=False)
+    setting_origins: Mapping[str, Pos] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A settings block (``ema``, ``pixel``, ...) with every key, defaults filled in."""
+
+    name: str
+    kind: str | None
+    values: Mapping[str, Any]
+    origin: Pos | None = field(default=None, compare=False)
+    value_origins: Mapping[str, Pos] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a step must compute besides the diffusion loss."""
+
+    pixel: bool
+    discriminator: bool
+
+
+@dataclass(frozen=True)
+class ScheduleGraph:
+    name: str
+    path: str
+    total_steps: int
+    time_scale: float
+    stages: tuple[Stage, ...]
+    knobs: Mapping[str, Knob]
+    terms: Mapping[str, Term]
+    blocks: Mapping[str, Block]
+    pixel_ranges: tuple[tuple[int, int], ...]
+    discriminator_ranges: tuple[tuple[int, int], ...]
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    hash: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("knobs", "terms", "blocks", "sources"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        digest = hashlib.sha256(json.dumps(self.meaning(), sort_keys=True).encode()).hexdigest()
+        object.__setattr__(self, "hash", digest[:16])
+
+    # ---- what the runtime asks -----------------------------------------------------------------
+
+    def weights_at(self, step: int) -> dict[str, float]:
+        """The value of every knob at ``step`` (every declared term's weight, ``lr``, ``lr_d``)."""
+        return {name: knob.at(step) for name, knob in self.knobs.items()}
+
+    def live_terms(self, step: int) -> list[str]:
+        """Terms whose weight is > 0 at ``step``, in declaration order."""
+        return [name for name in self.terms if self.knobs[name].is_live(step)]
+
+    def needs_at(self, step: int) -> Needs:
+        return Needs(in_ranges(self.pixel_ranges, step), in_ranges(self.discriminator_ranges, step))
+
+    def stage_at(self, step: int) -> Stage:
+        if step < 0:
+            raise ValueError(f"step {step} is negative")
+        i = bisect.bisect_right([s.start for s in self.stages], step) - 1
+        return self.stages[i]
+
+    def term_knobs(self, kind: str) -> list[Knob]:
+        """The weight knobs of every term of ``kind``."""
+        return [self.knobs[t.name] for t in self.terms.values() if t.kind == kind]
+
+    # ---- serialisation -------------------------------------------------------------------------
+
+    def meaning(self) -> dict:
+        """Everything that changes training, and nothing else: what :attr:`hash` is taken of."""
+        return {
+            "format": GRAPH_FORMAT,
+            "total_steps": self.total_steps,
+            "stages": [[s.name, s.start, s.end] for s in self.stages],
+            "knobs": {n: {"kind": k.kind, "pieces": [p.to_json() for p in k.pieces]} for n, k in self.knobs.items()},
+            "terms": {n: {"kind": t.kind, "settings": dict(t.settings)} for n, t in self.terms.items()},
+            "blocks": {n: {"kind": b.kind, "values": dict(b.values)} for n, b in self.blocks.items()},
+        }
+
+    def to_json(self) -> dict:
+        """The graph as plain JSON data (``from_json`` reads it back)."""
+        data = self.meaning()
+        data.update(
+            name=self.name,
+            path=self.path,
+            hash=self.hash,
+            time_scale=self.time_scale,
+            term_order=list(self.terms),
+            pixel_ranges=[list(r) for r in self.pixel_ranges],
+            discriminator_ranges=[list(r) for r in self.discriminator_ranges],
+        )
+        for name, knob in self.knobs.items():
+            data["knobs"][name]["origins"] = [str(p.origin) if p.origin else None for p in knob.pieces]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> ScheduleGraph:
+        if data.get("format") != GRAPH_FORMAT:
+            raise ValueError(f"schedule graph format {data.get('format')!r}; this version reads {GRAPH_FORMAT}")
+        terms = {n: Term(n, data["terms"][n]["kind"], False, data["terms"][n]["settings"]) for n in data["term_order"]}
+        graph = cls(
+            name=data["name"],
+            path=data["path"],
+            total_steps=data["total_steps"],
+            time_scale=data["time_scale"],
+            stages=tuple(Stage(n, a, b) for n, a, b in data["stages"]),
+            knobs={
+                n: Knob(n, k["kind"], tuple(Piece(s, e, v0, v1, sh) for s, e, v0, v1, sh in k["pieces"]))
+                for n, k in data["knobs"].items()
+            },
+            terms={n: Term(n, t.kind, t.kind in _pixel_kinds(), t.settings) for n, t in terms.items()},
+            blocks={n: Block(n, b["kind"], b["values"]) for n, b in data["blocks"].items()},
+            pixel_ranges=tuple(tuple(r) for r in data["pixel_ranges"]),
+            discriminator_ranges=tuple(tuple(r) for r in data["discriminator_ranges"]),
+        )
+        if graph.hash != data["hash"]:
+            raise ValueError(f"schedule graph hash mismatch: file says {data['hash']}, content is {graph.hash}")
+        return graph
+
+
+def _pixel_kinds() -> frozenset[str]:
+    from ditsr_plan.dsl.schemas import PIXEL_KINDS
+
+    return PIXEL_KINDS

@@ -1,0 +1,295 @@
+"""Plan files -> validated :class:`PlanSpec`: resolves ``extends`` and validates every setting.
+
+A child plan overrides its parent by name: ``steps``; a ``loss`` declaration (replaced whole); a
+settings block (keys merged, or replaced whole when the child names another kind); a stage
+(restated: replaced whole). ``amend stage NAME: ...`` adds or replaces single term statements of
+the parent's stage. All errors of all files in the chain are collected and raised together.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from ditsr_plan.diagnostics import (
+    EXTENDS,
+    FILE,
+    NAME,
+    VALUE,
+    Diagnostic,
+    Note,
+    PlanError,
+    Pos,
+    did_you_mean,
+)
+from ditsr_plan.dsl.parser import parse_plan
+from ditsr_plan.dsl.schemas import BLOCKS, TERM_KINDS
+from ditsr_plan.dsl.spec import BlockDecl, PlanSpec, StageDecl, TermDecl
+from ditsr_plan.dsl.syntax import (
+    BlockStmt,
+    ExtendsStmt,
+    LossStmt,
+    PlanStmt,
+    Setting,
+    StageStmt,
+    Steps,
+    StepsStmt,
+    TermStmt,
+    Word,
+)
+
+MAX_EXTENDS_DEPTH = 64
+
+
+@dataclass
+class _Stage:
+    name: Word
+    start: Steps
+    end: Steps | None
+    terms: dict[str, TermStmt]
+    pos: Pos
+
+
+@dataclass
+class _Merged:
+    """A plan's statements after extends, before validation."""
+
+    name: Word | None = None
+    steps: Steps | None = None
+    losses: dict[str, LossStmt] = field(default_factory=dict)
+    blocks: dict[str, tuple[BlockStmt, dict[str, Setting]]] = field(default_factory=dict)
+    stages: dict[str, _Stage] = field(default_factory=dict)
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+        self.sources: dict[str, str] = {}
+
+    def error(self, code: str, message: str, pos: Pos | None, hint: str | None = None,
+              notes: tuple[Note, ...] = ()) -> None:
+        self.diagnostics.append(Diagnostic(code, message, pos, hint, notes))
+
+    def read(self, path: str, via: Pos | None) -> str | None:
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            if via:
+                self.error(EXTENDS, f"the parent plan '{path}' does not exist", via,
+                           "extends takes a path relative to the file that names it")
+            else:
+                self.error(FILE, f"no such plan file: '{path}'", None)
+            return None
+        except OSError as exc:
+            self.error(FILE if via is None else EXTENDS, f"cannot read '{path}': {exc.strerror}", via)
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self.error(FILE, f"'{path}' is not UTF-8 text (byte {exc.start})", via,
+                       "plan files are UTF-8 text")
+            return None
+
+    def load(self, path: str, text: str | None, chain: tuple[str, ...], via: Pos | None) -> _Merged:
+        if text is None:
+            text = self.read(path, via)
+            if text is None:
+                return _Merged()
+        text = text.replace("\r\n", "\n").lstrip("\ufeff")
+        self.sources[path] = text
+        try:
+            plan_file = parse_plan(text, path)
+        except PlanError as exc:
+            self.diagnostics += exc.diagnostics
+            return _Merged()
+        statements = plan_file.statements
+        parents = [s for s in statements if isinstance(s, ExtendsStmt)]
+        for extra in parents[1:]:
+            self.error(EXTENDS, "a plan extends at most one parent", extra.pos,
+                       notes=(Note("the first extends is here", parents[0].pos),))
+        merged = _Merged()
+        if parents:
+            merged = self.load_parent(path, parents[0], chain)
+        self.apply(merged, statements)
+        # a plan is named by its own file, never by its parent's
+        merged.name = next((s.name for s in statements if isinstance(s, PlanStmt)), None)
+        return merged
+
+    def load_parent(self, path: str, ext: ExtendsStmt, chain: tuple[str, ...]) -> _Merged:
+        target = ext.path
+        if "://" in target or target.startswith(("~", "$")):
+            self.error(EXTENDS, f"extends takes a file path, not '{target}'", ext.path_pos,
+                       "write a path relative to this file, or an absolute path; URLs, '~' and "
+                       "variables are not expanded")
+            return _Merged()
+        parent = os.path.normpath(os.path.join(os.path.dirname(path), target))
+        real = os.path.realpath(parent)
+        if real in chain:
+            self.error(EXTENDS, f"extends cycle: '{parent}' extends this plan again", ext.path_pos,
+                       "a plan cannot be its own ancestor; remove one of the extends lines")
+            return _Merged()
+        if len(chain) >= MAX_EXTENDS_DEPTH:
+            self.error(EXTENDS, f"extends chain deeper than {MAX_EXTENDS_DEPTH} plans", ext.path_pos)
+            return _Merged()
+        return self.load(parent, None, (*chain, real), ext.path_pos)
+
+    def apply(self, merged: _Merged, statements: tuple) -> None:
+        seen: dict[tuple[str, str], Pos] = {}
+
+        def first_in_file(kind: str, name: str, pos: Pos, what: str) -> bool:
+            if (kind, name) in seen:
+                self.error(NAME, f"{what} is given twice in this file", pos,
+                           "keep one of them", (Note("first given here", seen[kind, name]),))
+                return False
+            seen[kind, name] = pos
+            return True
+
+        for stmt in statements:
+            if isinstance(stmt, PlanStmt):
+                first_in_file("plan", "", stmt.pos, "the plan name")
+            elif isinstance(stmt, StepsStmt):
+                if first_in_file("steps", "", stmt.pos, "'steps'"):
+                    merged.steps = stmt.steps
+            elif isinstance(stmt, LossStmt):
+                if first_in_file("loss", stmt.name.text, stmt.name.pos, f"term '{stmt.name.text}'"):
+                    self.check_duplicate_keys(stmt.settings)
+                    merged.losses[stmt.name.text] = stmt
+            elif isinstance(stmt, BlockStmt):
+                if first_in_file("block", stmt.name.text, stmt.name.pos, f"block '{stmt.name.text}'"):
+                    self.check_duplicate_keys(stmt.settings)
+                    self.merge_block(merged, stmt)
+            elif isinstance(stmt, StageStmt):
+                self.apply_stage(merged, stmt, first_in_file)
+
+    def check_duplicate_keys(self, settings: tuple[Setting, ...]) -> None:
+        seen: dict[str, Setting] = {}
+        for s in settings:
+            if s.key.text in seen:
+                self.error(NAME, f"'{s.key.text}' is given twice", s.key.pos, "keep one of them",
+                           (Note("first given here", seen[s.key.text].key.pos),))
+            seen.setdefault(s.key.text, s)
+
+    def merge_block(self, merged: _Merged, stmt: BlockStmt) -> None:
+        name = stmt.name.text
+        old = merged.blocks.get(name)
+        kind = stmt.kind.text if stmt.kind else None
+        given = {s.key.text: s for s in stmt.settings}
+        if old is not None and (old[0].kind.text if old[0].kind else None) == kind:
+            given = {**old[1], **given}
+        merged.blocks[name] = (stmt, given)
+
+    def apply_stage(self, merged: _Merged, stmt: StageStmt, first_in_file) -> None:
+        terms: dict[str, TermStmt] = {}
+        for term in stmt.terms:
+            if term.knob.text in terms:
+                self.error(NAME, f"'{term.knob.text}' is set twice in stage {stmt.name.text}", term.pos,
+                           "keep one statement per term and stage",
+                           (Note("first set here", terms[term.knob.text].pos),))
+            terms.setdefault(term.knob.text, term)
+        name = stmt.name.text
+        if stmt.amend:
+            stage = merged.stages.get(name)
+            if stage is None:
+                self.error(NAME, f"amend names stage '{name}', which the plan does not have", stmt.name.pos,
+                           did_you_mean(name, merged.stages) or "amend changes a stage of the parent plan")
+                return
+            stage.terms = {**stage.terms, **terms}
+            return
+        if not first_in_file("stage", name, stmt.name.pos, f"stage '{name}'"):
+            return
+        assert stmt.start is not None
+        merged.stages[name] = _Stage(stmt.name, stmt.start, stmt.end, terms, stmt.pos)
+
+    # ---- validation of the merged plan --------------------------------------------------------
+
+    def validate(self, path: str, merged: _Merged) -> PlanSpec | None:
+        terms = {}
+        for name, stmt in merged.losses.items():
+            given = {s.key.text: s for s in stmt.settings}
+            schema = TERM_KINDS.get(stmt.kind.text)
+            if schema is None:
+                self.error(NAME, f"unknown loss kind '{stmt.kind.text}'", stmt.kind.pos,
+                           did_you_mean(stmt.kind.text, TERM_KINDS) or "kinds: " + ", ".join(TERM_KINDS))
+                continue
+            settings = self.validate_settings(schema, given, f"loss kind '{stmt.kind.text}'")
+            if settings is not None:
+                terms[name] = TermDecl(stmt.name, stmt.kind, settings, given, stmt.pos)
+        blocks = {}
+        for name, (stmt, given) in merged.blocks.items():
+            kinds = BLOCKS.get(name)
+            if kinds is None:
+                self.error(NAME, f"unknown settings block '{name}'", stmt.name.pos,
+                           did_you_mean(name, [*BLOCKS, "plan", "steps", "extends", "loss", "stage", "amend"])
+                           or "blocks: " + ", ".join(BLOCKS))
+                continue
+            kind = stmt.kind.text if stmt.kind else None
+            if kind not in kinds:
+                at = stmt.kind.pos if stmt.kind else stmt.name.pos
+                named = [k for k in kinds if k]
+                if kind is None:
+                    self.error(VALUE, f"block '{name}' needs a kind", at, "kinds: " + ", ".join(named))
+                else:
+                    self.error(NAME, f"unknown kind '{kind}' for block '{name}'", at,
+                               did_you_mean(kind, named) or
+                               ("kinds: " + ", ".join(named) if named else f"'{name}' takes only key=value"))
+                continue
+            settings = self.validate_settings(kinds[kind], given, f"block '{name}'")
+            if settings is not None:
+                blocks[name] = BlockDecl(stmt.name, stmt.kind, settings, given, stmt.pos)
+        if merged.steps is None and not self.diagnostics:
+            self.error(VALUE, "the plan has no 'steps' line", Pos(path, 1, 1),
+                       "say how long training runs, e.g. 'steps 15k'")
+        if not merged.stages and not self.diagnostics:
+            self.error(VALUE, "the plan has no stages", Pos(path, 1, 1),
+                       "add at least one, e.g. 'stage A 0..: v 1'")
+        if self.diagnostics or merged.steps is None:
+            return None
+        name = merged.name.text if merged.name else Path(path).stem
+        stages = [StageDecl(s.name, s.start, s.end, s.terms, s.pos) for s in merged.stages.values()]
+        return PlanSpec(name, path, merged.steps, terms, blocks, stages, dict(self.sources))
+
+    def validate_settings(self, schema: type[BaseModel], given: dict[str, Setting], what: str):
+        try:
+            return schema.model_validate({k: s.value for k, s in given.items()})
+        except ValidationError as exc:
+            fields = list(schema.model_fields)
+            for err in exc.errors():
+                key = str(err["loc"][0]) if err["loc"] else ""
+                setting = given.get(key)
+                pos = setting.value_pos if setting else None
+                if err["type"] == "extra_forbidden" and setting:
+                    hint = did_you_mean(key, fields) or (
+                        f"{what} takes: " + ", ".join(fields) if fields else f"{what} takes no settings")
+                    self.error(NAME, f"unknown key '{key}' for {what}", setting.key.pos, hint)
+                    continue
+                message = str(err["msg"]).removeprefix("Value error, ")
+                self.error(VALUE, f"invalid value '{setting.value if setting else ''}' for '{key}': {message}",
+                           pos, _describe_field(schema, key))
+            return None
+
+
+def _describe_field(schema: type[BaseModel], key: str) -> str | None:
+    info = schema.model_fields.get(key)
+    if info is None:
+        return None
+    parts = [f"default {info.default!r}"] if info.default is not None else []
+    if info.description:
+        parts.insert(0, info.description)
+    return f"'{key}': " + "; ".join(parts) if parts else None
+
+
+def load_plan(path: str | os.PathLike, text: str | None = None) -> PlanSpec:
+    """Read (or take ``text`` for) the plan at ``path``, resolve ``extends``, validate everything.
+
+    Raises :class:`PlanError` with every diagnostic of the plan and its parents.
+    """
+    path = os.fspath(path)
+    loader = _Loader()
+    merged = loader.load(path, text, (os.path.realpath(path),), None)
+    spec = loader.validate(path, merged)
+    if spec is None:
+        raise PlanError(loader.diagnostics, loader.sources)
+    return spec

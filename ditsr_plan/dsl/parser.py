@@ -1,0 +1,281 @@
+"""Plan text -> syntax tree (:class:`PlanFile`), with every syntax error of the file collected.
+
+A file is split into statements (a line, plus the more-indented lines that continue a stage whose
+line ends in ``:`` or ``;``); each statement is parsed on its own with the lark grammar in
+``grammar.lark``, so one bad line does not hide the errors of the others.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from ditsr_plan.diagnostics import SYNTAX, VALUE, Diagnostic, PlanError, Pos, did_you_mean
+from ditsr_plan.dsl.numbers import NumberError, parse_steps, parse_weight
+from ditsr_plan.dsl.syntax import (
+    BlockStmt,
+    Chunk,
+    Comment,
+    ExtendsStmt,
+    LossStmt,
+    PlanFile,
+    PlanStmt,
+    Setting,
+    StageStmt,
+    Statement,
+    Steps,
+    StepsStmt,
+    TermStmt,
+    Weight,
+    Word,
+)
+
+KEYWORDS = ("plan", "steps", "extends", "loss", "stage", "amend")
+
+USAGE = {
+    "plan": "plan NAME",
+    "steps": "steps 15k",
+    "extends": 'extends "parent.plan"',
+    "loss": "loss NAME KIND key=value ...",
+    "stage": "stage NAME START..[END]: TERM VALUE; TERM A->B [linear|cosine] [over N] [after N]; ...",
+    "amend": "amend stage NAME: TERM VALUE; TERM A->B ...",
+}
+
+TERMINAL_WORDS = {
+    "NAME": "name",
+    "NUMBER": "number",
+    "STRING": 'quoted file name ("parent.plan")',
+    "KV": "key=value setting",
+    "DOTS": "'..'",
+    "COLON": "':'",
+    "SEMI": "';'",
+    "ARROW": "'->'",
+    "SHAPE": "'linear', 'cosine'",
+    "OFF": "'off'",
+    "OVER": "'over'",
+    "AFTER": "'after'",
+    "PLAN": "'plan'",
+    "STEPS": "'steps'",
+    "EXTENDS": "'extends'",
+    "LOSS": "'loss'",
+    "STAGE": "'stage'",
+    "AMEND": "'amend'",
+    "$END": "the end of the statement",
+}
+
+
+@cache
+def _lark() -> Lark:
+    grammar = (Path(__file__).with_name("grammar.lark")).read_text()
+    return Lark(grammar, parser="lalr", maybe_placeholders=True, cache=False)
+
+
+def split_comment(line: str) -> tuple[str, str | None]:
+    """Code and comment of a physical line; a ``#`` inside double quotes is not a comment."""
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "#" and not quoted:
+            return line[:i], line[i:].rstrip()
+    return line, None
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def parse_plan(text: str, path: str) -> PlanFile:
+    """Parse a whole plan file; raise :class:`PlanError` with every syntax error in it."""
+    lines = text.splitlines()
+    codes = [split_comment(line) for line in lines]
+    layout: list[Chunk | Comment | None] = []
+    statements: list[Statement] = []
+    diagnostics: list[Diagnostic] = []
+    i = 0
+    while i < len(lines):
+        code, comment = codes[i]
+        if not code.strip():
+            layout.append(Comment(comment.strip(), i + 1) if comment else None)
+            i += 1
+            continue
+        first, indent = i, _indent(lines[i])
+        while (
+            codes[i][0].rstrip().endswith((":", ";"))
+            and i + 1 < len(lines)
+            and codes[i + 1][0].strip()
+            and _indent(lines[i + 1]) > indent
+        ):
+            i += 1
+        chunk_text = "\n".join(code for code, _ in codes[first : i + 1])
+        comments = tuple(Comment(c.strip(), n + 1) for n, (_, c) in enumerate(codes) if first <= n <= i and c)
+        stmt = _parse_statement(chunk_text, path, first, diagnostics)
+        if stmt is not None:
+            statements.append(stmt)
+        layout.append(Chunk(stmt, first + 1, i + 1, comments))
+        i += 1
+    if diagnostics:
+        raise PlanError(diagnostics, {path: text})
+    return PlanFile(path=path, text=text, statements=tuple(statements), layout=tuple(layout))
+
+
+def _parse_statement(text: str, path: str, line0: int, out: list[Diagnostic]) -> Statement | None:
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedInput as exc:
+        out.append(_syntax_diagnostic(exc, text, path, line0))
+        return None
+    return _Builder(path, line0, out).statement(tree)
+
+
+ARTICLE = {"NAME": "a ", "NUMBER": "a ", "STRING": "a ", "KV": "a "}
+KEYWORD_OF = {"SHAPE": ("linear", "cosine"), "OFF": ("off",), "OVER": ("over",), "AFTER": ("after",)}
+
+
+def _describe_expected(names: set[str]) -> str:
+    words = sorted(
+        {
+            word
+            for n in names
+            if not n.startswith("__")
+            for word in (ARTICLE.get(n, "") + TERMINAL_WORDS.get(n, n)).split(", ")
+        }
+    )
+    if not words:
+        return "something else"
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str, line0: int) -> Diagnostic:
+    first_word = text.split(None, 1)[0] if text.strip() else ""
+    if isinstance(exc, UnexpectedCharacters):
+        pos = Pos(path, exc.line + line0, exc.column, 1)
+        message = f"unexpected character {exc.char!r}: expected {_describe_expected(set(exc.allowed or ()))}"
+    elif isinstance(exc, UnexpectedToken) and exc.token.type != "$END":
+        tok = exc.token
+        pos = Pos(path, tok.line + line0, tok.column, max(1, len(tok.value)))
+        what = TERMINAL_WORDS.get(tok.type, tok.type)
+        shown = f"{what} '{tok.value}'" if tok.type in ("NAME", "NUMBER", "KV", "STRING") else f"'{tok.value}'"
+        message = f"unexpected {shown}: expected {_describe_expected(set(exc.expected))}"
+        keywords = [k for n in exc.expected for k in KEYWORD_OF.get(n, ())]
+        close = did_you_mean(str(tok), keywords) if tok.type == "NAME" else None
+        if close:
+            return Diagnostic(SYNTAX, message, pos, close)
+    else:
+        expected = exc.expected if isinstance(exc, UnexpectedEOF | UnexpectedToken) else set()
+        last = text.rstrip().splitlines() or [""]
+        pos = Pos(path, line0 + len(last), len(last[-1]) + 1, 1)
+        message = f"the statement ends too early: expected {_describe_expected(set(expected))}"
+    if first_word in USAGE:
+        hint = f"a '{first_word}' statement reads: {USAGE[first_word]}"
+    else:
+        hint = did_you_mean(first_word, KEYWORDS) or "a settings line reads: BLOCK [KIND] key=value ..."
+    return Diagnostic(SYNTAX, message, pos, hint)
+
+
+class _Builder:
+    """Turns one statement's lark tree into syntax nodes, converting numbers as it goes."""
+
+    def __init__(self, path: str, line0: int, out: list[Diagnostic]):
+        self.path, self.line0, self.out = path, line0, out
+
+    def pos(self, tok: Token) -> Pos:
+        return Pos(self.path, tok.line + self.line0, tok.column, max(1, len(tok.value)))
+
+    def word(self, tok: Token) -> Word:
+        return Word(str(tok), self.pos(tok))
+
+    def steps(self, tok: Token) -> Steps | None:
+        try:
+            return Steps(parse_steps(tok), str(tok), self.pos(tok))
+        except NumberError as exc:
+            self.out.append(Diagnostic(VALUE, exc.message, self.pos(tok), exc.hint))
+            return None
+
+    def weight(self, tok: Token) -> Weight | None:
+        try:
+            return Weight(parse_weight(tok), str(tok), self.pos(tok))
+        except NumberError as exc:
+            self.out.append(Diagnostic(VALUE, exc.message, self.pos(tok), exc.hint))
+            return None
+
+    def setting(self, tree: Tree) -> Setting:
+        tok = tree.children[0]
+        key, value = str(tok).split("=", 1)
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        at = self.pos(tok)
+        return Setting(
+            Word(key, Pos(at.file, at.line, at.col, len(key))),
+            value,
+            Pos(at.file, at.line, at.col + len(key) + 1, max(1, len(tok) - len(key) - 1)),
+        )
+
+    def statement(self, tree: Tree) -> Statement | None:
+        kids = tree.children
+        rule = tree.data
+        head = self.pos(kids[0])
+        if rule == "plan_stmt":
+            return PlanStmt(self.word(kids[1]), head)
+        if rule == "steps_stmt":
+            steps = self.steps(kids[1])
+            return StepsStmt(steps, head) if steps else None
+        if rule == "extends_stmt":
+            tok = kids[1]
+            return ExtendsStmt(str(tok)[1:-1], self.pos(tok), head)
+        if rule == "loss_stmt":
+            return LossStmt(self.word(kids[1]), self.word(kids[2]), self.settings(kids[3:]), head)
+        if rule == "setting_stmt":
+            kind = self.word(kids[1]) if kids[1] is not None else None
+            return BlockStmt(self.word(kids[0]), kind, self.settings(kids[2:]), head)
+        if rule == "stage_stmt":
+            _, name, start, _, end, _, terms = kids
+            start_steps = self.steps(start)
+            end_steps = self.steps(end) if end is not None else None
+            if start_steps is None or (end is not None and end_steps is None):
+                return None
+            return StageStmt(self.word(name), start_steps, end_steps, self.terms(terms), False, head)
+        if rule == "amend_stmt":
+            return StageStmt(self.word(kids[2]), None, None, self.terms(kids[4]), True, head)
+        raise AssertionError(f"grammar rule without a builder: {rule}")
+
+    def settings(self, kids: list) -> tuple[Setting, ...]:
+        return tuple(self.setting(k) for k in kids if isinstance(k, Tree))
+
+    def terms(self, tree: Tree | None) -> tuple[TermStmt, ...]:
+        if tree is None:
+            return ()
+        built = [self.term(t) for t in tree.children if isinstance(t, Tree)]
+        return tuple(t for t in built if t is not None)
+
+    def term(self, tree: Tree) -> TermStmt | None:
+        kids = tree.children
+        knob = self.word(kids[0])
+        if tree.data == "off":
+            return TermStmt(knob, "off")
+        if tree.data == "constant":
+            value = self.weight(kids[1])
+            return TermStmt(knob, "const", value=value) if value else None
+        start = self.weight(kids[1]) if kids[1] is not None else None
+        end = self.weight(kids[3])
+        options: dict[str, Token] = {}
+        for opt in kids[4:]:
+            name = opt.data
+            tok = opt.children[-1]
+            if name in options:
+                self.out.append(
+                    Diagnostic(SYNTAX, f"'{name}' is given twice in one ramp", self.pos(opt.children[0]),
+                               f"keep one '{name}'")
+                )
+            options[name] = tok
+        shape = self.word(options["shape"]) if "shape" in options else None
+        over = self.steps(options["over"]) if "over" in options else None
+        after = self.steps(options["after"]) if "after" in options else None
+        failed = (kids[1] is not None and start is None) or end is None
+        failed = failed or ("over" in options and over is None) or ("after" in options and after is None)
+        if failed:
+            return None
+        return TermStmt(knob, "ramp", start=start, end=end, shape=shape, over=over, after=after)
