@@ -41,8 +41,10 @@ class Diagnostic:
     severity: str = "error"
 
     def headline(self) -> str:
+        """``file:line:col: error: message`` for errors, ``file:line:col: G001 message`` for findings."""
         where = f"{self.pos}: " if self.pos else ""
-        return f"{where}{self.severity}: {self.message}"
+        label = "error" if self.severity == "error" else self.code
+        return f"{where}{label}: {self.message}"
 
 
 # Error codes of the language (lint rules have their own codes, see compiler/lint).

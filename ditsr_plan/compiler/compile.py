@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from itertools import pairwise
 
 from ditsr_plan.diagnostics import NAME, SCHEDULE, VALUE, Diagnostic, Note, PlanError, Pos, did_you_mean
 from ditsr_plan.dsl.loader import load_plan
@@ -59,8 +60,9 @@ class _Compiler:
         self.diagnostics: list[Diagnostic] = []
         self.total = spec.steps.value
 
-    def error(self, code: str, message: str, pos: Pos | None, hint: str | None = None,
-              notes: tuple[Note, ...] = ()) -> None:
+    def error(
+        self, code: str, message: str, pos: Pos | None, hint: str | None = None, notes: tuple[Note, ...] = ()
+    ) -> None:
         self.diagnostics.append(Diagnostic(code, message, pos, hint, notes))
 
     def run(self) -> ScheduleGraph:
@@ -105,40 +107,73 @@ class _Compiler:
         span = f"[0, {format_steps(self.total)})"
         for stage in stages:
             if stage.end is not None and stage.end.value <= stage.start.value:
-                self.error(SCHEDULE, f"stage {stage.name.text} is empty: it ends where or before it starts",
-                           stage.end.pos, "a stage a..b covers steps a to b-1; b must be above a")
+                self.error(
+                    SCHEDULE,
+                    f"stage {stage.name.text} is empty: it ends where or before it starts",
+                    stage.end.pos,
+                    "a stage a..b covers steps a to b-1; b must be above a",
+                )
             elif stage.end is None and stage.start.value >= self.total:
-                self.error(SCHEDULE, f"stage {stage.name.text} starts at {stage.start.text}, at or after the "
-                           f"plan's last step", stage.start.pos, f"the plan has {format_steps(self.total)} steps")
+                self.error(
+                    SCHEDULE,
+                    f"stage {stage.name.text} starts at {stage.start.text}, at or after the plan's last step",
+                    stage.start.pos,
+                    f"the plan has {format_steps(self.total)} steps",
+                )
         if not stages:
             return stages
         first = stages[0]
         if first.start.value > 0:
-            self.error(SCHEDULE, f"steps 0..{first.start.text} are in no stage", first.start.pos,
-                       f"stages must tile {span}: start the first stage at 0")
-        for prev, cur in zip(stages, stages[1:], strict=False):
+            self.error(
+                SCHEDULE,
+                f"steps 0..{first.start.text} are in no stage",
+                first.start.pos,
+                f"stages must tile {span}: start the first stage at 0",
+            )
+        for prev, cur in pairwise(stages):
             prev_end = self.end_of(prev)
-            here = (Note(f"stage {prev.name.text} covers {prev.start.text}.."
-                         f"{prev.end.text if prev.end else ''}", prev.pos),)
+            here = (
+                Note(
+                    f"stage {prev.name.text} covers {prev.start.text}..{prev.end.text if prev.end else ''}",
+                    prev.pos,
+                ),
+            )
             if cur.start.value < prev_end:
-                self.error(SCHEDULE, f"stage {cur.name.text} overlaps stage {prev.name.text}: both cover step "
-                           f"{format_steps(cur.start.value)}", cur.start.pos,
-                           f"start stage {cur.name.text} where stage {prev.name.text} ends", here)
+                self.error(
+                    SCHEDULE,
+                    f"stage {cur.name.text} overlaps stage {prev.name.text}: both cover step "
+                    f"{format_steps(cur.start.value)}",
+                    cur.start.pos,
+                    f"start stage {cur.name.text} where stage {prev.name.text} ends",
+                    here,
+                )
             elif cur.start.value > prev_end:
-                self.error(SCHEDULE, f"steps {format_steps(prev_end)}..{cur.start.text} are in no stage (gap "
-                           f"between stages {prev.name.text} and {cur.name.text})", cur.start.pos,
-                           f"start stage {cur.name.text} at {format_steps(prev_end)}, or end stage "
-                           f"{prev.name.text} at {cur.start.text}", here)
+                self.error(
+                    SCHEDULE,
+                    f"steps {format_steps(prev_end)}..{cur.start.text} are in no stage (gap "
+                    f"between stages {prev.name.text} and {cur.name.text})",
+                    cur.start.pos,
+                    f"start stage {cur.name.text} at {format_steps(prev_end)}, or end stage "
+                    f"{prev.name.text} at {cur.start.text}",
+                    here,
+                )
         last = stages[-1]
         if last.end is not None and last.end.value < self.total:
-            self.error(SCHEDULE, f"steps {last.end.text}..{format_steps(self.total)} are in no stage",
-                       last.end.pos, f"end the last stage at the plan's end: 'stage {last.name.text} "
-                       f"{last.start.text}..:'", (Note("the plan's steps are set here", self.spec.steps.pos),))
+            self.error(
+                SCHEDULE,
+                f"steps {last.end.text}..{format_steps(self.total)} are in no stage",
+                last.end.pos,
+                f"end the last stage at the plan's end: 'stage {last.name.text} {last.start.text}..:'",
+                (Note("the plan's steps are set here", self.spec.steps.pos),),
+            )
         elif last.end is not None and last.end.value > self.total:
-            self.error(SCHEDULE, f"stage {last.name.text} ends at {last.end.text}, after the plan's "
-                       f"{format_steps(self.total)} steps", last.end.pos,
-                       f"raise 'steps' or end the stage at {format_steps(self.total)}",
-                       (Note("the plan's steps are set here", self.spec.steps.pos),))
+            self.error(
+                SCHEDULE,
+                f"stage {last.name.text} ends at {last.end.text}, after the plan's {format_steps(self.total)} steps",
+                last.end.pos,
+                f"raise 'steps' or end the stage at {format_steps(self.total)}",
+                (Note("the plan's steps are set here", self.spec.steps.pos),),
+            )
         return stages
 
     def scaled_stages(self, stages: list[StageDecl], total: int) -> list[Stage]:
@@ -146,8 +181,12 @@ class _Compiler:
         for stage in stages:
             start, end = self.scale.at(stage.start.value), self.scale.at(self.end_of(stage))
             if end <= start:
-                self.error(SCHEDULE, f"stage {stage.name.text} has no steps left at time scale "
-                           f"{self.scale.factor:g}", stage.pos, "use a larger --time-scale")
+                self.error(
+                    SCHEDULE,
+                    f"stage {stage.name.text} has no steps left at time scale {self.scale.factor:g}",
+                    stage.pos,
+                    "use a larger --time-scale",
+                )
             out.append(Stage(stage.name.text, start, min(end, total), stage.pos))
         return out
 
@@ -161,15 +200,26 @@ class _Compiler:
 
     def terms(self) -> dict[str, Term]:
         return {
-            name: Term(name, decl.kind.text, decl.kind.text in PIXEL_KINDS, self.scaled_settings(decl.settings),
-                       decl.pos, {k: s.key.pos for k, s in decl.given.items()})
+            name: Term(
+                name,
+                decl.kind.text,
+                decl.kind.text in PIXEL_KINDS,
+                self.scaled_settings(decl.settings),
+                decl.pos,
+                {k: s.key.pos for k, s in decl.given.items()},
+            )
             for name, decl in self.spec.terms.items()
         }
 
     def blocks(self) -> dict[str, Block]:
         blocks = {
-            name: Block(name, decl.kind.text if decl.kind else None, self.scaled_settings(decl.settings),
-                        decl.pos, {k: s.key.pos for k, s in decl.given.items()})
+            name: Block(
+                name,
+                decl.kind.text if decl.kind else None,
+                self.scaled_settings(decl.settings),
+                decl.pos,
+                {k: s.key.pos for k, s in decl.given.items()},
+            )
             for name, decl in self.spec.blocks.items()
         }
         for name in DEFAULT_BLOCKS:
@@ -194,14 +244,22 @@ class _Compiler:
                     continue
                 if knob == "lr_d":
                     gans = sum(t.kind.text == "patchgan" for t in self.spec.terms.values())
-                    reason = ("no patchgan term is declared" if gans == 0
-                              else "several patchgan terms are declared; set each one's lr instead")
-                    self.error(NAME, f"'lr_d' schedules the discriminator's learning rate, but {reason}",
-                               stmt.pos, "declare one 'loss NAME patchgan ...'" if gans == 0 else None)
+                    reason = (
+                        "no patchgan term is declared"
+                        if gans == 0
+                        else "several patchgan terms are declared; set each one's lr instead"
+                    )
+                    self.error(
+                        NAME,
+                        f"'lr_d' schedules the discriminator's learning rate, but {reason}",
+                        stmt.pos,
+                        "declare one 'loss NAME patchgan ...'" if gans == 0 else None,
+                    )
                 else:
                     hint = did_you_mean(knob, known) or (
                         f"declare it first: 'loss {knob} KIND ...' (kinds: vpred, latent_l1, lpips, edge, "
-                        "flat, ffl, patchgan)")
+                        "flat, ffl, patchgan)"
+                    )
                     self.error(NAME, f"unknown term '{knob}' in stage {stage.name.text}", stmt.pos, hint)
 
     # ---- knobs -----------------------------------------------------------------------------------
@@ -229,21 +287,33 @@ class _Compiler:
         after = stmt.after.value if stmt.after else 0
         ramp_start = begin + after
         if stmt.after and ramp_start >= end:
-            self.error(SCHEDULE, f"the ramp of '{stmt.knob.text}' starts {stmt.after.text} into stage "
-                       f"{decl.name.text}, at or past its end", stmt.after.pos,
-                       f"stage {decl.name.text} has {format_steps(end - begin)} steps")
+            self.error(
+                SCHEDULE,
+                f"the ramp of '{stmt.knob.text}' starts {stmt.after.text} into stage "
+                f"{decl.name.text}, at or past its end",
+                stmt.after.pos,
+                f"stage {decl.name.text} has {format_steps(end - begin)} steps",
+            )
             return v1
         ramp_end = ramp_start + stmt.over.value if stmt.over else end
         if stmt.over and stmt.over.value == 0:
-            self.error(SCHEDULE, "a ramp over 0 steps is a jump", stmt.over.pos,
-                       f"write '{stmt.knob.text} {stmt.end.text}' for a constant, or ramp over more steps")
+            self.error(
+                SCHEDULE,
+                "a ramp over 0 steps is a jump",
+                stmt.over.pos,
+                f"write '{stmt.knob.text} {stmt.end.text}' for a constant, or ramp over more steps",
+            )
             return v1
         if ramp_end > end:
-            self.error(SCHEDULE, f"the ramp of '{stmt.knob.text}' runs to step {format_steps(ramp_end)}, past "
-                       f"the end of stage {decl.name.text} ({format_steps(end)})", stmt.over.pos,
-                       f"stage {decl.name.text} has {format_steps(end - ramp_start)} steps left for it: shorten "
-                       "'over' or continue the ramp in the next stage with '->'",
-                       (Note(f"stage {decl.name.text} is declared here", decl.pos),))
+            self.error(
+                SCHEDULE,
+                f"the ramp of '{stmt.knob.text}' runs to step {format_steps(ramp_end)}, past "
+                f"the end of stage {decl.name.text} ({format_steps(end)})",
+                stmt.over.pos,
+                f"stage {decl.name.text} has {format_steps(end - ramp_start)} steps left for it: shorten "
+                "'over' or continue the ramp in the next stage with '->'",
+                (Note(f"stage {decl.name.text} is declared here", decl.pos),),
+            )
             return v1
         s, e = self.scale.at(ramp_start), self.scale.at(ramp_end)
         shape = stmt.shape.text if stmt.shape else "linear"

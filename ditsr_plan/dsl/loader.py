@@ -69,8 +69,9 @@ class _Loader:
         self.diagnostics: list[Diagnostic] = []
         self.sources: dict[str, str] = {}
 
-    def error(self, code: str, message: str, pos: Pos | None, hint: str | None = None,
-              notes: tuple[Note, ...] = ()) -> None:
+    def error(
+        self, code: str, message: str, pos: Pos | None, hint: str | None = None, notes: tuple[Note, ...] = ()
+    ) -> None:
         self.diagnostics.append(Diagnostic(code, message, pos, hint, notes))
 
     def read(self, path: str, via: Pos | None) -> str | None:
@@ -78,8 +79,12 @@ class _Loader:
             data = Path(path).read_bytes()
         except FileNotFoundError:
             if via:
-                self.error(EXTENDS, f"the parent plan '{path}' does not exist", via,
-                           "extends takes a path relative to the file that names it")
+                self.error(
+                    EXTENDS,
+                    f"the parent plan '{path}' does not exist",
+                    via,
+                    "extends takes a path relative to the file that names it",
+                )
             else:
                 self.error(FILE, f"no such plan file: '{path}'", None)
             return None
@@ -89,8 +94,7 @@ class _Loader:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            self.error(FILE, f"'{path}' is not UTF-8 text (byte {exc.start})", via,
-                       "plan files are UTF-8 text")
+            self.error(FILE, f"'{path}' is not UTF-8 text (byte {exc.start})", via, "plan files are UTF-8 text")
             return None
 
     def load(self, path: str, text: str | None, chain: tuple[str, ...], via: Pos | None) -> _Merged:
@@ -108,8 +112,12 @@ class _Loader:
         statements = plan_file.statements
         parents = [s for s in statements if isinstance(s, ExtendsStmt)]
         for extra in parents[1:]:
-            self.error(EXTENDS, "a plan extends at most one parent", extra.pos,
-                       notes=(Note("the first extends is here", parents[0].pos),))
+            self.error(
+                EXTENDS,
+                "a plan extends at most one parent",
+                extra.pos,
+                notes=(Note("the first extends is here", parents[0].pos),),
+            )
         merged = _Merged()
         if parents:
             merged = self.load_parent(path, parents[0], chain)
@@ -121,15 +129,22 @@ class _Loader:
     def load_parent(self, path: str, ext: ExtendsStmt, chain: tuple[str, ...]) -> _Merged:
         target = ext.path
         if "://" in target or target.startswith(("~", "$")):
-            self.error(EXTENDS, f"extends takes a file path, not '{target}'", ext.path_pos,
-                       "write a path relative to this file, or an absolute path; URLs, '~' and "
-                       "variables are not expanded")
+            self.error(
+                EXTENDS,
+                f"extends takes a file path, not '{target}'",
+                ext.path_pos,
+                "write a path relative to this file, or an absolute path; URLs, '~' and variables are not expanded",
+            )
             return _Merged()
         parent = os.path.normpath(os.path.join(os.path.dirname(path), target))
         real = os.path.realpath(parent)
         if real in chain:
-            self.error(EXTENDS, f"extends cycle: '{parent}' extends this plan again", ext.path_pos,
-                       "a plan cannot be its own ancestor; remove one of the extends lines")
+            self.error(
+                EXTENDS,
+                f"extends cycle: '{parent}' extends this plan again",
+                ext.path_pos,
+                "a plan cannot be its own ancestor; remove one of the extends lines",
+            )
             return _Merged()
         if len(chain) >= MAX_EXTENDS_DEPTH:
             self.error(EXTENDS, f"extends chain deeper than {MAX_EXTENDS_DEPTH} plans", ext.path_pos)
@@ -141,8 +156,13 @@ class _Loader:
 
         def first_in_file(kind: str, name: str, pos: Pos, what: str) -> bool:
             if (kind, name) in seen:
-                self.error(NAME, f"{what} is given twice in this file", pos,
-                           "keep one of them", (Note("first given here", seen[kind, name]),))
+                self.error(
+                    NAME,
+                    f"{what} is given twice in this file",
+                    pos,
+                    "keep one of them",
+                    (Note("first given here", seen[kind, name]),),
+                )
                 return False
             seen[kind, name] = pos
             return True
@@ -168,8 +188,13 @@ class _Loader:
         seen: dict[str, Setting] = {}
         for s in settings:
             if s.key.text in seen:
-                self.error(NAME, f"'{s.key.text}' is given twice", s.key.pos, "keep one of them",
-                           (Note("first given here", seen[s.key.text].key.pos),))
+                self.error(
+                    NAME,
+                    f"'{s.key.text}' is given twice",
+                    s.key.pos,
+                    "keep one of them",
+                    (Note("first given here", seen[s.key.text].key.pos),),
+                )
             seen.setdefault(s.key.text, s)
 
     def merge_block(self, merged: _Merged, stmt: BlockStmt) -> None:
@@ -185,16 +210,24 @@ class _Loader:
         terms: dict[str, TermStmt] = {}
         for term in stmt.terms:
             if term.knob.text in terms:
-                self.error(NAME, f"'{term.knob.text}' is set twice in stage {stmt.name.text}", term.pos,
-                           "keep one statement per term and stage",
-                           (Note("first set here", terms[term.knob.text].pos),))
+                self.error(
+                    NAME,
+                    f"'{term.knob.text}' is set twice in stage {stmt.name.text}",
+                    term.pos,
+                    "keep one statement per term and stage",
+                    (Note("first set here", terms[term.knob.text].pos),),
+                )
             terms.setdefault(term.knob.text, term)
         name = stmt.name.text
         if stmt.amend:
             stage = merged.stages.get(name)
             if stage is None:
-                self.error(NAME, f"amend names stage '{name}', which the plan does not have", stmt.name.pos,
-                           did_you_mean(name, merged.stages) or "amend changes a stage of the parent plan")
+                self.error(
+                    NAME,
+                    f"amend names stage '{name}', which the plan does not have",
+                    stmt.name.pos,
+                    did_you_mean(name, merged.stages) or "amend changes a stage of the parent plan",
+                )
                 return
             stage.terms = {**stage.terms, **terms}
             return
@@ -211,8 +244,12 @@ class _Loader:
             given = {s.key.text: s for s in stmt.settings}
             schema = TERM_KINDS.get(stmt.kind.text)
             if schema is None:
-                self.error(NAME, f"unknown loss kind '{stmt.kind.text}'", stmt.kind.pos,
-                           did_you_mean(stmt.kind.text, TERM_KINDS) or "kinds: " + ", ".join(TERM_KINDS))
+                self.error(
+                    NAME,
+                    f"unknown loss kind '{stmt.kind.text}'",
+                    stmt.kind.pos,
+                    did_you_mean(stmt.kind.text, TERM_KINDS) or "kinds: " + ", ".join(TERM_KINDS),
+                )
                 continue
             settings = self.validate_settings(schema, given, f"loss kind '{stmt.kind.text}'")
             if settings is not None:
@@ -221,9 +258,13 @@ class _Loader:
         for name, (stmt, given) in merged.blocks.items():
             kinds = BLOCKS.get(name)
             if kinds is None:
-                self.error(NAME, f"unknown settings block '{name}'", stmt.name.pos,
-                           did_you_mean(name, [*BLOCKS, "plan", "steps", "extends", "loss", "stage", "amend"])
-                           or "blocks: " + ", ".join(BLOCKS))
+                self.error(
+                    NAME,
+                    f"unknown settings block '{name}'",
+                    stmt.name.pos,
+                    did_you_mean(name, [*BLOCKS, "plan", "steps", "extends", "loss", "stage", "amend"])
+                    or "blocks: " + ", ".join(BLOCKS),
+                )
                 continue
             kind = stmt.kind.text if stmt.kind else None
             if kind not in kinds:
@@ -232,19 +273,26 @@ class _Loader:
                 if kind is None:
                     self.error(VALUE, f"block '{name}' needs a kind", at, "kinds: " + ", ".join(named))
                 else:
-                    self.error(NAME, f"unknown kind '{kind}' for block '{name}'", at,
-                               did_you_mean(kind, named) or
-                               ("kinds: " + ", ".join(named) if named else f"'{name}' takes only key=value"))
+                    self.error(
+                        NAME,
+                        f"unknown kind '{kind}' for block '{name}'",
+                        at,
+                        did_you_mean(kind, named)
+                        or ("kinds: " + ", ".join(named) if named else f"'{name}' takes only key=value"),
+                    )
                 continue
             settings = self.validate_settings(kinds[kind], given, f"block '{name}'")
             if settings is not None:
                 blocks[name] = BlockDecl(stmt.name, stmt.kind, settings, given, stmt.pos)
         if merged.steps is None and not self.diagnostics:
-            self.error(VALUE, "the plan has no 'steps' line", Pos(path, 1, 1),
-                       "say how long training runs, e.g. 'steps 15k'")
+            self.error(
+                VALUE,
+                "the plan has no 'steps' line",
+                Pos(path, 1, 1),
+                "say how long training runs, e.g. 'steps 15k'",
+            )
         if not merged.stages and not self.diagnostics:
-            self.error(VALUE, "the plan has no stages", Pos(path, 1, 1),
-                       "add at least one, e.g. 'stage A 0..: v 1'")
+            self.error(VALUE, "the plan has no stages", Pos(path, 1, 1), "add at least one, e.g. 'stage A 0..: v 1'")
         if self.diagnostics or merged.steps is None:
             return None
         name = merged.name.text if merged.name else Path(path).stem
@@ -262,12 +310,17 @@ class _Loader:
                 pos = setting.value_pos if setting else None
                 if err["type"] == "extra_forbidden" and setting:
                     hint = did_you_mean(key, fields) or (
-                        f"{what} takes: " + ", ".join(fields) if fields else f"{what} takes no settings")
+                        f"{what} takes: " + ", ".join(fields) if fields else f"{what} takes no settings"
+                    )
                     self.error(NAME, f"unknown key '{key}' for {what}", setting.key.pos, hint)
                     continue
                 message = str(err["msg"]).removeprefix("Value error, ")
-                self.error(VALUE, f"invalid value '{setting.value if setting else ''}' for '{key}': {message}",
-                           pos, _describe_field(schema, key))
+                self.error(
+                    VALUE,
+                    f"invalid value '{setting.value if setting else ''}' for '{key}': {message}",
+                    pos,
+                    _describe_field(schema, key),
+                )
             return None
 
 

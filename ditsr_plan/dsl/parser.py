@@ -267,8 +267,12 @@ class _Builder:
             tok = opt.children[-1]
             if name in options:
                 self.out.append(
-                    Diagnostic(SYNTAX, f"'{name}' is given twice in one ramp", self.pos(opt.children[0]),
-                               f"keep one '{name}'")
+                    Diagnostic(
+                        SYNTAX,
+                        f"'{name}' is given twice in one ramp",
+                        self.pos(opt.children[0]),
+                        f"keep one '{name}'",
+                    )
                 )
             options[name] = tok
         shape = self.word(options["shape"]) if "shape" in options else None

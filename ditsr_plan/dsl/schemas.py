@@ -155,7 +155,5 @@ DEFAULT_BLOCKS = ("pixel", "optim")
 def step_fields(model: type[BaseModel]) -> list[str]:
     """Names of the fields of ``model`` that count training steps."""
     return [
-        name
-        for name, info in model.model_fields.items()
-        if any(isinstance(m, StepQuantity) for m in info.metadata)
+        name for name, info in model.model_fields.items() if any(isinstance(m, StepQuantity) for m in info.metadata)
     ]

@@ -1,0 +1,284 @@
+"""The ``ditsr-plan`` command line.
+
+Exit codes: 0 success; 1 findings (``lint``), differences (``diff``) or unformatted files
+(``fmt --check``); 2 bad input (a plan error, a usage error) or an internal error. Bad input is
+reported as ``file:line:col: error: message`` with the source line, a caret and a hint -- never a
+traceback (set ``DITSR_PLAN_DEBUG=1`` to see one for internal errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from ditsr_plan import __version__
+from ditsr_plan.diagnostics import PlanError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported in one line, exit code 2."""
+
+
+def _time_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"time scale must be a positive number, not {text}")
+    return value
+
+
+def _step(text: str) -> int:
+    from ditsr_plan.dsl.numbers import NumberError, parse_steps
+
+    try:
+        return parse_steps(text)
+    except NumberError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _codes(text: str) -> list[str]:
+    return [c.strip().upper() for c in text.split(",") if c.strip()]
+
+
+def _add_time_scale(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--time-scale",
+        type=_time_scale,
+        default=1.0,
+        metavar="F",
+        help="multiply every step quantity by F (rounded to whole steps), keeping the shape",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ditsr-plan",
+        description="Plan files for diffusion-transformer super-resolution training: compile, show, lint, "
+        "diff and format loss schedules.",
+    )
+    parser.add_argument("--version", action="version", version=f"ditsr-plan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("compile", help="compile a plan to its schedule graph (JSON)")
+    p.add_argument("plan")
+    _add_time_scale(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write the JSON here instead of standard output")
+
+    p = sub.add_parser("show", help="a table of stages and knobs, or the values at one step")
+    p.add_argument("plan")
+    _add_time_scale(p)
+    p.add_argument("--at", type=_step, metavar="STEP", help="the values at this step (3000, 3k, 1.5k)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw every weight over the steps, stages as bands")
+
+    p = sub.add_parser("lint", help="find the schedule mistakes of the loss notes")
+    p.add_argument("paths", nargs="+", metavar="PLAN|DIR")
+    _add_time_scale(p)
+    p.add_argument("--format", choices=("text", "json", "github", "sarif"), default="text")
+    p.add_argument(
+        "--select",
+        type=_codes,
+        default=None,
+        metavar="CODES",
+        help="only these rules (codes or prefixes, comma-separated: G,W001)",
+    )
+    p.add_argument("--ignore", type=_codes, default=None, metavar="CODES", help="skip these rules")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="CODE.NAME=VALUE",
+        help="change a rule's threshold, e.g. G001.max=0.08 (see 'ditsr-plan rules')",
+    )
+
+    sub.add_parser("rules", help="every lint rule with its documentation")
+
+    p = sub.add_parser("diff", help="what changes in training between two plans")
+    p.add_argument("a")
+    p.add_argument("b")
+    _add_time_scale(p)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the knobs that differ (a solid, b dashed)")
+
+    p = sub.add_parser("fmt", help="rewrite plans in the canonical format")
+    p.add_argument("paths", nargs="+", metavar="PLAN|DIR")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not formatted")
+    return parser
+
+
+def _write_json(data: object, path: str | None = None) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from ditsr_plan.compiler import compile_plan
+
+    graph = compile_plan(args.plan, args.time_scale)
+    _write_json(graph.to_json(), args.output)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ditsr_plan.compiler import compile_plan, show
+
+    graph = compile_plan(args.plan, args.time_scale)
+    if args.at is not None and args.at >= graph.total_steps:
+        raise UsageError(f"--at {args.at}: the plan has steps 0..{graph.total_steps - 1}")
+    if args.format == "json":
+        _write_json(show.at_json(graph, args.at) if args.at is not None else show.table_json(graph))
+    else:
+        print(show.at_text(graph, args.at) if args.at is not None else show.table_text(graph))
+    if args.plot:
+        from ditsr_plan.compiler.plot import plot_schedule
+
+        plot_schedule(graph, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _params(items: Sequence[str]) -> dict[str, dict[str, float]]:
+    from ditsr_plan.compiler.lint.rules import BY_CODE
+
+    out: dict[str, dict[str, float]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        code, dot, name = key.partition(".")
+        rule = BY_CODE.get(code.upper())
+        if not sep or not dot or rule is None or name not in rule.params:
+            known = ", ".join(f"{c}.{n}" for c, r in BY_CODE.items() for n in r.params)
+            raise UsageError(f"--param {item}: expected CODE.NAME=VALUE with one of: {known}")
+        try:
+            out.setdefault(code.upper(), {})[name] = float(value)
+        except ValueError:
+            raise UsageError(f"--param {item}: '{value}' is not a number") from None
+    return out
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from ditsr_plan.compiler.lint import lint_paths, unknown_codes
+    from ditsr_plan.compiler.lint.report import report
+
+    for codes in (args.select or [], args.ignore or []):
+        bad = unknown_codes(codes)
+        if bad:
+            raise UsageError(f"unknown rule code {', '.join(bad)} (see 'ditsr-plan rules')")
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        raise UsageError(f"no such file or directory: {', '.join(missing)}")
+    result = lint_paths(args.paths, args.select, args.ignore, _params(args.param), args.time_scale)
+    sys.stdout.write(report(result, args.format))
+    return EXIT_FINDINGS if result.findings else EXIT_OK
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from ditsr_plan.compiler.lint.report import rules_text
+
+    sys.stdout.write(rules_text())
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from ditsr_plan.compiler import compile_plan
+    from ditsr_plan.compiler.diff import diff_graphs, render_text, to_json
+
+    errors = []
+    graphs = []
+    for path in (args.a, args.b):
+        try:
+            graphs.append(compile_plan(path, args.time_scale))
+        except PlanError as exc:
+            errors.append(exc)
+    if errors:
+        raise PlanError(
+            [d for e in errors for d in e.diagnostics], {k: v for e in errors for k, v in e.sources.items()}
+        )
+    d = diff_graphs(*graphs)
+    if args.format == "json":
+        _write_json(to_json(d))
+    else:
+        print(render_text(d))
+    if args.plot:
+        from ditsr_plan.compiler.plot import plot_diff
+
+        plot_diff(d.a, d.b, list(d.knobs) or list(d.a.terms), args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return EXIT_OK if d.same else EXIT_FINDINGS
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ditsr_plan.compiler.lint import plan_files
+    from ditsr_plan.dsl.formatter import format_plan
+    from ditsr_plan.dsl.parser import parse_plan
+
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        raise UsageError(f"no such file or directory: {', '.join(missing)}")
+    errors: list[PlanError] = []
+    changed = []
+    for path in plan_files(args.paths):
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            formatted = format_plan(parse_plan(text, path))
+        except PlanError as exc:
+            errors.append(exc)
+            continue
+        if formatted != text:
+            changed.append(path)
+            if not args.check:
+                Path(path).write_text(formatted, encoding="utf-8")
+    for path in changed:
+        print(f"{'would reformat' if args.check else 'reformatted'} {path}")
+    if errors:
+        raise PlanError(
+            [d for e in errors for d in e.diagnostics], {k: v for e in errors for k, v in e.sources.items()}
+        )
+    return EXIT_FINDINGS if args.check and changed else EXIT_OK
+
+
+COMMANDS = {
+    "compile": cmd_compile,
+    "show": cmd_show,
+    "lint": cmd_lint,
+    "rules": cmd_rules,
+    "diff": cmd_diff,
+    "fmt": cmd_fmt,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PlanError as exc:
+        sys.stderr.write(exc.render() + "\n")
+        return EXIT_ERROR
+    except UsageError as exc:
+        sys.stderr.write(f"ditsr-plan {args.command}: error: {exc}\n")
+        return EXIT_ERROR
+    except OSError as exc:
+        sys.stderr.write(f"ditsr-plan {args.command}: error: {exc.strerror}: {exc.filename}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get("DITSR_PLAN_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"ditsr-plan {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in ditsr-plan; rerun with DITSR_PLAN_DEBUG=1 for details and report it.\n"
+        )
+        return EXIT_ERROR

@@ -1,0 +1,123 @@
+"""Lint: rules that catch the schedule mistakes of the loss notes, on a compiled graph.
+
+``lint_paths`` compiles each plan, runs the selected rules, applies ``# noqa`` comments and
+reports compile errors as findings too (they cannot be suppressed or deselected).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ditsr_plan.diagnostics import Diagnostic, Note, PlanError, Pos
+
+from ..compile import compile_plan
+from ..graph import ScheduleGraph
+from .rule import Context, Rule
+from .rules import BY_CODE, RULES
+
+NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
+
+
+@dataclass
+class LintResult:
+    findings: list[Diagnostic] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+def selected_rules(select: Sequence[str] | None, ignore: Sequence[str] | None) -> list[type[Rule]]:
+    """Rules whose code starts with one of ``select`` (all by default) and none of ``ignore``."""
+
+    def matches(code: str, prefixes: Sequence[str]) -> bool:
+        return any(code.startswith(p.strip().upper()) for p in prefixes if p.strip())
+
+    return [r for r in RULES if (not select or matches(r.code, select)) and not matches(r.code, ignore or ())]
+
+
+def unknown_codes(codes: Iterable[str]) -> list[str]:
+    return [c for c in codes if c.strip() and not any(code.startswith(c.strip().upper()) for code in BY_CODE)]
+
+
+def _noqa_comments(path: str, text: str) -> dict[int, tuple[Pos, tuple[str, ...]]]:
+    from ditsr_plan.dsl.parser import split_comment
+
+    out = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        _, comment = split_comment(line)
+        if comment and (m := NOQA.search(comment)):
+            codes = tuple(c.upper() for c in re.split(r"[\s,]+", m["codes"]) if c) if m["codes"] else ()
+            col = len(line) - len(comment) + m.start() + 1
+            out[n] = (Pos(path, n, col, m.end() - m.start()), codes)
+    return out
+
+
+def lint_graph(graph: ScheduleGraph, rules: Sequence[type[Rule]], params: dict | None = None) -> list[Diagnostic]:
+    """Run ``rules`` on ``graph``; apply ``# noqa``; report unused ones under N001 when selected."""
+    ctx = Context(graph, params or {})
+    raw: list[Diagnostic] = []
+    for rule in rules:
+        if rule.code != "N001":
+            raw += rule(ctx).check()
+    noqa = {path: _noqa_comments(path, text) for path, text in graph.sources.items()}
+    used: dict[tuple[str, int], set[str]] = {}
+    findings = []
+    for f in raw:
+        pos, codes = noqa.get(f.pos.file, {}).get(f.pos.line, (None, None))
+        if pos is not None and (not codes or f.code in codes):
+            used.setdefault((f.pos.file, f.pos.line), set()).add(f.code)
+            continue
+        findings.append(f)
+    selected = {r.code for r in rules}
+    if "N001" in selected:
+        for line, (pos, codes) in noqa.get(graph.path, {}).items():
+            hit = used.get((graph.path, line), set())
+            if not codes and not hit:
+                ctx.unused_noqa.append((pos, ()))
+            elif codes:
+                stale = tuple(c for c in codes if c in selected and c not in hit)
+                if stale:
+                    ctx.unused_noqa.append((pos, stale))
+        findings += BY_CODE["N001"](ctx).check()
+    return sorted(findings, key=lambda f: (f.pos.file, f.pos.line, f.pos.col, f.code))
+
+
+def plan_files(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """The plan files named, with directories expanded to every ``*.plan`` below them."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out += sorted(str(f) for f in path.rglob("*.plan"))
+        else:
+            out.append(str(path))
+    return out
+
+
+def lint_paths(
+    paths: Iterable[str | os.PathLike],
+    select: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    params: dict | None = None,
+    time_scale: float = 1.0,
+) -> LintResult:
+    result = LintResult()
+    rules = selected_rules(select, ignore)
+    for path in plan_files(paths):
+        result.files.append(path)
+        try:
+            graph = compile_plan(path, time_scale)
+        except PlanError as exc:
+            found, sources = exc.diagnostics, exc.sources
+        else:
+            found, sources = lint_graph(graph, rules, params), dict(graph.sources)
+        result.sources.update(sources)
+        for f in found:
+            if f.pos and f.pos.file != path:
+                # a finding in a parent file, caused or kept by this plan
+                f = replace(f, notes=(*f.notes, Note(f"found while linting {path}, which extends this file")))
+            result.findings.append(f)
+    return result

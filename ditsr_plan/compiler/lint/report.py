@@ -1,0 +1,111 @@
+"""Lint output formats (text, json, github, sarif) and the rule list (``ditsr-plan rules``)."""
+
+from __future__ import annotations
+
+import json
+
+from ditsr_plan import __version__
+from ditsr_plan.diagnostics import Diagnostic, render
+
+from . import LintResult
+from .rules import BY_CODE, RULES
+
+
+def _rule_name(code: str) -> str:
+    rule = BY_CODE.get(code)
+    return rule.name if rule else "plan-error"
+
+
+def _as_dict(f: Diagnostic) -> dict:
+    return {
+        "code": f.code,
+        "name": _rule_name(f.code),
+        "severity": f.severity,
+        "message": f.message,
+        "file": f.pos.file if f.pos else None,
+        "line": f.pos.line if f.pos else None,
+        "col": f.pos.col if f.pos else None,
+        "hint": f.hint,
+        "notes": [{"message": n.message, "at": str(n.pos) if n.pos else None} for n in f.notes],
+    }
+
+
+def _escape_github(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _sarif(result: LintResult) -> dict:
+    rules = [
+        {
+            "id": r.code,
+            "name": r.name,
+            "shortDescription": {"text": r.summary()},
+            "fullDescription": {"text": r.docs()},
+            "help": {"text": r.docs()},
+        }
+        for r in RULES
+    ]
+    results = []
+    for f in result.findings:
+        entry = {
+            "ruleId": f.code,
+            "level": "error" if f.severity == "error" else "warning",
+            "message": {"text": f.message + (f" ({f.hint})" if f.hint else "")},
+        }
+        if f.pos:
+            entry["locations"] = [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": f.pos.file},
+                        "region": {
+                            "startLine": f.pos.line,
+                            "startColumn": f.pos.col,
+                            "endColumn": f.pos.col + f.pos.length,
+                        },
+                    }
+                }
+            ]
+        results.append(entry)
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {"driver": {"name": "ditsr-plan", "version": __version__, "rules": rules}},
+                "results": results,
+            }
+        ],
+    }
+
+
+def report(result: LintResult, fmt: str) -> str:
+    findings = result.findings
+    if fmt == "json":
+        return json.dumps([_as_dict(f) for f in findings], indent=2) + "\n"
+    if fmt == "sarif":
+        return json.dumps(_sarif(result), indent=2) + "\n"
+    if fmt == "github":
+        lines = []
+        for f in findings:
+            level = "error" if f.severity == "error" else "warning"
+            where = f"file={f.pos.file},line={f.pos.line},col={f.pos.col}," if f.pos else ""
+            lines.append(f"::{level} {where}title={f.code} {_rule_name(f.code)}::{_escape_github(f.message)}")
+        return "".join(line + "\n" for line in lines)
+    blocks = [render(f, result.sources) for f in findings]
+    files = len(result.files)
+    if findings:
+        blocks.append(f"{len(findings)} finding{'s' * (len(findings) != 1)} in {files} plan{'s' * (files != 1)}")
+    else:
+        blocks.append(f"{files} plan{'s' * (files != 1)} checked: no findings")
+    return "\n\n".join(blocks) + "\n"
+
+
+def rules_text() -> str:
+    """Every rule: ``CODE name``, its documentation, and its parameters with their defaults."""
+    out = []
+    for rule in RULES:
+        params = ", ".join(f"{k}={v:g}" for k, v in rule.params.items())
+        block = [f"{rule.code} {rule.name}" + (f"  (parameters: {params})" if params else ""), ""]
+        block += ["    " + line if line else "" for line in rule.docs().splitlines()]
+        out.append("\n".join(block))
+    return "\n\n".join(out) + "\n"

@@ -1,0 +1,86 @@
+"""Weights over the steps with the stages as bands (matplotlib, imported only here)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .graph import Knob, ScheduleGraph
+
+
+def _curve(knob: Knob) -> tuple[list[int], list[float]]:
+    xs: list[int] = []
+    ys: list[float] = []
+    for piece in knob.pieces:
+        n = 64 if piece.shape == "cosine" else 1
+        for i in range(n + 1):
+            step = piece.start + (piece.end - piece.start) * i / n
+            xs.append(step)
+            ys.append(piece.v1 if i == n else piece.at(step))
+    return xs, ys
+
+
+def _axes(graph: ScheduleGraph, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_w, ax_lr) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=(3, 1))
+    for i, stage in enumerate(graph.stages):
+        for ax in (ax_w, ax_lr):
+            ax.axvspan(stage.start, stage.end, color="0.9" if i % 2 else "0.97", zorder=0)
+        ax_w.text(
+            (stage.start + stage.end) / 2,
+            1.01,
+            stage.name,
+            transform=ax_w.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
+    ax_w.set_ylabel("weight")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("step")
+    ax_w.set_title(title, pad=18)
+    return fig, ax_w, ax_lr
+
+
+def _draw(ax_w, ax_lr, graph: ScheduleGraph, names, style: str, label_suffix: str = "", colors=None) -> dict:
+    colors = dict(colors or {})
+    for name in names:
+        knob = graph.knobs.get(name)
+        if knob is None:
+            continue
+        ax = ax_w if name in graph.terms else ax_lr
+        xs, ys = _curve(knob)
+        (line,) = ax.plot(xs, ys, style, label=name + label_suffix, color=colors.get(name), linewidth=1.6)
+        colors[name] = line.get_color()
+    return colors
+
+
+def _finish(fig, ax_w, ax_lr, path: str | Path) -> None:
+    ax_w.legend(loc="upper left", fontsize=8, ncol=max(1, math.ceil(len(ax_w.lines) / 8)))
+    if ax_lr.lines:
+        ax_lr.legend(loc="upper left", fontsize=8)
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def plot_schedule(graph: ScheduleGraph, path: str | Path) -> None:
+    fig, ax_w, ax_lr = _axes(graph, f"{graph.name} ({graph.hash})")
+    _draw(ax_w, ax_lr, graph, graph.knobs, "-")
+    _finish(fig, ax_w, ax_lr, path)
+
+
+def plot_diff(a: ScheduleGraph, b: ScheduleGraph, names: list[str], path: str | Path) -> None:
+    """The knobs that differ: ``a`` solid, ``b`` dashed, in the same colour."""
+    longer = a if a.total_steps >= b.total_steps else b
+    fig, ax_w, ax_lr = _axes(longer, f"{a.name} (solid) vs {b.name} (dashed)")
+    colors = _draw(ax_w, ax_lr, a, names, "-", f" ({a.name})")
+    _draw(ax_w, ax_lr, b, names, "--", f" ({b.name})", colors)
+    _finish(fig, ax_w, ax_lr, path)

@@ -1,0 +1,101 @@
+"""Human and JSON views of a schedule graph: the stage x knob table, and the values at one step."""
+
+from __future__ import annotations
+
+from ditsr_plan.dsl.numbers import format_steps, format_value
+
+from .graph import Knob, Piece, ScheduleGraph, Stage
+
+
+def rounded(x: float) -> float:
+    """A weight for output: exact values stay exact, float noise (0.30000000000000004) goes."""
+    return round(x, 12)
+
+
+def describe_piece(piece: Piece, whole: bool = False) -> str:
+    """``0.35``, ``0->0.35 linear``, with ``(a..b)`` unless the piece covers the whole range shown."""
+    span = "" if whole else f" ({format_steps(piece.start)}..{format_steps(piece.end)})"
+    if piece.shape == "const":
+        return format_value(rounded(piece.v0)) + span
+    return f"{format_value(rounded(piece.v0))}->{format_value(rounded(piece.v1))} {piece.shape}{span}"
+
+
+def describe_range(knob: Knob, start: int, end: int) -> str:
+    """The knob on ``[start, end)`` as a short phrase: ``0.35->0.45 linear (9k..13k), 0.45 (13k..15k)``."""
+    parts = []
+    for piece in knob.pieces:
+        a, b = max(piece.start, start), min(piece.end, end)
+        if a >= b:
+            continue
+        v1 = piece.v1 if b == piece.end else piece.at(b)
+        parts.append(describe_piece(Piece(a, b, piece.at(a), v1, piece.shape), whole=(a, b) == (start, end)))
+    return ", ".join(parts) if parts else "-"
+
+
+def stage_label(stage: Stage) -> str:
+    return f"{stage.name} ({format_steps(stage.start)}..{format_steps(stage.end)})"
+
+
+def header(graph: ScheduleGraph) -> str:
+    scale = f" · time scale {graph.time_scale:g}" if graph.time_scale != 1 else ""
+    return f"plan {graph.name} · {format_steps(graph.total_steps)} steps · hash {graph.hash}{scale} · {graph.path}"
+
+
+def table_text(graph: ScheduleGraph) -> str:
+    """Rows are knobs, columns are stages; each cell says what the knob does in that stage."""
+    rows = [["stage", *(stage_label(s) for s in graph.stages)]]
+    for name, knob in graph.knobs.items():
+        rows.append([name, *(describe_range(knob, s.start, s.end) for s in graph.stages)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    terms = "terms: " + ", ".join(f"{t.name} ({t.kind}{', pixel' if t.pixel else ''})" for t in graph.terms.values())
+    return "\n".join([header(graph), "", *lines, "", terms])
+
+
+def table_json(graph: ScheduleGraph) -> dict:
+    return {
+        "plan": graph.name,
+        "hash": graph.hash,
+        "steps": graph.total_steps,
+        "time_scale": graph.time_scale,
+        "stages": [
+            {
+                "name": s.name,
+                "start": s.start,
+                "end": s.end,
+                "knobs": {n: describe_range(k, s.start, s.end) for n, k in graph.knobs.items()},
+            }
+            for s in graph.stages
+        ],
+        "terms": {n: {"kind": t.kind, "pixel": t.pixel, "settings": dict(t.settings)} for n, t in graph.terms.items()},
+        "blocks": {n: {"kind": b.kind, **b.values} for n, b in graph.blocks.items()},
+    }
+
+
+def at_json(graph: ScheduleGraph, step: int) -> dict:
+    weights = graph.weights_at(step)
+    needs = graph.needs_at(step)
+    return {
+        "step": step,
+        "stage": graph.stage_at(step).name,
+        "weights": {n: rounded(weights[n]) for n in graph.terms},
+        "lr": {n: rounded(weights[n]) for n in graph.knobs if n not in graph.terms},
+        "live": graph.live_terms(step),
+        "needs": {"pixel": needs.pixel, "discriminator": needs.discriminator},
+    }
+
+
+def at_text(graph: ScheduleGraph, step: int) -> str:
+    data = at_json(graph, step)
+    stage = graph.stage_at(step)
+    lines = [header(graph), "", f"step {step} · stage {stage_label(stage)}"]
+    width = max(len(n) for n in graph.knobs)
+    for name, value in {**data["weights"], **data["lr"]}.items():
+        mark = "live" if name in data["live"] else ""
+        lines.append(f"  {name.ljust(width)}  {format_value(value):<12} {mark}".rstrip())
+    needs = data["needs"]
+    lines.append(
+        f"needs: pixel patch {'yes' if needs['pixel'] else 'no'}, "
+        f"discriminator {'yes' if needs['discriminator'] else 'no'}"
+    )
+    return "\n".join(lines)
