@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
 from ditsr_plan.diagnostics import NAME, SCHEDULE, VALUE, Diagnostic, Note, PlanError, Pos, did_you_mean
-from ditsr_plan.dsl.loader import load_plan
+from ditsr_plan.dsl.loader import load_spec
 from ditsr_plan.dsl.numbers import format_steps
 from ditsr_plan.dsl.schemas import BLOCKS, DEFAULT_BLOCKS, PIXEL_KINDS, step_fields
 from ditsr_plan.dsl.spec import PlanSpec, StageDecl
@@ -44,20 +45,26 @@ class _Scale:
 
 
 def compile_plan(path: str | os.PathLike, time_scale: float = 1.0, text: str | None = None) -> ScheduleGraph:
-    """Load, validate and compile the plan at ``path``. Raises :class:`PlanError`."""
-    return compile_spec(load_plan(path, text), time_scale)
+    """Load, validate and compile the plan at ``path``. Raises :class:`PlanError` with every error
+    of the plan: its settings' and the schedule's together."""
+    spec, errors = load_spec(path, text)
+    if spec is None:
+        assert errors is not None
+        raise errors
+    return compile_spec(spec, time_scale, errors.diagnostics if errors else ())
 
 
-def compile_spec(spec: PlanSpec, time_scale: float = 1.0) -> ScheduleGraph:
+def compile_spec(spec: PlanSpec, time_scale: float = 1.0, prior: Iterable[Diagnostic] = ()) -> ScheduleGraph:
+    """Compile a validated spec; ``prior`` errors (from loading) are raised with the compiler's own."""
     if not (math.isfinite(time_scale) and time_scale > 0):
         raise PlanError([Diagnostic(VALUE, f"time scale {time_scale} must be a positive number", None)])
-    return _Compiler(spec, _Scale(time_scale)).run()
+    return _Compiler(spec, _Scale(time_scale), list(prior)).run()
 
 
 class _Compiler:
-    def __init__(self, spec: PlanSpec, scale: _Scale):
+    def __init__(self, spec: PlanSpec, scale: _Scale, prior: list[Diagnostic]):
         self.spec, self.scale = spec, scale
-        self.diagnostics: list[Diagnostic] = []
+        self.diagnostics: list[Diagnostic] = prior
         self.total = spec.steps.value
 
     def error(
@@ -237,10 +244,10 @@ class _Compiler:
         return defaults
 
     def check_knob_names(self, stages: list[StageDecl], defaults: dict[str, float]) -> None:
-        known = [*self.spec.terms, *defaults]
+        known = [*self.spec.terms, *self.spec.invalid_terms, *defaults]
         for stage in stages:
             for knob, stmt in stage.terms.items():
-                if knob in self.spec.terms or knob in defaults:
+                if knob in self.spec.terms or knob in defaults or knob in self.spec.invalid_terms:
                     continue
                 if knob == "lr_d":
                     gans = sum(t.kind.text == "patchgan" for t in self.spec.terms.values())

@@ -239,7 +239,14 @@ class _Loader:
     # ---- validation of the merged plan --------------------------------------------------------
 
     def validate(self, path: str, merged: _Merged) -> PlanSpec | None:
+        """The spec, or None when the plan is too broken to compile (syntax errors, no steps).
+
+        Terms or blocks whose settings are invalid are reported and left out of the spec (their
+        names are kept in ``invalid_terms``) so that the compiler can still report its own errors.
+        """
+        fatal = bool(self.diagnostics)
         terms = {}
+        invalid = set()
         for name, stmt in merged.losses.items():
             given = {s.key.text: s for s in stmt.settings}
             schema = TERM_KINDS.get(stmt.kind.text)
@@ -250,10 +257,13 @@ class _Loader:
                     stmt.kind.pos,
                     did_you_mean(stmt.kind.text, TERM_KINDS) or "kinds: " + ", ".join(TERM_KINDS),
                 )
+                invalid.add(name)
                 continue
             settings = self.validate_settings(schema, given, f"loss kind '{stmt.kind.text}'")
             if settings is not None:
                 terms[name] = TermDecl(stmt.name, stmt.kind, settings, given, stmt.pos)
+            else:
+                invalid.add(name)
         blocks = {}
         for name, (stmt, given) in merged.blocks.items():
             kinds = BLOCKS.get(name)
@@ -293,11 +303,11 @@ class _Loader:
             )
         if not merged.stages and not self.diagnostics:
             self.error(VALUE, "the plan has no stages", Pos(path, 1, 1), "add at least one, e.g. 'stage A 0..: v 1'")
-        if self.diagnostics or merged.steps is None:
+        if fatal or merged.steps is None or not merged.stages:
             return None
         name = merged.name.text if merged.name else Path(path).stem
         stages = [StageDecl(s.name, s.start, s.end, s.terms, s.pos) for s in merged.stages.values()]
-        return PlanSpec(name, path, merged.steps, terms, blocks, stages, dict(self.sources))
+        return PlanSpec(name, path, merged.steps, terms, blocks, stages, dict(self.sources), frozenset(invalid))
 
     def validate_settings(self, schema: type[BaseModel], given: dict[str, Setting], what: str):
         try:
@@ -334,15 +344,25 @@ def _describe_field(schema: type[BaseModel], key: str) -> str | None:
     return f"'{key}': " + "; ".join(parts) if parts else None
 
 
+def load_spec(path: str | os.PathLike, text: str | None = None) -> tuple[PlanSpec | None, PlanError | None]:
+    """Like :func:`load_plan`, but returns the errors with the spec, so that a caller (the compiler)
+    can add its own errors about a spec whose settings were invalid. The spec is None when the
+    plan is too broken to go further."""
+    path = os.fspath(path)
+    loader = _Loader()
+    merged = loader.load(path, text, (os.path.realpath(path),), None)
+    spec = loader.validate(path, merged)
+    errors = PlanError(loader.diagnostics, loader.sources) if loader.diagnostics else None
+    return spec, errors
+
+
 def load_plan(path: str | os.PathLike, text: str | None = None) -> PlanSpec:
     """Read (or take ``text`` for) the plan at ``path``, resolve ``extends``, validate everything.
 
     Raises :class:`PlanError` with every diagnostic of the plan and its parents.
     """
-    path = os.fspath(path)
-    loader = _Loader()
-    merged = loader.load(path, text, (os.path.realpath(path),), None)
-    spec = loader.validate(path, merged)
-    if spec is None:
-        raise PlanError(loader.diagnostics, loader.sources)
+    spec, errors = load_spec(path, text)
+    if errors:
+        raise errors
+    assert spec is not None
     return spec

@@ -56,3 +56,4 @@ class PlanSpec:
     blocks: dict[str, BlockDecl]
     stages: list[StageDecl]
     sources: dict[str, str] = field(default_factory=dict)  # every file read: path -> text
+    invalid_terms: frozenset[str] = frozenset()  # declared, but their settings did not validate
