@@ -81,8 +81,7 @@ class _Compiler:
         blocks = self.blocks()
         defaults = self.knob_defaults()
         self.check_knob_names(stages, defaults)
-        if self.diagnostics:
-            raise PlanError(self.diagnostics, spec.sources)
+        # knobs are built even after errors above, so that ramp errors are reported with them
         scaled_total = self.scale.at(self.total)
         scaled = self.scaled_stages(stages, scaled_total)
         knobs = {name: self.knob(name, terms[name].kind, 0.0, stages, scaled) for name in terms}

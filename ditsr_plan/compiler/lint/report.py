@@ -109,3 +109,44 @@ def rules_text() -> str:
         block += ["    " + line if line else "" for line in rule.docs().splitlines()]
         out.append("\n".join(block))
     return "\n\n".join(out) + "\n"
+
+
+def rules_markdown() -> str:
+    """``docs/rules.md``: generated from the rules' docstrings (``python -m ditsr_plan.compiler.lint.report``)."""
+    out = [
+        "# Lint rules",
+        "",
+        "Generated from the rules' docstrings by `python -m ditsr_plan.compiler.lint.report > docs/rules.md`;",
+        "`ditsr-plan rules` prints the same. Suppress a finding on its line with `# noqa: CODE`; change a",
+        "threshold with `--param CODE.NAME=VALUE`. Step thresholds scale with `--time-scale`.",
+        "",
+        "| code | name | catches |",
+        "| --- | --- | --- |",
+    ]
+    out += [f"| [{r.code}](#{r.code.lower()}-{r.name}) | {r.name} | {r.summary()} |" for r in RULES]
+    for rule in RULES:
+        doc = rule.docs().splitlines()
+        params = ", ".join(f"`{k}` = {v:g}" for k, v in rule.params.items())
+        out += ["", f"## {rule.code} {rule.name}", "", doc[0]]
+        body, in_example = [], False
+        for line in doc[1:]:
+            if line.startswith("Example:"):
+                body += ["Example:", "", "```"]
+                in_example = True
+                continue
+            if in_example and line and not line.startswith("    "):
+                while body[-1] == "":
+                    body.pop()
+                body += ["```", ""]
+                in_example = False
+            body.append(line[4:] if in_example else line)
+        out += body
+        if params:
+            out += ["", f"Parameters: {params}."]
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(rules_markdown())

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLANS = ROOT / "plans"
+
+
+@pytest.fixture
+def write_plan(tmp_path):
+    """Write plan text to a file in a temporary folder and return its path."""
+
+    def write(text: str, name: str = "p.plan") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture(autouse=True)
+def _run_from_root(monkeypatch):
+    # plans/ paths in tests and messages are relative to the repository root
+    monkeypatch.chdir(ROOT)
