@@ -76,6 +76,7 @@ class _Compiler:
         spec = self.spec
         if self.total == 0:
             self.error(VALUE, "the plan has 0 steps", spec.steps.pos, "give the number of steps to train")
+            raise PlanError(self.diagnostics, spec.sources)
         stages = self.check_tiling(sorted(spec.stages, key=lambda s: s.start.value))
         terms = self.terms()
         blocks = self.blocks()
