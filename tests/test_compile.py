@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -79,7 +80,7 @@ def test_time_scale_keeps_the_shape(v10):
 
 
 def test_hash_ignores_formatting_comments_declaration_order_and_defaults(write_plan, v10):
-    text = open("plans/v10.plan").read()
+    text = Path("plans/v10.plan").read_text()
     lines = text.splitlines()
     losses = [line for line in lines if line.startswith("loss")]
     others = [line for line in lines if not line.startswith("loss")]

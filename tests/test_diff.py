@@ -55,8 +55,9 @@ def test_diff_command_exit_codes_json_and_plot(capsys, tmp_path):
     assert main(["diff", "plans/v10.plan", "plans/matrix/exp2.plan"]) == 0  # same meaning
     capsys.readouterr()
     plot = tmp_path / "d.png"
-    assert main(["diff", "plans/legacy/v8_old.plan", "plans/legacy/v8.plan", "--format", "json",
-                 "--plot", str(plot)]) == 1
+    assert (
+        main(["diff", "plans/legacy/v8_old.plan", "plans/legacy/v8.plan", "--format", "json", "--plot", str(plot)]) == 1
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["same"] is False and list(data["knobs"]) == ["ffl"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

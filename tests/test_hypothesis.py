@@ -12,14 +12,60 @@ from ditsr_plan.diagnostics import PlanError
 PLANS = sorted(Path("plans").rglob("*.plan"))
 SOURCES = {p: p.read_text() for p in PLANS}
 VOCABULARY = [
-    "plan", "steps", "extends", "loss", "stage", "amend", "off", "linear", "cosine", "over", "after",
-    "->", "..", ":", ";", "=", "#", "\n", "\n    ", '"', "v", "lpips", "gan", "vpred", "patchgan", "ema",
-    "pixel", "decay=0.999", "patch=64", "r1=0", "lr", "lr_d", "0", "1", "3k", "1.5k", "0.35", "-1", "1e400",
-    "nan", "inf", "9" * 30, "é", "\u202e", "\x00", '"v10.plan"', '"../v10.plan"', '"/etc/passwd"',
+    "plan",
+    "steps",
+    "extends",
+    "loss",
+    "stage",
+    "amend",
+    "off",
+    "linear",
+    "cosine",
+    "over",
+    "after",
+    "->",
+    "..",
+    ":",
+    ";",
+    "=",
+    "#",
+    "\n",
+    "\n    ",
+    '"',
+    "v",
+    "lpips",
+    "gan",
+    "vpred",
+    "patchgan",
+    "ema",
+    "pixel",
+    "decay=0.999",
+    "patch=64",
+    "r1=0",
+    "lr",
+    "lr_d",
+    "0",
+    "1",
+    "3k",
+    "1.5k",
+    "0.35",
+    "-1",
+    "1e400",
+    "nan",
+    "inf",
+    "9" * 30,
+    "é",
+    "\u202e",
+    "\x00",
+    '"v10.plan"',
+    '"../v10.plan"',
+    '"/etc/passwd"',
 ]
 NUMBERS = ["0", "-0", "-5", "1e309", "nan", "inf", "99999999999999999999k", "0.0000001", "1.5", "3k", "0..", "1e-400"]
 
-SETTINGS = settings(max_examples=int(os.environ.get("DITSR_PLAN_FUZZ_EXAMPLES", "400")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# DITSR_PLAN_FUZZ_EXAMPLES=10000 for a long run; CI runs the default.
+EXAMPLES = int(os.environ.get("DITSR_PLAN_FUZZ_EXAMPLES", "400"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _compiles_or_plan_error(path: Path, text: str) -> None:

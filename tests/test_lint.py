@@ -142,8 +142,9 @@ def test_legacy_plans_name_their_source():
         assert path.read_text().startswith("# Source: train_4090_auto_"), path
 
 
-@pytest.mark.parametrize("path", ["plans/v10.plan", "plans/matrix/exp1.plan", "plans/matrix/exp2.plan",
-                                  "plans/matrix/exp3.plan"])
+@pytest.mark.parametrize(
+    "path", ["plans/v10.plan", "plans/matrix/exp1.plan", "plans/matrix/exp2.plan", "plans/matrix/exp3.plan"]
+)
 def test_recommended_plans_are_lint_clean(path):
     assert lint_paths([path]).findings == []
 
@@ -200,4 +201,5 @@ def test_rules_command_lists_every_rule_with_its_docs(capsys):
 def test_docs_rules_page_is_generated_from_the_rules():
     from ditsr_plan.compiler.lint.report import rules_markdown
 
-    assert Path("docs/rules.md").read_text() == rules_markdown(), "regenerate: python -m ditsr_plan.compiler.lint.report"
+    regenerate = "python -m ditsr_plan.compiler.lint.report > docs/rules.md"
+    assert Path("docs/rules.md").read_text() == rules_markdown(), regenerate

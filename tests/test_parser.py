@@ -6,7 +6,7 @@ from ditsr_plan.dsl.syntax import BlockStmt, LossStmt, StageStmt
 
 
 def test_statements_and_positions():
-    text = "plan x\nsteps 9k\nloss gan patchgan r1=10 lr=1e-4\nema decay=0.999\ndata folder root=\"/a b\"\n"
+    text = 'plan x\nsteps 9k\nloss gan patchgan r1=10 lr=1e-4\nema decay=0.999\ndata folder root="/a b"\n'
     text += "stage B 3k..: lpips ->0.35 cosine over 4k after 1k\n"
     plan = parse_plan(text, "f.plan")
     loss = plan.statements[2]
