@@ -25,3 +25,9 @@ def write_plan(tmp_path):
 def _run_from_root(monkeypatch):
     # plans/ paths in tests and messages are relative to the repository root
     monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture(autouse=True)
+def _private_compile_cache(tmp_path_factory, monkeypatch):
+    # every test starts with an empty compile cache of its own, never the user's
+    monkeypatch.setenv("DITSR_PLAN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

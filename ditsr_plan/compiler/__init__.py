@@ -1,6 +1,9 @@
-"""Spec -> schedule graph; lint, diff and show read the graph. Imports no torch."""
+"""Spec -> schedule graph; lint, diff and show read the graph. Imports no torch.
 
-from ditsr_plan.compiler.compile import compile_plan, compile_spec
-from ditsr_plan.compiler.graph import Knob, Needs, Piece, ScheduleGraph, Stage, Term
+``compile_plan`` is the entry point; ``build.compile_spec`` is the compiler proper.
+"""
 
-__all__ = ["Knob", "Needs", "Piece", "ScheduleGraph", "Stage", "Term", "compile_plan", "compile_spec"]
+from ditsr_plan.compiler.compile import compile_plan
+from ditsr_plan.compiler.graph import Block, Knob, Needs, Piece, ScheduleGraph, Stage, Term
+
+__all__ = ["Block", "Knob", "Needs", "Piece", "ScheduleGraph", "Stage", "Term", "compile_plan"]

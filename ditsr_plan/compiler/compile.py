@@ -1,360 +1,39 @@
-"""Spec -> :class:`ScheduleGraph`: stage tiling, carry, ramps, time scaling.
+"""``compile_plan``: plan file -> schedule graph, through the cache when the file is unchanged.
 
-Semantics (docs/language.md has the user's version):
-- stages tile ``[0, steps)`` exactly; ``a..`` runs to the last step;
-- a term not mentioned in a stage holds the value it had at the end of the previous stage; a term
-  never mentioned is 0; ``lr`` and ``lr_d`` start at their optimiser's setting;
-- ``A->B [shape] [over N] [after N]`` holds A for ``after`` steps, moves to B over ``over`` steps
-  (default: the rest of the stage), then holds B; ``->B`` starts from the carried value;
-- ``--time-scale F`` multiplies every absolute step position (stage bounds, ramp starts and ends)
-  and every step-valued setting by F and rounds half up, so shapes and containment are kept.
+Kept light on purpose: the parser (lark) and the validator (pydantic) are imported only when a
+plan really has to be compiled, so that a cached ``lint``/``show`` answers in a few milliseconds.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
-from itertools import pairwise
 
-from ditsr_plan.diagnostics import NAME, SCHEDULE, VALUE, Diagnostic, Note, PlanError, Pos, did_you_mean
-from ditsr_plan.dsl.loader import load_spec
-from ditsr_plan.dsl.numbers import format_steps
-from ditsr_plan.dsl.schemas import BLOCKS, DEFAULT_BLOCKS, PIXEL_KINDS, step_fields
-from ditsr_plan.dsl.spec import PlanSpec, StageDecl
-from ditsr_plan.dsl.syntax import TermStmt
+from ditsr_plan.diagnostics import PlanError
 
-from .graph import Block, Knob, Piece, ScheduleGraph, Stage, Term, merge_ranges
-
-LR_KNOBS = ("lr", "lr_d")
-
-
-@dataclass
-class _Scale:
-    factor: float
-
-    def at(self, step: int) -> int:
-        """An absolute step position, scaled and rounded half up."""
-        return step if self.factor == 1 else math.floor(step * self.factor + 0.5)
-
-    def interval(self, steps: int) -> int:
-        """A step-valued setting (an interval, a warm-up): scaled, and never scaled to 0 from > 0."""
-        scaled = self.at(steps)
-        return max(1, scaled) if steps > 0 else 0
+from . import cache
+from .graph import ScheduleGraph
 
 
 def compile_plan(path: str | os.PathLike, time_scale: float = 1.0, text: str | None = None) -> ScheduleGraph:
-    """Load, validate and compile the plan at ``path``. Raises :class:`PlanError` with every error
-    of the plan: its settings' and the schedule's together."""
+    """Load, validate and compile the plan at ``path`` (or ``text`` given for it).
+
+    Raises :class:`PlanError` with every error of the plan: its settings' and its schedule's together.
+    """
+    path = os.fspath(path)
+    if text is None and (graph := cache.load(path, time_scale)) is not None:
+        return graph
+    from ditsr_plan.dsl.loader import load_spec
+
+    from .build import compile_spec
+
     spec, errors = load_spec(path, text)
     if spec is None:
         assert errors is not None
         raise errors
-    return compile_spec(spec, time_scale, errors.diagnostics if errors else ())
+    graph = compile_spec(spec, time_scale, errors.diagnostics if errors else ())
+    if text is None:
+        cache.store(path, time_scale, graph)
+    return graph
 
 
-def compile_spec(spec: PlanSpec, time_scale: float = 1.0, prior: Iterable[Diagnostic] = ()) -> ScheduleGraph:
-    """Compile a validated spec; ``prior`` errors (from loading) are raised with the compiler's own."""
-    if not (math.isfinite(time_scale) and time_scale > 0):
-        raise PlanError([Diagnostic(VALUE, f"time scale {time_scale} must be a positive number", None)])
-    return _Compiler(spec, _Scale(time_scale), list(prior)).run()
-
-
-class _Compiler:
-    def __init__(self, spec: PlanSpec, scale: _Scale, prior: list[Diagnostic]):
-        self.spec, self.scale = spec, scale
-        self.diagnostics: list[Diagnostic] = prior
-        self.total = spec.steps.value
-
-    def error(
-        self, code: str, message: str, pos: Pos | None, hint: str | None = None, notes: tuple[Note, ...] = ()
-    ) -> None:
-        self.diagnostics.append(Diagnostic(code, message, pos, hint, notes))
-
-    def run(self) -> ScheduleGraph:
-        spec = self.spec
-        if self.total == 0:
-            self.error(VALUE, "the plan has 0 steps", spec.steps.pos, "give the number of steps to train")
-            raise PlanError(self.diagnostics, spec.sources)
-        stages = self.check_tiling(sorted(spec.stages, key=lambda s: s.start.value))
-        terms = self.terms()
-        blocks = self.blocks()
-        defaults = self.knob_defaults()
-        self.check_knob_names(stages, defaults)
-        # knobs are built even after errors above, so that ramp errors are reported with them
-        scaled_total = self.scale.at(self.total)
-        scaled = self.scaled_stages(stages, scaled_total)
-        knobs = {name: self.knob(name, terms[name].kind, 0.0, stages, scaled) for name in terms}
-        for name, default in defaults.items():
-            knobs[name] = self.knob(name, name, default, stages, scaled)
-        if self.diagnostics:
-            raise PlanError(self.diagnostics, spec.sources)
-        pixel = merge_ranges([r for t in terms.values() if t.pixel for r in knobs[t.name].live])
-        return ScheduleGraph(
-            name=spec.name,
-            path=spec.path,
-            total_steps=scaled_total,
-            time_scale=self.scale.factor,
-            stages=tuple(scaled),
-            knobs=knobs,
-            terms=terms,
-            blocks=blocks,
-            pixel_ranges=pixel,
-            discriminator_ranges=self.discriminator_ranges(terms, knobs),
-            sources=spec.sources,
-        )
-
-    # ---- stages ----------------------------------------------------------------------------------
-
-    def end_of(self, stage: StageDecl) -> int:
-        return stage.end.value if stage.end is not None else self.total
-
-    def check_tiling(self, stages: list[StageDecl]) -> list[StageDecl]:
-        span = f"[0, {format_steps(self.total)})"
-        for stage in stages:
-            if stage.end is not None and stage.end.value <= stage.start.value:
-                self.error(
-                    SCHEDULE,
-                    f"stage {stage.name.text} is empty: it ends where or before it starts",
-                    stage.end.pos,
-                    "a stage a..b covers steps a to b-1; b must be above a",
-                )
-            elif stage.end is None and stage.start.value >= self.total:
-                self.error(
-                    SCHEDULE,
-                    f"stage {stage.name.text} starts at {stage.start.text}, at or after the plan's last step",
-                    stage.start.pos,
-                    f"the plan has {format_steps(self.total)} steps",
-                )
-        if not stages:
-            return stages
-        first = stages[0]
-        if first.start.value > 0:
-            self.error(
-                SCHEDULE,
-                f"steps 0..{first.start.text} are in no stage",
-                first.start.pos,
-                f"stages must tile {span}: start the first stage at 0",
-            )
-        for prev, cur in pairwise(stages):
-            prev_end = self.end_of(prev)
-            here = (
-                Note(
-                    f"stage {prev.name.text} covers {prev.start.text}..{prev.end.text if prev.end else ''}",
-                    prev.pos,
-                ),
-            )
-            if cur.start.value < prev_end:
-                self.error(
-                    SCHEDULE,
-                    f"stage {cur.name.text} overlaps stage {prev.name.text}: both cover step "
-                    f"{format_steps(cur.start.value)}",
-                    cur.start.pos,
-                    f"start stage {cur.name.text} where stage {prev.name.text} ends",
-                    here,
-                )
-            elif cur.start.value > prev_end:
-                self.error(
-                    SCHEDULE,
-                    f"steps {format_steps(prev_end)}..{cur.start.text} are in no stage (gap "
-                    f"between stages {prev.name.text} and {cur.name.text})",
-                    cur.start.pos,
-                    f"start stage {cur.name.text} at {format_steps(prev_end)}, or end stage "
-                    f"{prev.name.text} at {cur.start.text}",
-                    here,
-                )
-        last = stages[-1]
-        if last.end is not None and last.end.value < self.total:
-            self.error(
-                SCHEDULE,
-                f"steps {last.end.text}..{format_steps(self.total)} are in no stage",
-                last.end.pos,
-                f"end the last stage at the plan's end: 'stage {last.name.text} {last.start.text}..:'",
-                (Note("the plan's steps are set here", self.spec.steps.pos),),
-            )
-        elif last.end is not None and last.end.value > self.total:
-            self.error(
-                SCHEDULE,
-                f"stage {last.name.text} ends at {last.end.text}, after the plan's {format_steps(self.total)} steps",
-                last.end.pos,
-                f"raise 'steps' or end the stage at {format_steps(self.total)}",
-                (Note("the plan's steps are set here", self.spec.steps.pos),),
-            )
-        return stages
-
-    def scaled_stages(self, stages: list[StageDecl], total: int) -> list[Stage]:
-        out = []
-        for stage in stages:
-            start, end = self.scale.at(stage.start.value), self.scale.at(self.end_of(stage))
-            if end <= start:
-                self.error(
-                    SCHEDULE,
-                    f"stage {stage.name.text} has no steps left at time scale {self.scale.factor:g}",
-                    stage.pos,
-                    "use a larger --time-scale",
-                )
-            out.append(Stage(stage.name.text, start, min(end, total), stage.pos))
-        return out
-
-    # ---- declarations ----------------------------------------------------------------------------
-
-    def scaled_settings(self, settings) -> dict:
-        values = settings.model_dump(mode="json")
-        for name in step_fields(type(settings)):
-            values[name] = self.scale.interval(values[name])
-        return values
-
-    def terms(self) -> dict[str, Term]:
-        return {
-            name: Term(
-                name,
-                decl.kind.text,
-                decl.kind.text in PIXEL_KINDS,
-                self.scaled_settings(decl.settings),
-                decl.pos,
-                {k: s.key.pos for k, s in decl.given.items()},
-            )
-            for name, decl in self.spec.terms.items()
-        }
-
-    def blocks(self) -> dict[str, Block]:
-        blocks = {
-            name: Block(
-                name,
-                decl.kind.text if decl.kind else None,
-                self.scaled_settings(decl.settings),
-                decl.pos,
-                {k: s.key.pos for k, s in decl.given.items()},
-            )
-            for name, decl in self.spec.blocks.items()
-        }
-        for name in DEFAULT_BLOCKS:
-            if name not in blocks:
-                blocks[name] = Block(name, None, self.scaled_settings(BLOCKS[name][None]()))
-        return dict(sorted(blocks.items()))
-
-    def knob_defaults(self) -> dict[str, float]:
-        """``lr`` (the optimiser's), and ``lr_d`` when the plan has one discriminator."""
-        optim = self.spec.blocks.get("optim")
-        defaults = {"lr": optim.settings.lr if optim else BLOCKS["optim"][None]().lr}
-        gans = [t for t in self.spec.terms.values() if t.kind.text == "patchgan"]
-        if len(gans) == 1:
-            defaults["lr_d"] = gans[0].settings.lr
-        return defaults
-
-    def check_knob_names(self, stages: list[StageDecl], defaults: dict[str, float]) -> None:
-        known = [*self.spec.terms, *self.spec.invalid_terms, *defaults]
-        for stage in stages:
-            for knob, stmt in stage.terms.items():
-                if knob in self.spec.terms or knob in defaults or knob in self.spec.invalid_terms:
-                    continue
-                if knob == "lr_d":
-                    gans = sum(t.kind.text == "patchgan" for t in self.spec.terms.values())
-                    reason = (
-                        "no patchgan term is declared"
-                        if gans == 0
-                        else "several patchgan terms are declared; set each one's lr instead"
-                    )
-                    self.error(
-                        NAME,
-                        f"'lr_d' schedules the discriminator's learning rate, but {reason}",
-                        stmt.pos,
-                        "declare one 'loss NAME patchgan ...'" if gans == 0 else None,
-                    )
-                else:
-                    hint = did_you_mean(knob, known) or (
-                        f"declare it first: 'loss {knob} KIND ...' (kinds: vpred, latent_l1, lpips, edge, "
-                        "flat, ffl, patchgan)"
-                    )
-                    self.error(NAME, f"unknown term '{knob}' in stage {stage.name.text}", stmt.pos, hint)
-
-    # ---- knobs -----------------------------------------------------------------------------------
-
-    def knob(self, name: str, kind: str, default: float, stages: list[StageDecl], scaled: list[Stage]) -> Knob:
-        pieces: list[Piece] = []
-        carry = default
-        for decl, stage in zip(stages, scaled, strict=True):
-            stmt = decl.terms.get(name)
-            if stmt is None:
-                pieces.append(Piece(stage.start, stage.end, carry, carry, "const", decl.pos))
-                continue
-            carry = self.statement(stmt, decl, stage, carry, pieces)
-        return Knob(name, kind, tuple(_canonical(pieces)))
-
-    def statement(self, stmt: TermStmt, decl: StageDecl, stage: Stage, carry: float, out: list[Piece]) -> float:
-        origin = stmt.pos
-        if stmt.op in ("const", "off"):
-            value = stmt.value.value if stmt.op == "const" else 0.0
-            out.append(Piece(stage.start, stage.end, value, value, "const", origin))
-            return value
-        v0 = stmt.start.value if stmt.start is not None else carry
-        v1 = stmt.end.value
-        begin, end = decl.start.value, self.end_of(decl)
-        after = stmt.after.value if stmt.after else 0
-        ramp_start = begin + after
-        if stmt.after and ramp_start >= end:
-            self.error(
-                SCHEDULE,
-                f"the ramp of '{stmt.knob.text}' starts {stmt.after.text} into stage "
-                f"{decl.name.text}, at or past its end",
-                stmt.after.pos,
-                f"stage {decl.name.text} has {format_steps(end - begin)} steps",
-            )
-            return v1
-        ramp_end = ramp_start + stmt.over.value if stmt.over else end
-        if stmt.over and stmt.over.value == 0:
-            self.error(
-                SCHEDULE,
-                "a ramp over 0 steps is a jump",
-                stmt.over.pos,
-                f"write '{stmt.knob.text} {stmt.end.text}' for a constant, or ramp over more steps",
-            )
-            return v1
-        if ramp_end > end:
-            self.error(
-                SCHEDULE,
-                f"the ramp of '{stmt.knob.text}' runs to step {format_steps(ramp_end)}, past "
-                f"the end of stage {decl.name.text} ({format_steps(end)})",
-                stmt.over.pos,
-                f"stage {decl.name.text} has {format_steps(end - ramp_start)} steps left for it: shorten "
-                "'over' or continue the ramp in the next stage with '->'",
-                (Note(f"stage {decl.name.text} is declared here", decl.pos),),
-            )
-            return v1
-        s, e = self.scale.at(ramp_start), self.scale.at(ramp_end)
-        shape = stmt.shape.text if stmt.shape else "linear"
-        if s > stage.start:
-            out.append(Piece(stage.start, s, v0, v0, "const", origin))
-        if e > s:
-            out.append(Piece(s, e, v0, v1, shape, origin))
-        if e < stage.end:
-            out.append(Piece(max(s, e), stage.end, v1, v1, "const", origin))
-        return v1
-
-    def discriminator_ranges(self, terms: dict[str, Term], knobs: dict[str, Knob]) -> tuple[tuple[int, int], ...]:
-        """Steps where D trains: while its GAN term is live, and ``d_warmup`` steps before it first is."""
-        ranges: list[tuple[int, int]] = []
-        for term in terms.values():
-            if term.kind != "patchgan":
-                continue
-            live = knobs[term.name].live
-            ranges += live
-            warmup = term.settings["d_warmup"]
-            if live and warmup:
-                first = live[0][0]
-                ranges.append((max(0, first - warmup), first))
-        return merge_ranges(ranges)
-
-
-def _canonical(pieces: list[Piece]) -> list[Piece]:
-    """Merge equal neighbouring constants so that plans that mean the same give the same pieces."""
-    out: list[Piece] = []
-    for p in pieces:
-        if p.shape != "const" and p.v0 == p.v1:
-            p = Piece(p.start, p.end, p.v0, p.v0, "const", p.origin)
-        if out and out[-1].shape == "const" and p.shape == "const" and out[-1].v0 == p.v0:
-            out[-1] = Piece(out[-1].start, p.end, p.v0, p.v0, "const", out[-1].origin)
-        else:
-            out.append(p)
-    return out
+__all__ = ["PlanError", "compile_plan"]

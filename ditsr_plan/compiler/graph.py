@@ -214,7 +214,7 @@ class ScheduleGraph:
         }
 
     def to_json(self) -> dict:
-        """The graph as plain JSON data (``from_json`` reads it back)."""
+        """The graph as plain JSON data, source positions included (``from_json`` reads it back)."""
         data = self.meaning()
         data.update(
             name=self.name,
@@ -222,39 +222,77 @@ class ScheduleGraph:
             hash=self.hash,
             time_scale=self.time_scale,
             term_order=list(self.terms),
+            pixel_terms=[n for n, t in self.terms.items() if t.pixel],
             pixel_ranges=[list(r) for r in self.pixel_ranges],
             discriminator_ranges=[list(r) for r in self.discriminator_ranges],
+            origins={
+                "stages": [_pos(s.origin) for s in self.stages],
+                "pieces": {n: [_pos(p.origin) for p in k.pieces] for n, k in self.knobs.items()},
+                "terms": {
+                    n: [_pos(t.origin), {k: _pos(v) for k, v in t.setting_origins.items()}]
+                    for n, t in self.terms.items()
+                },
+                "blocks": {
+                    n: [_pos(b.origin), {k: _pos(v) for k, v in b.value_origins.items()}]
+                    for n, b in self.blocks.items()
+                },
+            },
         )
-        for name, knob in self.knobs.items():
-            data["knobs"][name]["origins"] = [str(p.origin) if p.origin else None for p in knob.pieces]
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> ScheduleGraph:
+    def from_json(cls, data: dict, sources: Mapping[str, str] | None = None) -> ScheduleGraph:
         if data.get("format") != GRAPH_FORMAT:
             raise ValueError(f"schedule graph format {data.get('format')!r}; this version reads {GRAPH_FORMAT}")
-        terms = {n: Term(n, data["terms"][n]["kind"], False, data["terms"][n]["settings"]) for n in data["term_order"]}
+        at = data.get("origins") or {}
+        stage_at = at.get("stages") or [None] * len(data["stages"])
+        piece_at = at.get("pieces", {})
+        term_at = at.get("terms", {})
+        block_at = at.get("blocks", {})
+
+        def origins(table: dict, name: str) -> tuple[Pos | None, dict[str, Pos]]:
+            own, keys = table.get(name, [None, {}])
+            return _unpos(own), {k: _unpos(v) for k, v in keys.items()}
+
+        def piece(raw: list, origin: Any) -> Piece:
+            s, e, v0, v1, shape = raw
+            return Piece(s, e, v0, v1, shape, _unpos(origin))
+
+        pixel = set(data.get("pixel_terms", ()))
         graph = cls(
             name=data["name"],
             path=data["path"],
             total_steps=data["total_steps"],
             time_scale=data["time_scale"],
-            stages=tuple(Stage(n, a, b) for n, a, b in data["stages"]),
+            stages=tuple(Stage(n, a, b, _unpos(o)) for (n, a, b), o in zip(data["stages"], stage_at, strict=True)),
             knobs={
-                n: Knob(n, k["kind"], tuple(Piece(s, e, v0, v1, sh) for s, e, v0, v1, sh in k["pieces"]))
+                n: Knob(
+                    n,
+                    k["kind"],
+                    tuple(
+                        piece(p, o)
+                        for p, o in zip(k["pieces"], piece_at.get(n) or [None] * len(k["pieces"]), strict=True)
+                    ),
+                )
                 for n, k in data["knobs"].items()
             },
-            terms={n: Term(n, t.kind, t.kind in _pixel_kinds(), t.settings) for n, t in terms.items()},
-            blocks={n: Block(n, b["kind"], b["values"]) for n, b in data["blocks"].items()},
+            terms={
+                n: Term(n, data["terms"][n]["kind"], n in pixel, data["terms"][n]["settings"], *origins(term_at, n))
+                for n in data["term_order"]
+            },
+            blocks={n: Block(n, b["kind"], b["values"], *origins(block_at, n)) for n, b in data["blocks"].items()},
             pixel_ranges=tuple(tuple(r) for r in data["pixel_ranges"]),
             discriminator_ranges=tuple(tuple(r) for r in data["discriminator_ranges"]),
+            sources=sources or {},
         )
         if graph.hash != data["hash"]:
             raise ValueError(f"schedule graph hash mismatch: file says {data['hash']}, content is {graph.hash}")
         return graph
 
 
-def _pixel_kinds() -> frozenset[str]:
-    from ditsr_plan.dsl.schemas import PIXEL_KINDS
+def _pos(pos: Pos | None) -> list | None:
+    return [pos.file, pos.line, pos.col, pos.length] if pos else None
 
-    return PIXEL_KINDS
+
+def _unpos(raw: list | None) -> Pos | None:
+    return Pos(*raw) if raw else None

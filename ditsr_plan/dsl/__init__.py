@@ -1,6 +1,5 @@
-"""Plan text -> validated spec (lark parse tree -> syntax nodes -> pydantic-validated spec)."""
+"""Plan text -> validated spec: ``parser`` (lark parse tree -> syntax nodes), ``loader`` (extends,
+pydantic validation -> :class:`~ditsr_plan.dsl.spec.PlanSpec`), ``formatter`` (``fmt``).
 
-from ditsr_plan.dsl.loader import load_plan
-from ditsr_plan.dsl.parser import parse_plan
-
-__all__ = ["load_plan", "parse_plan"]
+Nothing is imported here, so that light modules (``numbers``) do not pull in lark and pydantic.
+"""

@@ -14,6 +14,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ditsr_plan.diagnostics import SYNTAX, VALUE, Diagnostic, PlanError, Pos, did_you_mean
+from ditsr_plan.dsl.comments import split_comment
 from ditsr_plan.dsl.numbers import NumberError, parse_steps, parse_weight
 from ditsr_plan.dsl.syntax import (
     BlockStmt,
@@ -70,18 +71,7 @@ TERMINAL_WORDS = {
 @cache
 def _lark() -> Lark:
     grammar = (Path(__file__).with_name("grammar.lark")).read_text()
-    return Lark(grammar, parser="lalr", maybe_placeholders=True, cache=False)
-
-
-def split_comment(line: str) -> tuple[str, str | None]:
-    """Code and comment of a physical line; a ``#`` inside double quotes is not a comment."""
-    quoted = False
-    for i, ch in enumerate(line):
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "#" and not quoted:
-            return line[:i], line[i:].rstrip()
-    return line, None
+    return Lark(grammar, parser="lalr", maybe_placeholders=True, cache=True)
 
 
 def _indent(line: str) -> int:

@@ -7,7 +7,6 @@ can scale them. New blocks (the runtime's ``model``, ``data``, ...) are added to
 without touching the grammar.
 """
 
-from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
@@ -34,7 +33,7 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
 class Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 # ---- loss-term kinds -------------------------------------------------------------------------

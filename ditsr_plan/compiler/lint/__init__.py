@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ditsr_plan.diagnostics import Diagnostic, Note, PlanError, Pos
+from ditsr_plan.dsl.comments import split_comment
 
 from ..compile import compile_plan
 from ..graph import ScheduleGraph
@@ -43,8 +44,6 @@ def unknown_codes(codes: Iterable[str]) -> list[str]:
 
 
 def _noqa_comments(path: str, text: str) -> dict[int, tuple[Pos, tuple[str, ...]]]:
-    from ditsr_plan.dsl.parser import split_comment
-
     out = {}
     for n, line in enumerate(text.splitlines(), start=1):
         _, comment = split_comment(line)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -96,11 +95,13 @@ class Rule:
 
     @classmethod
     def summary(cls) -> str:
-        return inspect.getdoc(cls).splitlines()[0]
+        return cls.docs().splitlines()[0]
 
     @classmethod
     def docs(cls) -> str:
-        return inspect.getdoc(cls) or ""
+        import inspect
+
+        return inspect.cleandoc(cls.__doc__ or "")
 
 
 def step(n: int) -> str:
