@@ -7,7 +7,6 @@ can scale them. New blocks (the runtime's ``model``, ``data``, ...) are added to
 without touching the grammar.
 """
 
-
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
