@@ -217,9 +217,9 @@ class _Compiler:
             )
             for name, decl in self.spec.blocks.items()
         }
-        for name in DEFAULT_BLOCKS:
+        for name, kind in DEFAULT_BLOCKS.items():
             if name not in blocks:
-                blocks[name] = Block(name, None, self.scaled_settings(BLOCKS[name][None]()))
+                blocks[name] = Block(name, kind, self.scaled_settings(BLOCKS[name][kind]()))
         return dict(sorted(blocks.items()))
 
     def knob_defaults(self) -> dict[str, float]:

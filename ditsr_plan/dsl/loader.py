@@ -9,7 +9,9 @@ the parent's stage. All errors of all files in the chain are collected and raise
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -26,7 +28,7 @@ from ditsr_plan.diagnostics import (
     did_you_mean,
 )
 from ditsr_plan.dsl.parser import parse_plan
-from ditsr_plan.dsl.schemas import BLOCKS, TERM_KINDS
+from ditsr_plan.dsl.schemas import BLOCKS, DEFAULT_BLOCKS, TERM_KINDS
 from ditsr_plan.dsl.spec import BlockDecl, PlanSpec, StageDecl, TermDecl
 from ditsr_plan.dsl.syntax import (
     BlockStmt,
@@ -42,6 +44,7 @@ from ditsr_plan.dsl.syntax import (
 )
 
 MAX_EXTENDS_DEPTH = 64
+SET_FILE = "--set"  # the pseudo-file that --set overrides are reported in
 
 
 @dataclass
@@ -236,6 +239,47 @@ class _Loader:
         assert stmt.start is not None
         merged.stages[name] = _Stage(stmt.name, stmt.start, stmt.end, terms, stmt.pos)
 
+    def apply_overrides(self, merged: _Merged, overrides: Sequence[str]) -> None:
+        """``--set NAME.KEY=VALUE``: a key of a settings block or of a loss term, validated like the file.
+
+        Positions point into the pseudo-file ``--set`` whose line N is the N-th override."""
+        self.sources[SET_FILE] = "\n".join(overrides)
+        for line, item in enumerate(overrides, start=1):
+            m = re.fullmatch(r"([A-Za-z_]\w*)\.([A-Za-z_]\w*)=(.*)", item)
+            if m is None:
+                self.error(
+                    VALUE,
+                    f"--set '{item}': expected NAME.KEY=VALUE",
+                    Pos(SET_FILE, line, 1, len(item)),
+                    "for example --set run.seed=3 or --set gan.r1=5",
+                )
+                continue
+            name, key, value = m.groups()
+            pos = Pos(SET_FILE, line, 1, len(name))
+            setting = Setting(
+                Word(key, Pos(SET_FILE, line, len(name) + 2, len(key))),
+                value,
+                Pos(SET_FILE, line, m.start(3) + 1, max(1, len(value))),
+            )
+            if name in merged.losses:
+                stmt = merged.losses[name]
+                kept = tuple(s for s in stmt.settings if s.key.text != key)
+                merged.losses[name] = replace(stmt, settings=(*kept, setting))
+            elif name in merged.blocks:
+                stmt, given = merged.blocks[name]
+                merged.blocks[name] = (stmt, {**given, key: setting})
+            elif name in BLOCKS:
+                kind = DEFAULT_BLOCKS.get(name)
+                stmt = BlockStmt(Word(name, pos), Word(kind, pos) if kind else None, (), pos)
+                merged.blocks[name] = (stmt, {key: setting})
+            else:
+                self.error(
+                    NAME,
+                    f"--set names '{name}', which is neither a settings block nor a term of the plan",
+                    pos,
+                    did_you_mean(name, [*BLOCKS, *merged.losses]) or "blocks: " + ", ".join(BLOCKS),
+                )
+
     # ---- validation of the merged plan --------------------------------------------------------
 
     def validate(self, path: str, merged: _Merged) -> PlanSpec | None:
@@ -344,13 +388,17 @@ def _describe_field(schema: type[BaseModel], key: str) -> str | None:
     return f"'{key}': " + "; ".join(parts) if parts else None
 
 
-def load_spec(path: str | os.PathLike, text: str | None = None) -> tuple[PlanSpec | None, PlanError | None]:
+def load_spec(
+    path: str | os.PathLike, text: str | None = None, overrides: Sequence[str] = ()
+) -> tuple[PlanSpec | None, PlanError | None]:
     """Like :func:`load_plan`, but returns the errors with the spec, so that a caller (the compiler)
     can add its own errors about a spec whose settings were invalid. The spec is None when the
-    plan is too broken to go further."""
+    plan is too broken to go further. ``overrides`` are ``--set NAME.KEY=VALUE`` items."""
     path = os.fspath(path)
     loader = _Loader()
     merged = loader.load(path, text, (os.path.realpath(path),), None)
+    if overrides and not loader.diagnostics:
+        loader.apply_overrides(merged, overrides)
     spec = loader.validate(path, merged)
     errors = PlanError(loader.diagnostics, loader.sources) if loader.diagnostics else None
     return spec, errors

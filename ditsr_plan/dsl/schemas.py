@@ -137,17 +137,126 @@ class Optim(Schema):
     accum: int = Field(1, ge=1, le=4096, description="gradient-accumulation steps per optimiser step")
 
 
+class DitModel(Schema):
+    """diffusers' DiTTransformer2DModel. A preset sets depth, heads and width; keys given override it."""
+
+    preset: Literal["tiny", "s", "b", "xl"] = "tiny"
+    depth: int | None = Field(None, ge=1, le=64)
+    heads: int | None = Field(None, ge=1, le=64)
+    head_dim: int | None = Field(None, ge=8, le=256)
+    patch: int = Field(2, ge=1, le=8, description="transformer patch size, in latent pixels")
+    checkpointing: bool = Field(False, description="activation checkpointing in the transformer blocks")
+
+
+# (depth, heads, head_dim) of each preset; DiT-S/B/XL as in the DiT paper
+DIT_PRESETS = {"tiny": (2, 2, 32), "s": (12, 6, 64), "b": (12, 12, 64), "xl": (28, 16, 72)}
+
+
+class PixelUnshuffleLatent(Schema):
+    """Exact, invertible space-to-depth: 3 x H x W pixels -> 3 f^2 x H/f x W/f (the CPU demo's latent)."""
+
+    factor: int = Field(4, ge=1, le=16)
+
+
+class VaeLatent(Schema):
+    """A frozen diffusers AutoencoderKL: latents = posterior mean x scaling factor."""
+
+    path: str = Field(description="a local folder or a hub id, as AutoencoderKL.from_pretrained takes")
+    subfolder: str | None = None
+    scaling: float | None = Field(None, gt=0, description="default: the VAE config's scaling_factor")
+
+
+class Diffusion(Schema):
+    """diffusers' DDPMScheduler with v-prediction, and the SR conditioning of the LR latent."""
+
+    train_steps: int = Field(1000, ge=2, le=100_000)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
+    lr_noise: float = Field(0.15, ge=0, le=1, description="max std of the noise added to the LR latent")
+    cond_dropout: float = Field(0.1, ge=0, le=1, description="probability of zeroing the LR latent")
+
+
+Degrade = Literal["bicubic", "highorder"]
+
+
+class BuiltinData(Schema):
+    """scikit-image's photographs plus procedural defocus scenes; nothing to download."""
+
+    crop: int = Field(64, ge=16, le=2048, description="HR crop side in pixels")
+    scale: int = Field(4, ge=1, le=8)
+    batch: int = Field(2, ge=1, le=1024)
+    degrade: Degrade = "bicubic"
+    scenes: int = Field(8, ge=0, le=1000, description="procedural defocus scenes added to the photos")
+    workers: int = Field(0, ge=0, le=64)
+
+
+class FolderData(Schema):
+    """HR images in a folder (searched recursively); LR made on the fly."""
+
+    root: str
+    crop: int = Field(512, ge=16, le=8192)
+    scale: int = Field(4, ge=1, le=8)
+    batch: int = Field(1, ge=1, le=1024)
+    degrade: Degrade = "highorder"
+    workers: int = Field(0, ge=0, le=64)
+    strict: bool = Field(False, description="a corrupt image is an error instead of skipped and counted")
+
+
+class PairedData(Schema):
+    """HR and LR images with the same file names in two folders."""
+
+    hr: str
+    lr: str
+    crop: int = Field(512, ge=16, le=8192)
+    scale: int = Field(4, ge=1, le=8)
+    batch: int = Field(1, ge=1, le=1024)
+    workers: int = Field(0, ge=0, le=64)
+    strict: bool = False
+
+
+class Run(Schema):
+    """Where and how a run executes."""
+
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    checkpoint_every: Steps = Field(1000, ge=1)
+    keep: int = Field(3, ge=1, le=1000, description="checkpoints kept (the newest)")
+    out: str | None = Field(None, description="run folder; default runs/<plan>-<time>")
+
+
+class Log(Schema):
+    """What is logged, and how often."""
+
+    every: Steps = Field(10, ge=1)
+    shadow: bool = Field(False, description="also compute non-live terms' raw values at log steps, without gradient")
+    tensorboard: Literal["auto", "on", "off"] = "auto"
+
+
 # A block maps a kind to its schema; a block that takes no kind has the single kind None.
 BLOCKS: dict[str, dict[str | None, type[Schema]]] = {
     "ema": {None: Ema},
     "pixel": {None: Pixel},
     "optim": {None: Optim},
+    "model": {"dit": DitModel},
+    "latent": {"pixel_unshuffle": PixelUnshuffleLatent, "vae": VaeLatent},
+    "diffusion": {None: Diffusion},
+    "data": {"builtin": BuiltinData, "folder": FolderData, "paired": PairedData},
+    "run": {None: Run},
+    "log": {None: Log},
 }
 
-
-# Blocks that always apply: a plan that does not write one gets its defaults. Other blocks
-# (``ema``) are off unless written.
-DEFAULT_BLOCKS = ("pixel", "optim")
+# Blocks that always apply, with the kind a plan gets when it does not write the block. Other
+# blocks (``ema``) are off unless written.
+DEFAULT_BLOCKS: dict[str, str | None] = {
+    "pixel": None,
+    "optim": None,
+    "model": "dit",
+    "latent": "pixel_unshuffle",
+    "diffusion": None,
+    "data": "builtin",
+    "run": None,
+    "log": None,
+}
 
 
 def step_fields(model: type[BaseModel]) -> list[str]:
