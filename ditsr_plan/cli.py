@@ -107,6 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the knobs that differ (a solid, b dashed)")
 
+    p = sub.add_parser("run", help="train a plan (CUDA when present, CPU otherwise)")
+    p.add_argument("plan")
+    _add_time_scale(p)
+    p.add_argument("--out", metavar="DIR", help="run folder (default: run out=..., else runs/<plan>-<time>)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME.KEY=VALUE",
+        help="override a setting of a block or a term, validated like the file (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint (of --out, else the newest runs/<plan>-*)",
+    )
+    p.add_argument("--force", action="store_true", help="resume even if the plan's hash changed")
+    p.add_argument("--overwrite", action="store_true", help="start again in a run folder that is not empty")
+
     p = sub.add_parser("fmt", help="rewrite plans in the canonical format")
     p.add_argument("paths", nargs="+", metavar="PLAN|DIR")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not formatted")
@@ -249,6 +269,43 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if args.check and changed else EXIT_OK
 
 
+def _run_dir(args: argparse.Namespace, graph) -> str:
+    import time
+    from pathlib import Path
+
+    if args.out:
+        return args.out
+    if graph.blocks["run"].values.get("out"):
+        return graph.blocks["run"].values["out"]
+    if args.resume:
+        previous = sorted(Path("runs").glob(f"{graph.name}-*"), key=lambda p: p.stat().st_mtime)
+        if not previous:
+            raise UsageError(f"--resume: no runs/{graph.name}-* folder here; name the run folder with --out")
+        return str(previous[-1])
+    return os.path.join("runs", f"{graph.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ditsr_plan.compiler import compile_plan
+
+    graph = compile_plan(args.plan, args.time_scale, overrides=args.overrides)
+    run_dir = Path(_run_dir(args, graph))
+    from ditsr_plan.runtime.checkpoint import CheckpointError
+    from ditsr_plan.runtime.data import DataError
+    from ditsr_plan.runtime.device import DeviceError
+    from ditsr_plan.runtime.run import RunError, run_plan
+    from ditsr_plan.runtime.terms import TermSetupError
+    from ditsr_plan.runtime.trainer import TermCheckError
+
+    try:
+        run_plan(graph, run_dir, resume=args.resume, force=args.force, overwrite=args.overwrite)
+    except (RunError, DataError, DeviceError, TermSetupError, TermCheckError, CheckpointError) as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
 COMMANDS = {
     "compile": cmd_compile,
     "show": cmd_show,
@@ -256,6 +313,7 @@ COMMANDS = {
     "rules": cmd_rules,
     "diff": cmd_diff,
     "fmt": cmd_fmt,
+    "run": cmd_run,
 }
 
 

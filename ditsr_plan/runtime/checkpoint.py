@@ -1,0 +1,151 @@
+"""Checkpoints: tensors as safetensors, everything else as JSON; nothing is ever loaded with pickle.
+
+A checkpoint ``RUN/checkpoints/step-NNNNNNNN`` holds the state after N completed steps. It is
+written into a temporary folder, every file fsynced, a ``manifest.json`` with the SHA-256 of every
+file written last, and the folder renamed into place: a crash mid-write leaves a ``.tmp-*`` folder
+that is never read, and the previous checkpoint intact. Loading verifies the manifest; a checkpoint
+that fails is reported and the previous complete one is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+FORMAT = 1
+PREFIX = "step-"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state dict split into tensors (for safetensors) and JSON."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for index, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, value in [*tensors.items(), *meta["scalars"].items()]:
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    groups = meta["param_groups"]
+    for group in groups:
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+
+    def tensors(self, name: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        return load_file(self.path / f"{name}.safetensors")
+
+    def state(self) -> dict:
+        return json.loads((self.path / "state.json").read_text())
+
+
+def save_checkpoint(
+    folder: Path, step: int, tensors: dict[str, dict[str, torch.Tensor]], state: dict, keep: int
+) -> Path:
+    """Write ``tensors`` (file name -> tensors) and ``state`` (JSON) as checkpoint ``step``.
+
+    Keeps the newest ``keep`` checkpoints."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{PREFIX}{step:08d}"
+    tmp = folder / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    files = {}
+    for name, group in tensors.items():
+        path = tmp / f"{name}.safetensors"
+        save_file({k: v.detach().contiguous().cpu() for k, v in group.items()}, str(path))
+        files[path.name] = path
+    (tmp / "state.json").write_text(json.dumps({"format": FORMAT, "step": step, **state}, indent=1))
+    files["state.json"] = tmp / "state.json"
+    for path in files.values():
+        _fsync(path)
+    manifest = {"format": FORMAT, "step": step, "files": {n: _sha256(p) for n, p in files.items()}}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    _fsync(tmp / "manifest.json")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _prune(folder, keep)
+    return final
+
+
+def _prune(folder: Path, keep: int) -> None:
+    done = sorted(p for p in folder.glob(f"{PREFIX}*") if p.is_dir())
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def verify(path: Path) -> str | None:
+    """None when the checkpoint at ``path`` is complete and intact, else why not."""
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        return "no manifest.json (incomplete write)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"unreadable manifest.json ({exc})"
+    if manifest.get("format") != FORMAT:
+        return f"checkpoint format {manifest.get('format')!r}; this version reads {FORMAT}"
+    for name, digest in manifest["files"].items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if _sha256(file) != digest:
+            return f"{name} does not match its SHA-256 in the manifest (truncated or corrupted)"
+    return None
+
+
+def newest_complete(folder: Path, report=print) -> Checkpoint | None:
+    """The newest checkpoint that verifies; each newer one that does not is reported and passed over."""
+    if not folder.is_dir():
+        return None
+    for path in sorted((p for p in folder.glob(f"{PREFIX}*") if p.is_dir()), reverse=True):
+        problem = verify(path)
+        if problem is None:
+            return Checkpoint(path, int(path.name[len(PREFIX) :]))
+        report(f"checkpoint {path} is not usable: {problem}; trying the previous one")
+    return None

@@ -1,0 +1,45 @@
+"""The diffusion process: diffusers' DDPMScheduler with v-prediction.
+
+``v = alpha_t * noise - sigma_t * x0`` (diffusers' ``get_velocity``) and the reconstruction
+``x0_hat = alpha_t * x_t - sigma_t * v_hat``, with ``alpha_t = sqrt(alphas_cumprod[t])`` and
+``sigma_t = sqrt(1 - alphas_cumprod[t])``. SNR is diffusers' ``compute_snr``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Diffusion:
+    def __init__(self, settings: dict, device: torch.device):
+        from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=settings["train_steps"],
+            beta_schedule=settings["beta_schedule"],
+            prediction_type="v_prediction",
+        )
+        self.train_steps = settings["train_steps"]
+        alphas_cumprod = self.scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+        self.alpha = alphas_cumprod.sqrt()
+        self.sigma = (1 - alphas_cumprod).sqrt()
+
+    def _at(self, table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return table[t].view(-1, 1, 1, 1)
+
+    def sample_timesteps(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        return torch.randint(0, self.train_steps, (n,), generator=generator, device="cpu").to(device)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.scheduler.add_noise(x0, noise, t)
+
+    def velocity(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.scheduler.get_velocity(x0, noise, t)
+
+    def reconstruct_x0(self, x_t: torch.Tensor, v_hat: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._at(self.alpha, t) * x_t - self._at(self.sigma, t) * v_hat
+
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        from diffusers.training_utils import compute_snr
+
+        return compute_snr(self.scheduler, t)

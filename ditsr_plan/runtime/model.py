@@ -1,0 +1,42 @@
+"""The generator: diffusers' DiTTransformer2DModel with the LR latent as extra input channels."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ditsr_plan.dsl.schemas import DIT_PRESETS
+
+
+class SRDiT(nn.Module):
+    """Predicts the velocity of the noisy HR latent, conditioned on the LR latent.
+
+    Input channels = 2 x latent channels (noisy latent, LR latent concatenated); output channels =
+    latent channels. Class conditioning is unused: every sample gets class 0.
+    """
+
+    def __init__(self, latent_channels: int, sample_size: int, settings: dict):
+        super().__init__()
+        from diffusers.models.transformers.dit_transformer_2d import DiTTransformer2DModel
+
+        depth, heads, head_dim = DIT_PRESETS[settings["preset"]]
+        depth = settings.get("depth") or depth
+        heads = settings.get("heads") or heads
+        head_dim = settings.get("head_dim") or head_dim
+        self.dit = DiTTransformer2DModel(
+            num_attention_heads=heads,
+            attention_head_dim=head_dim,
+            in_channels=2 * latent_channels,
+            out_channels=latent_channels,
+            num_layers=depth,
+            sample_size=sample_size,
+            patch_size=settings["patch"],
+            num_embeds_ada_norm=1,
+        )
+        if settings.get("checkpointing"):
+            self.dit.enable_gradient_checkpointing()
+
+    def forward(self, noisy: torch.Tensor, lr_latent: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        classes = torch.zeros(noisy.shape[0], dtype=torch.long, device=noisy.device)
+        x = torch.cat([noisy, lr_latent], dim=1)
+        return self.dit(x, timestep=timesteps, class_labels=classes).sample

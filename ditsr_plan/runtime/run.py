@@ -1,0 +1,237 @@
+"""``ditsr-plan run``: train a compiled plan into a run folder, with checkpoints and resume.
+
+The run folder holds ``plan.json`` (the compiled graph), ``metrics.jsonl``, ``tensorboard/``,
+``checkpoints/step-N`` (the state after N steps) and, at the end, ``final/generator`` and
+``final/generator_ema`` in diffusers' own format (``save_pretrained``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ditsr_plan import __version__
+from ditsr_plan.compiler.graph import ScheduleGraph
+from ditsr_plan.dsl.numbers import format_steps
+
+from .checkpoint import Checkpoint, newest_complete, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from .data import StepBatches
+from .device import place
+from .logs import MetricsLog, Progress
+from .terms.patchgan import PatchGan
+from .trainer import StepRecord, Trainer
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or continue, for a reason the user can fix."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    steps_done: int
+    first_loss: float | None
+    last_loss: float | None
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _trainer_state(trainer: Trainer, step: int, graph: ScheduleGraph) -> tuple[dict, dict]:
+    tensors = {"generator": trainer.model.state_dict()}
+    state: dict = {
+        "tool_version": __version__,
+        "plan": graph.name,
+        "plan_hash": graph.hash,
+        "checked_terms": sorted(trainer.checked),
+        "data": {"position": step, "skipped": trainer.data.stats.skipped},
+    }
+    if trainer.ema is not None:
+        tensors["ema"] = trainer.ema.model.state_dict()
+    opt_tensors, state["optimizer"] = optimizer_to_flat(trainer.optimizer)
+    tensors["optimizer"] = opt_tensors
+    state["discriminator_optimizers"] = {}
+    for name, term in trainer.terms.items():
+        if isinstance(term, PatchGan):
+            tensors[f"disc_{name}"] = term.disc.state_dict()
+            d_tensors, state["discriminator_optimizers"][name] = optimizer_to_flat(term.optimizer)
+            tensors[f"disc_optimizer_{name}"] = d_tensors
+    tensors["rng"] = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors["rng"]["torch_cuda"] = torch.cuda.get_rng_state()
+    return tensors, state
+
+
+def _restore(trainer: Trainer, ckpt: Checkpoint) -> None:
+    state = ckpt.state()
+    trainer.model.load_state_dict(ckpt.tensors("generator"))
+    if trainer.ema is not None:
+        trainer.ema.model.load_state_dict(ckpt.tensors("ema"))
+    optimizer_from_flat(trainer.optimizer, ckpt.tensors("optimizer"), state["optimizer"])
+    for name, term in trainer.terms.items():
+        if isinstance(term, PatchGan):
+            term.disc.load_state_dict(ckpt.tensors(f"disc_{name}"))
+            optimizer_from_flat(
+                term.optimizer, ckpt.tensors(f"disc_optimizer_{name}"), state["discriminator_optimizers"][name]
+            )
+    rng = ckpt.tensors("rng")
+    torch.set_rng_state(rng["torch_cpu"])
+    if "torch_cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["torch_cuda"])
+    trainer.checked = set(state["checked_terms"])
+    trainer.data.stats.skipped.update(state["data"]["skipped"])
+
+
+def _record_json(
+    graph: ScheduleGraph, record: StepRecord, batch_images: int, interval_s: float, interval_steps: int
+) -> dict:
+    weights = graph.weights_at(record.step)
+    live = set(graph.live_terms(record.step))
+    terms = {}
+    for name in graph.terms:
+        raw = record.raw.get(name)
+        w = round(weights[name], 12)
+        terms[name] = {
+            "weight": w,
+            "raw": raw,
+            "weighted": (w * raw) if (raw is not None and name in live) else (0.0 if raw is not None else None),
+            "live": name in live,
+        }
+    return {
+        "step": record.step,
+        "stage": graph.stage_at(record.step).name,
+        "loss": record.loss,
+        "terms": terms,
+        "lr": {n: weights[n] for n in graph.knobs if n not in graph.terms},
+        "grad_norm": record.grad_norm,
+        "discriminator": record.discriminator or None,
+        "images_per_s": batch_images * interval_steps / interval_s if interval_s > 0 else None,
+    }
+
+
+def _header(graph: ScheduleGraph, trainer: Trainer, run_dir: Path, start: int) -> str:
+    p = trainer.placement
+    lines = [
+        f"ditsr-plan {__version__} · plan {graph.name} · hash {graph.hash} · "
+        f"{format_steps(graph.total_steps)} steps"
+        + (f" (time scale {graph.time_scale:g})" if graph.time_scale != 1 else ""),
+        f"device {p.device} ({p.precision}) · data {graph.blocks['data'].kind} "
+        f"({len(trainer.data)} images, crop {trainer.data.crop}, batch {trainer.data.batch_size} x accum "
+        f"{trainer.accum}) · latent {graph.blocks['latent'].kind} (x{trainer.latent.factor}, "
+        f"{trainer.latent.channels} ch) · pixel patch {trainer.patch} px (margin {trainer.margin})",
+    ]
+    lines.append("parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in trainer.parameter_counts().items()))
+    for stage in graph.stages:
+        live = [n for n in graph.terms if any(a < stage.end and b > stage.start for a, b in graph.knobs[n].live)]
+        lines.append(
+            f"  stage {stage.name} {format_steps(stage.start)}..{format_steps(stage.end)}: "
+            f"{', '.join(live) or 'nothing live'}"
+        )
+    never = [n for n in graph.terms if not graph.knobs[n].live]
+    if never:
+        lines.append(f"  never live (never computed): {', '.join(never)}")
+    lines.append(f"writing to {run_dir}/ (metrics.jsonl, checkpoints/, final/)")
+    if start:
+        lines.append(f"resuming after step {start} (checkpoint step-{start:08d})")
+    return "\n".join(lines)
+
+
+def run_plan(
+    graph: ScheduleGraph, run_dir: Path, resume: bool = False, force: bool = False, overwrite: bool = False
+) -> RunResult:
+    run = graph.blocks["run"].values
+    log = graph.blocks["log"].values
+    ckpt_dir = run_dir / "checkpoints"
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        if not overwrite:
+            raise RunError(
+                f"run folder {run_dir} exists and is not empty: use --resume to continue it, "
+                "--overwrite to start it again, or --out for another folder"
+            )
+        import shutil
+
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    placement = place(run["device"], run["precision"])
+    trainer = Trainer(graph, placement)
+    start = 0
+    if resume:
+        ckpt = newest_complete(ckpt_dir, report=_say)
+        if ckpt is None:
+            if not (run_dir / "plan.json").exists():
+                raise RunError(f"--resume: {run_dir} holds no run to resume")
+            _say(f"--resume: no complete checkpoint in {ckpt_dir}; starting from step 0")
+        else:
+            state = ckpt.state()
+            if state["plan_hash"] != graph.hash and not force:
+                raise RunError(
+                    f"checkpoint {ckpt.path} was made from plan hash {state['plan_hash']}, this plan "
+                    f"compiles to {graph.hash}; use --force to resume anyway (check 'ditsr-plan diff')"
+                )
+            _restore(trainer, ckpt)
+            start = ckpt.step
+    (run_dir / "plan.json").write_text(json.dumps(graph.to_json(), indent=1))
+    _say(_header(graph, trainer, run_dir, start))
+
+    metrics = MetricsLog(run_dir, start if resume else None, log["tensorboard"])
+    total, accum = graph.total_steps, trainer.accum
+    loader = torch.utils.data.DataLoader(
+        StepBatches(trainer.data, start, total, accum),
+        batch_size=None,
+        shuffle=False,
+        num_workers=trainer.data.settings.get("workers", 0),
+    )
+    from .data import Batch
+
+    progress = Progress(total, start)
+    first_loss = last_loss = None
+    pending: list[Batch] = []
+    interval_t, interval_n = 0.0, 0
+    try:
+        for step, micro, hr, lr_up in loader:
+            pending.append(Batch(hr, lr_up))
+            if micro < accum - 1:
+                continue
+            step = int(step)
+            is_log = step % log["every"] == 0 or step == total - 1
+            record = trainer.train_step(step, pending, shadow=is_log and log["shadow"])
+            pending = []
+            interval_t += record.seconds
+            interval_n += 1
+            first_loss = record.loss if first_loss is None else first_loss
+            last_loss = record.loss
+            if is_log:
+                images = trainer.data.batch_size * accum
+                metrics.write(_record_json(graph, record, images, interval_t, interval_n))
+                interval_t, interval_n = 0.0, 0
+            done = step + 1
+            if done % run["checkpoint_every"] == 0 or done == total:
+                tensors, state = _trainer_state(trainer, done, graph)
+                save_checkpoint(ckpt_dir, done, tensors, state, run["keep"])
+            progress.update(step, graph.stage_at(step).name, record.loss)
+    finally:
+        progress.close()
+        metrics.close()
+    final = run_dir / "final"
+    trainer.model.dit.save_pretrained(final / "generator", safe_serialization=True)
+    if trainer.ema is not None:
+        trainer.ema.model.dit.save_pretrained(final / "generator_ema", safe_serialization=True)
+    summary = {
+        "plan": graph.name,
+        "hash": graph.hash,
+        "steps": total,
+        "first_loss": first_loss,
+        "last_loss": last_loss,
+        "skipped_images": trainer.data.stats.skipped,
+        "finished": time.time(),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    _say(f"done: {total} steps; final generator in {final}/ (diffusers format)")
+    return RunResult(run_dir, total - start, first_loss, last_loss)

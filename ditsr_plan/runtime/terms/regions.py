@@ -1,0 +1,84 @@
+"""GT-guided region losses (the reference setup's edge_gtmask formulas), on kornia's filters.
+
+- luma in [0, 1]: ``0.2989 R + 0.5870 G + 0.1140 B`` of the image mapped from [-1, 1];
+- soft edge mask ``m`` from the GT: Sobel gradient magnitude divided by its per-image ``q`` quantile,
+  clamped to [0, 1], raised to ``pow``; ``1 - m`` is the flat (defocus) mask;
+- edge loss: ``m * (|gx(pred) - gx(gt)| + |gy(pred) - gy(gt)|)`` with Sobel gx, gy;
+- flat loss: ``(1 - m) * |laplacian(pred)|``;
+- ``reduce=mask`` averages over the mask's own area (sum / sum of the mask), ``reduce=all`` over all
+  pixels (the scripts' way).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import LossTerm, StepTensors
+
+LUMA = (0.2989, 0.5870, 0.1140)
+EPS = 1e-6
+
+
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """N x 3 x H x W in [-1, 1] -> N x 1 x H x W luma in [0, 1]."""
+    rgb = (images.float() + 1) / 2
+    w = torch.tensor(LUMA, device=images.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    return (rgb * w).sum(dim=1, keepdim=True)
+
+
+def sobel_xy(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    import kornia
+
+    grad = kornia.filters.spatial_gradient(y, mode="sobel", order=1, normalized=False)  # N x 1 x 2 x H x W
+    return grad[:, :, 0], grad[:, :, 1]
+
+
+def edge_mask_from_gt(gt: torch.Tensor, q: float = 0.90, power: float = 0.5) -> torch.Tensor:
+    """The soft edge mask of a GT batch, N x 1 x H x W in [0, 1] (no gradient)."""
+    with torch.no_grad():
+        gx, gy = sobel_xy(luma(gt))
+        magnitude = torch.sqrt(gx * gx + gy * gy + EPS)
+        level = torch.quantile(magnitude.flatten(1), q, dim=1).view(-1, 1, 1, 1)
+        return torch.clamp(magnitude / (level + EPS), 0, 1).pow(power)
+
+
+def _reduce(values: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "all":
+        return values.mean()
+    return values.sum() / (mask.expand_as(values).sum() + EPS)
+
+
+def edge_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, reduce: str = "mask") -> torch.Tensor:
+    pgx, pgy = sobel_xy(luma(pred))
+    ggx, ggy = sobel_xy(luma(gt))
+    return _reduce(mask * ((pgx - ggx).abs() + (pgy - ggy).abs()), mask, reduce)
+
+
+def flat_loss(pred: torch.Tensor, mask: torch.Tensor, reduce: str = "mask") -> torch.Tensor:
+    import kornia
+
+    lap = kornia.filters.laplacian(luma(pred), kernel_size=3, normalized=False)
+    flat = 1 - mask
+    return _reduce(flat * lap.abs(), flat, reduce)
+
+
+class Edge(LossTerm):
+    """Sobel-gradient L1 inside the soft GT edge mask."""
+
+    kind = "edge"
+    pixel = True
+
+    def forward(self, s: StepTensors) -> torch.Tensor:
+        mask = edge_mask_from_gt(s.gt_patch, self.settings["q"], self.settings["pow"])
+        return edge_loss(s.pred_patch, s.gt_patch, mask, self.settings["reduce"])
+
+
+class Flat(LossTerm):
+    """|Laplacian(pred)| inside the GT flat mask (1 - edge mask)."""
+
+    kind = "flat"
+    pixel = True
+
+    def forward(self, s: StepTensors) -> torch.Tensor:
+        mask = edge_mask_from_gt(s.gt_patch, self.settings["q"], self.settings["pow"])
+        return flat_loss(s.pred_patch, mask, self.settings["reduce"])

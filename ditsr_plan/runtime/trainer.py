@@ -1,0 +1,214 @@
+"""One training step, readable top to bottom: ask the graph what is live, compute only that, step.
+
+``Trainer.train_step(step, micro_batches)``:
+1. weights, live terms and needs of this step come from the compiled schedule graph;
+2. per micro-batch: encode HR and LR, sample timesteps and noise, predict the velocity, reconstruct
+   x0; decode the pixel patch only if a pixel term is live (or D warms up); compute the live terms,
+   weight them, backpropagate;
+3. clip, step the optimiser, update the EMA; step the discriminator if it trains at this step.
+Every term's first live step is checked: a finite scalar with a gradient path to the generator.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ditsr_plan.compiler.graph import ScheduleGraph
+
+from .data import Batch, TrainingData
+from .device import Placement
+from .diffusion import Diffusion
+from .ema import Ema
+from .latent import build_latent
+from .model import SRDiT
+from .seeds import generator
+from .terms import StepTensors, build_term
+from .terms.patchgan import PatchGan
+
+
+class TermCheckError(RuntimeError):
+    """A term that became live but does not train the generator (the edge_gtmask bug)."""
+
+
+@dataclass
+class StepRecord:
+    step: int
+    loss: float
+    raw: dict[str, float] = field(default_factory=dict)
+    grad_norm: float | None = None
+    discriminator: dict[str, dict] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Trainer:
+    def __init__(self, graph: ScheduleGraph, placement: Placement):
+        self.graph, self.placement = graph, placement
+        blocks = {name: b.values for name, b in graph.blocks.items()}
+        self.blocks = blocks
+        self.seed = blocks["run"]["seed"]
+        device = placement.device
+        torch.manual_seed(self.seed)  # parameter initialisation: the same modules for the same seed
+        data_block = graph.blocks["data"]
+        self.data = TrainingData(data_block.kind, blocks["data"], self.seed)
+        self.latent = build_latent(graph.blocks["latent"].kind, blocks["latent"]).to(device)
+        if self.data.crop % self.latent.factor:
+            raise ValueError(f"data crop {self.data.crop} is not a multiple of the latent factor {self.latent.factor}")
+        self.latent_size = self.data.crop // self.latent.factor
+        self.model = SRDiT(self.latent.channels, self.latent_size, blocks["model"]).to(device)
+        self.diffusion = Diffusion(blocks["diffusion"], device)
+        self.terms = {
+            name: build_term(name, term.kind, dict(term.settings), self.diffusion).to(device)
+            for name, term in graph.terms.items()
+        }
+        optim = blocks["optim"]
+        self.accum, self.grad_clip = optim["accum"], optim["grad_clip"]
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=optim["lr"],
+            betas=tuple(optim["betas"]),
+            weight_decay=optim["weight_decay"],
+            **({"fused": True} if device.type == "cuda" else {}),
+        )
+        ema = blocks.get("ema")
+        self.ema = Ema(self.model, ema["decay"], ema["start"], ema["every"]) if ema and ema["decay"] > 0 else None
+        self.patch, self.margin = self._patch_geometry(blocks["pixel"]["patch"], blocks["pixel"]["margin"])
+        self.checked: set[str] = set()  # terms whose first live step passed the gradient check
+
+    # ---- the pixel patch -----------------------------------------------------------------------------
+
+    def _patch_geometry(self, patch: int, margin: int) -> tuple[int, int]:
+        """The patch fits the crop: it shrinks to the crop, then the margin to what is left."""
+        patch = min(patch, self.data.crop)
+        margin = min(margin, (self.data.crop - patch) // 2)
+        return patch, margin
+
+    def pixel_patch(self, x0_hat: torch.Tensor, hr: torch.Tensor, g: torch.Generator):
+        """Decode a random window of the reconstructed latent with a margin, keep the central
+        ``patch`` pixels, and cut the matching GT patch (as the reference does)."""
+        f = self.latent.factor
+        window = min(self.latent_size, math.ceil((self.patch + 2 * self.margin) / f))
+        y = int(torch.randint(0, self.latent_size - window + 1, (), generator=g))
+        x = int(torch.randint(0, self.latent_size - window + 1, (), generator=g))
+        decoded = self.latent.decode(x0_hat[:, :, y : y + window, x : x + window])
+        off = (window * f - self.patch) // 2
+        pred = decoded[:, :, off : off + self.patch, off : off + self.patch]
+        py, px = y * f + off, x * f + off
+        gt = hr[:, :, py : py + self.patch, px : px + self.patch]
+        return pred, gt
+
+    # ---- one step ------------------------------------------------------------------------------------
+
+    def forward(self, batch: Batch, step: int, micro: int, decode: bool) -> StepTensors:
+        device = self.placement.device
+        hr, lr_up = batch.hr.to(device), batch.lr_up.to(device)
+        g = generator(self.seed, "diffusion", step, micro)
+        n = hr.shape[0]
+        diff = self.blocks["diffusion"]
+        with torch.no_grad():
+            x0, cond = self.latent.encode(hr), self.latent.encode(lr_up)
+        t = self.diffusion.sample_timesteps(n, g, device)
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        cond_std = (torch.rand(n, generator=g) * diff["lr_noise"]).view(-1, 1, 1, 1).to(device)
+        keep = (torch.rand(n, generator=g) >= diff["cond_dropout"]).float().view(-1, 1, 1, 1).to(device)
+        cond = (cond + cond_std * torch.randn(cond.shape, generator=g).to(device)) * keep
+        x_t = self.diffusion.add_noise(x0, noise, t)
+        v = self.diffusion.velocity(x0, noise, t)
+        v_hat = self.model(x_t, cond, t)
+        x0_hat = self.diffusion.reconstruct_x0(x_t, v_hat.float(), t)
+        s = StepTensors(t=t, v=v, v_hat=v_hat, x0=x0, x0_hat=x0_hat)
+        if decode:
+            s.pred_patch, s.gt_patch = self.pixel_patch(x0_hat, hr, generator(self.seed, "patch", step, micro))
+        return s
+
+    def train_step(self, step: int, batches: list[Batch], shadow: bool = False) -> StepRecord:
+        started = time.perf_counter()
+        weights = self.graph.weights_at(step)
+        live = self.graph.live_terms(step)
+        needs = self.graph.needs_at(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = weights["lr"]
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        record = StepRecord(step, 0.0)
+        first = None
+        for micro, batch in enumerate(batches):
+            with self.placement.autocast():
+                s = self.forward(batch, step, micro, decode=needs.pixel or needs.discriminator)
+                raw = {name: self.terms[name](s) for name in live}
+            if micro == 0:
+                self.check_first_live(step, raw, s)
+                first = s
+            loss = sum(weights[n] * raw[n] for n in live) / len(batches)
+            if live:
+                loss.backward()
+            for name, value in raw.items():
+                record.raw[name] = record.raw.get(name, 0.0) + float(value.detach()) / len(batches)
+            record.loss += float(loss.detach()) if live else 0.0
+        record.grad_norm = self._clip()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model, step)
+        if needs.discriminator:
+            for name, term in self.terms.items():
+                if isinstance(term, PatchGan):
+                    record.discriminator[name] = term.train_discriminator(
+                        first.gt_patch, first.pred_patch, step, weights.get("lr_d", term.settings["lr"])
+                    )
+        if shadow:
+            record.raw.update(self.shadow_raw(first, batches[0], step, live))
+        record.seconds = time.perf_counter() - started
+        return record
+
+    def _clip(self) -> float:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not params:
+            return 0.0
+        if self.grad_clip > 0:
+            return float(torch.nn.utils.clip_grad_norm_(params, self.grad_clip))
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+
+    def check_first_live(self, step: int, raw: dict[str, torch.Tensor], s: StepTensors) -> None:
+        """The first time a term is live: a finite scalar whose gradient reaches the generator's output."""
+        for name, value in raw.items():
+            if name in self.checked:
+                continue
+            problem = None
+            if value.ndim != 0:
+                problem = f"returned a tensor of shape {tuple(value.shape)}, not a scalar"
+            elif not torch.isfinite(value.detach()):
+                problem = f"returned {float(value.detach())}"
+            elif not value.requires_grad:
+                problem = "has no gradient path to the generator"
+            else:
+                (grad,) = torch.autograd.grad(value, s.v_hat, retain_graph=True, allow_unused=True)
+                if grad is None or not bool(grad.abs().sum() > 0):
+                    problem = "has no gradient path to the generator (its gradient on the model output is 0)"
+            if problem:
+                raise TermCheckError(f"term '{name}' became live at step {step} but {problem}")
+            self.checked.add(name)
+
+    @torch.no_grad()
+    def shadow_raw(self, s: StepTensors, batch: Batch, step: int, live: list[str]) -> dict[str, float]:
+        """Raw values of the terms that are not live, at a log step, without gradient."""
+        idle = [n for n in self.graph.terms if n not in live]
+        if not idle:
+            return {}
+        if s.pred_patch is None and any(self.terms[n].pixel for n in idle):
+            s.pred_patch, s.gt_patch = self.pixel_patch(
+                s.x0_hat, batch.hr.to(self.placement.device), generator(self.seed, "patch", step, 0)
+            )
+        with self.placement.autocast():
+            return {n: float(self.terms[n](s)) for n in idle}
+
+    # ---- state ---------------------------------------------------------------------------------------
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {"generator": sum(p.numel() for p in self.model.parameters())}
+        for name, term in self.terms.items():
+            if isinstance(term, PatchGan):
+                counts[f"discriminator {name}"] = sum(p.numel() for p in term.disc.parameters())
+        return counts
