@@ -44,7 +44,7 @@ class Batch:
 
 def to_tensor(array) -> torch.Tensor:
     """H x W x 3 uint8 -> 3 x H x W float in [-1, 1]."""
-    t = torch.as_tensor(array).permute(2, 0, 1).float() / 127.5 - 1
+    t = torch.tensor(array).permute(2, 0, 1).float() / 127.5 - 1
     return t.contiguous()
 
 

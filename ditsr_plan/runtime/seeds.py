@@ -1,7 +1,8 @@
 """Every random draw of a run comes from a generator seeded by (run seed, step, stream).
 
 So a step's data, timesteps, noise and patch position depend on nothing but the seed and the step:
-a resumed run draws exactly what an uninterrupted one would, whatever happened before.
+a resumed run draws exactly what an uninterrupted one would, whatever happened before. The global
+torch generator is reseeded the same way at every step, for the randomness inside libraries.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import hashlib
 
 import torch
-
-STREAMS = ("data", "diffusion", "patch", "dropout")
 
 
 def derive_seed(seed: int, *parts: object) -> int:

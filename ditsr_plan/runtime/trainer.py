@@ -25,8 +25,8 @@ from .diffusion import Diffusion
 from .ema import Ema
 from .latent import build_latent
 from .model import SRDiT
-from .seeds import generator
-from .terms import StepTensors, build_term
+from .seeds import derive_seed, generator
+from .terms import StepTensors, TermSetupError, build_term
 from .terms.patchgan import PatchGan
 
 
@@ -77,6 +77,33 @@ class Trainer:
         self.ema = Ema(self.model, ema["decay"], ema["start"], ema["every"]) if ema and ema["decay"] > 0 else None
         self.patch, self.margin = self._patch_geometry(blocks["pixel"]["patch"], blocks["pixel"]["margin"])
         self.checked: set[str] = set()  # terms whose first live step passed the gradient check
+        self._try_pixel_terms()
+
+    def _try_pixel_terms(self) -> None:
+        """Run every pixel-space term once on a blank patch, so that a patch too small for a network
+        (LPIPS-alex needs more than 16 px) stops the run before step 0, not at the first live step."""
+        device = self.placement.device
+        blank = torch.zeros(1, 3, self.patch, self.patch, device=device)
+        probe = StepTensors(
+            t=torch.zeros(1, dtype=torch.long, device=device),
+            v=blank,
+            v_hat=blank,
+            x0=blank,
+            x0_hat=blank,
+            pred_patch=blank,
+            gt_patch=blank,
+        )
+        for name, term in self.terms.items():
+            if not term.pixel:
+                continue
+            try:
+                with torch.no_grad(), self.placement.autocast():
+                    term(probe)
+            except RuntimeError as exc:
+                raise TermSetupError(
+                    f"term '{name}' ({term.kind}) cannot run on a {self.patch} px pixel patch: "
+                    f"{exc}. Use a larger 'pixel patch=' (and data crop)."
+                ) from None
 
     # ---- the pixel patch -----------------------------------------------------------------------------
 
@@ -126,6 +153,9 @@ class Trainer:
 
     def train_step(self, step: int, batches: list[Batch], shadow: bool = False) -> StepRecord:
         started = time.perf_counter()
+        # randomness inside libraries (diffusers' class-label dropout, dropout layers) draws from the
+        # global generator: seed it from (seed, step) too, so that a step is a function of its number
+        torch.manual_seed(derive_seed(self.seed, "global", step))
         weights = self.graph.weights_at(step)
         live = self.graph.live_terms(step)
         needs = self.graph.needs_at(step)

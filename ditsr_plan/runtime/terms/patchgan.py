@@ -83,18 +83,20 @@ class PatchGan(LossTerm):
             loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
         else:
             loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-        r1 = None
+        r1 = r1_weighted = None
         every, gamma = self.settings["r1_every"], self.settings["r1"]
         total = loss
         if gamma > 0 and step % every == 0:
             r1 = r1_penalty(self.disc, real)
-            total = total + (gamma / 2) * r1 * every
+            r1_weighted = (gamma / 2) * r1 * every
+            total = total + r1_weighted
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
         return {
             "loss": float(loss.detach()),
             "r1": None if r1 is None else float(r1.detach()),
+            "r1_weighted": None if r1_weighted is None else float(r1_weighted.detach()),
             "real": float(d_real.detach().mean()),
             "fake": float(d_fake.detach().mean()),
         }

@@ -4,7 +4,9 @@
 - soft edge mask ``m`` from the GT: Sobel gradient magnitude divided by its per-image ``q`` quantile,
   clamped to [0, 1], raised to ``pow``; ``1 - m`` is the flat (defocus) mask;
 - edge loss: ``m * (|gx(pred) - gx(gt)| + |gy(pred) - gy(gt)|)`` with Sobel gx, gy;
-- flat loss: ``(1 - m) * |laplacian(pred)|``;
+- flat loss: ``(1 - m) * |laplacian(pred)|`` with kornia's 3x3 Laplacian, the 8-neighbour kernel
+  ``[[1, 1, 1], [1, -8, 1], [1, 1, 1]]`` (kornia's border handling: Sobel replicates the border,
+  the Laplacian reflects it);
 - ``reduce=mask`` averages over the mask's own area (sum / sum of the mask), ``reduce=all`` over all
   pixels (the scripts' way).
 """

@@ -1,0 +1,290 @@
+"""The runtime's guarantees: only live terms run, resume is exact, checkpoints survive crashes."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ditsr_plan.compiler import compile_plan
+from ditsr_plan.runtime.run import RunError, run_plan
+from tests.runtime_helpers import tiny_plan, tiny_trainer
+
+torch.set_num_threads(2)
+
+
+def _count_calls(trainer):
+    counts = {"decode": 0, "lpips": 0, "disc": 0}
+    decode = trainer.latent.decode
+
+    def counting_decode(x):
+        counts["decode"] += 1
+        return decode(x)
+
+    trainer.latent.decode = counting_decode
+    trainer.terms["lpips"].lpips.register_forward_hook(lambda *a: counts.__setitem__("lpips", counts["lpips"] + 1))
+    trainer.terms["gan"].disc.register_forward_hook(lambda *a: counts.__setitem__("disc", counts["disc"] + 1))
+    return counts
+
+
+def test_stage_a_computes_no_pixel_branch_and_stage_b_computes_it_every_step(tmp_path):
+    trainer = tiny_trainer(tmp_path, steps=20)
+    counts = _count_calls(trainer)
+    d_opt = trainer.terms["gan"].optimizer
+    for step in range(0, 6):  # stage A, before the D warm-up window (GAN live from 10, d_warmup=2)
+        trainer.train_step(step, [trainer.data.batch(step)])
+    assert counts == {"decode": 0, "lpips": 0, "disc": 0}
+    assert not d_opt.state  # D never stepped
+    for step in range(10, 14):  # stage B: everything live
+        trainer.train_step(step, [trainer.data.batch(step)])
+    assert counts["decode"] == 4 and counts["lpips"] == 4
+    # per step: D(fake) for the generator loss, D(real) and D(fake) for D, and D(real) again on R1 steps
+    assert counts["disc"] == 4 * 3 + 2
+
+
+def test_discriminator_warms_up_before_the_gan_is_live(tmp_path):
+    trainer = tiny_trainer(tmp_path, steps=20)
+    graph = trainer.graph
+    assert graph.weights_at(8)["gan"] == 0 and graph.needs_at(8).discriminator
+    before = {k: v.clone() for k, v in trainer.terms["gan"].disc.state_dict().items()}
+    record = trainer.train_step(8, [trainer.data.batch(8)])
+    assert "gan" not in record.raw and "gan" in record.discriminator
+    after = trainer.terms["gan"].disc.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_term_that_does_not_reach_the_generator_stops_the_run(tmp_path):
+    from ditsr_plan.runtime.trainer import TermCheckError
+
+    trainer = tiny_trainer(tmp_path, steps=20)
+    trainer.terms["edge"].forward = lambda s: torch.zeros((), requires_grad=True) * 1.0
+    with pytest.raises(TermCheckError, match="term 'edge' became live at step 10 but has no gradient path"):
+        trainer.train_step(10, [trainer.data.batch(10)])
+
+
+def _weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    folder = run_dir / "checkpoints" / f"step-{step:08d}"
+    return {
+        f"{name}/{k}": v
+        for name in ("generator", "ema", "disc_gan")
+        for k, v in load_file(folder / f"{name}.safetensors").items()
+    }
+
+
+def _metric_lines(run_dir: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        line.pop("images_per_s")
+    return lines
+
+
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
+    plan = tiny_plan(tmp_path, steps=12, ckpt=6)
+    graph = compile_plan(plan)
+    straight = tmp_path / "straight"
+    run_plan(graph, straight)
+
+    from ditsr_plan.runtime import trainer as trainer_module
+
+    real_step = trainer_module.Trainer.train_step
+
+    def crash_at_8(self, step, batches, shadow=False):
+        if step == 8:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(self, step, batches, shadow)
+
+    broken = tmp_path / "broken"
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", crash_at_8)
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(graph, broken)
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", real_step)
+    assert [p.name for p in (broken / "checkpoints").iterdir()] == ["step-00000006"]
+    run_plan(graph, broken, resume=True)
+
+    a, b = _weights(straight, 12), _weights(broken, 12)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _metric_lines(straight) == _metric_lines(broken)
+
+
+def test_resume_refuses_another_plan_unless_forced(tmp_path):
+    run_dir = tmp_path / "run"
+    run_plan(compile_plan(tiny_plan(tmp_path, steps=4, ckpt=2)), run_dir)
+    changed = compile_plan(tiny_plan(tmp_path, steps=6, ckpt=2))
+    with pytest.raises(RunError, match="was made from plan hash"):
+        run_plan(changed, run_dir, resume=True)
+    run_plan(changed, run_dir, resume=True, force=True)
+    assert (run_dir / "checkpoints" / "step-00000006").is_dir()
+
+
+def test_an_existing_run_folder_is_never_overwritten_silently(tmp_path):
+    run_dir = tmp_path / "run"
+    graph = compile_plan(tiny_plan(tmp_path, steps=2, ckpt=2))
+    run_plan(graph, run_dir)
+    with pytest.raises(RunError, match="exists and is not empty"):
+        run_plan(graph, run_dir)
+    run_plan(graph, run_dir, overwrite=True)
+
+
+def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path, monkeypatch):
+    from safetensors import torch as st
+
+    from ditsr_plan.runtime.checkpoint import newest_complete
+
+    run_dir = tmp_path / "run"
+    graph = compile_plan(tiny_plan(tmp_path, steps=6, ckpt=2))
+    real_save = st.save_file
+    calls = {"n": 0}
+
+    def dying_save(tensors, path, *args, **kwargs):
+        calls["n"] += 1
+        if "step-00000004" in str(path) and "optimizer" in str(path):
+            real_save(tensors, path, *args, **kwargs)
+            raise OSError("simulated crash in the middle of a checkpoint")
+        return real_save(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(st, "save_file", dying_save)
+    with pytest.raises(OSError, match="simulated crash"):
+        run_plan(graph, run_dir)
+    leftovers = [p.name for p in (run_dir / "checkpoints").iterdir()]
+    assert "step-00000002" in leftovers and any(n.startswith(".tmp-step-00000004") for n in leftovers)
+    ckpt = newest_complete(run_dir / "checkpoints")
+    assert ckpt is not None and ckpt.step == 2
+    monkeypatch.setattr(st, "save_file", real_save)
+    run_plan(graph, run_dir, resume=True)
+    assert newest_complete(run_dir / "checkpoints").step == 6
+
+
+def test_a_corrupted_checkpoint_is_reported_and_the_previous_one_used(tmp_path, capsys):
+    from ditsr_plan.runtime.checkpoint import newest_complete
+
+    run_dir = tmp_path / "run"
+    run_plan(compile_plan(tiny_plan(tmp_path, steps=4, ckpt=2)), run_dir)
+    gen = run_dir / "checkpoints" / "step-00000004" / "generator.safetensors"
+    gen.write_bytes(gen.read_bytes()[:100])
+    messages = []
+    assert newest_complete(run_dir / "checkpoints", report=messages.append).step == 2
+    assert "generator.safetensors does not match its SHA-256" in messages[0]
+
+
+def test_metrics_lines_hold_every_term_and_never_break_on_idle_terms(tmp_path):
+    run_dir = tmp_path / "run"
+    plan = tiny_plan(tmp_path, steps=4, ckpt=4, log="every=1 shadow=false tensorboard=on")
+    run_plan(compile_plan(plan), run_dir)
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [0, 1, 2, 3]
+    first, last = lines[0], lines[-1]
+    assert set(first["terms"]) == {"v", "latent_l1", "lpips", "edge", "flat", "ffl", "gan"}
+    assert first["stage"] == "A" and first["terms"]["lpips"] == {
+        "weight": 0.0,
+        "raw": None,
+        "weighted": None,
+        "live": False,
+    }
+    v = first["terms"]["v"]
+    assert v["weighted"] == pytest.approx(v["weight"] * v["raw"])
+    assert last["stage"] == "B" and last["terms"]["gan"]["raw"] is not None
+    assert last["discriminator"]["gan"]["loss"] > 0 and last["lr"]["lr_d"] == pytest.approx(1e-4)
+    assert first["loss"] == pytest.approx(sum(t["weighted"] for t in first["terms"].values() if t["live"]))
+    assert last["grad_norm"] > 0 and last["images_per_s"] > 0
+    assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_shadow_logging_computes_idle_terms_without_gradient(tmp_path):
+    run_dir = tmp_path / "run"
+    plan = tiny_plan(tmp_path, steps=2, ckpt=2, log="every=1 shadow=true tensorboard=off")
+    run_plan(compile_plan(plan), run_dir)
+    first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["terms"]["lpips"]["raw"] is not None and first["terms"]["lpips"]["live"] is False
+    assert first["terms"]["lpips"]["weighted"] == 0.0
+
+
+def test_final_generator_loads_with_diffusers_alone(tmp_path):
+    from diffusers import DiTTransformer2DModel
+
+    run_dir = tmp_path / "run"
+    run_plan(compile_plan(tiny_plan(tmp_path, steps=2, ckpt=2)), run_dir)
+    model = DiTTransformer2DModel.from_pretrained(run_dir / "final" / "generator_ema")
+    assert model.config.in_channels == 2 * model.config.out_channels == 96
+
+
+def test_vae_latent_runs_on_a_tiny_random_autoencoder(tmp_path):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+    vae.save_pretrained(tmp_path / "vae")
+    plan = tiny_plan(tmp_path, steps=4, ckpt=4)
+    plan.write_text(plan.read_text().replace("latent pixel_unshuffle factor=4", f"latent vae path={tmp_path / 'vae'}"))
+    run_dir = tmp_path / "run"
+    result = run_plan(compile_plan(plan), run_dir)
+    assert result.steps_done == 4
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["terms"]["lpips"]["raw"] is not None  # the pixel branch decoded through the VAE
+
+
+def test_lpips_pretrained_offline_stops_before_step_0_naming_the_cache(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    import torchvision.models._api as tv_api
+
+    from ditsr_plan.runtime.terms import TermSetupError
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    from tests.runtime_helpers import ALL_TERMS
+
+    with pytest.raises(TermSetupError) as exc:
+        tiny_trainer(tmp_path, terms=ALL_TERMS.replace("backbone=random", "backbone=pretrained"))
+    message = str(exc.value)
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in message and "backbone=random" in message
+
+
+def test_data_folder_errors_are_clear(tmp_path):
+    from PIL import Image
+
+    from ditsr_plan.runtime.data import DataError, TrainingData
+
+    settings = {"crop": 32, "scale": 4, "batch": 2, "degrade": "bicubic", "workers": 0, "strict": False}
+    with pytest.raises(DataError, match="no such folder"):
+        TrainingData("folder", {**settings, "root": str(tmp_path / "missing")}, 0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        TrainingData("folder", {**settings, "root": str(tmp_path / "empty")}, 0)
+    good = tmp_path / "imgs"
+    good.mkdir()
+    Image.new("RGB", (48, 40), (200, 10, 10)).save(good / "a.png")
+    Image.new("L", (40, 40), 128).save(good / "gray.png")
+    (good / "broken.png").write_bytes(b"\x89PNG not really")
+    data = TrainingData("folder", {**settings, "root": str(good)}, 0)
+    for step in range(8):
+        batch = data.batch(step)
+        assert batch.hr.shape == (2, 3, 32, 32) and batch.lr_up.shape == (2, 3, 32, 32)
+    assert list(data.stats.skipped) == [str(good / "broken.png")]
+    strict = TrainingData("folder", {**settings, "root": str(good), "strict": True}, 0)
+    with pytest.raises(DataError, match=r"cannot read image .*broken.png"):
+        for step in range(8):
+            strict.batch(step)
+
+
+def test_batches_are_a_function_of_seed_and_step(tmp_path):
+    trainer = tiny_trainer(tmp_path)
+    a, b = trainer.data.batch(5), trainer.data.batch(5)
+    assert torch.equal(a.hr, b.hr) and torch.equal(a.lr_up, b.lr_up)
+    assert not torch.equal(a.hr, trainer.data.batch(6).hr)

@@ -1,0 +1,216 @@
+"""Every term kind: its value matches an independent computation, and it reaches the generator."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ditsr_plan.runtime.terms import StepTensors
+from ditsr_plan.runtime.terms.patchgan import NLayerDiscriminator, r1_penalty
+from ditsr_plan.runtime.terms.regions import edge_loss, edge_mask_from_gt, flat_loss, luma
+from ditsr_plan.runtime.terms.vpred import min_snr_weight
+from tests.runtime_helpers import tiny_trainer
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory):
+    return tiny_trainer(tmp_path_factory.mktemp("terms"))
+
+
+@pytest.fixture(scope="module")
+def step(trainer):
+    batch = trainer.data.batch(3)
+    return batch, trainer.forward(batch, 3, 0, decode=True)
+
+
+# ---- independent computations ----------------------------------------------------------------------
+
+
+def test_min_snr_weights_match_diffusers_snr_for_both_formulas(trainer):
+    from diffusers.training_utils import compute_snr
+
+    t = torch.tensor([0, 10, 100, 500, 999])
+    ac = trainer.diffusion.scheduler.alphas_cumprod[t].double()
+    snr = ac / (1 - ac)
+    ours = compute_snr(trainer.diffusion.scheduler, t).double()
+    assert torch.allclose(ours, snr, rtol=1e-5)
+    assert torch.allclose(min_snr_weight(ours, 5, "v"), torch.clamp(snr, max=5) / (snr + 1), rtol=1e-5)
+    assert torch.allclose(min_snr_weight(ours, 5, "eps"), torch.clamp(snr, max=5) / snr, rtol=1e-5)
+    assert torch.equal(min_snr_weight(ours, 0, "v"), torch.ones_like(ours))
+
+
+def test_vpred_value(trainer):
+    g = torch.Generator().manual_seed(0)
+    v, v_hat = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    t = torch.tensor([5, 400, 900])
+    s = StepTensors(t=t, v=v, v_hat=v_hat, x0=v, x0_hat=v)
+    ac = trainer.diffusion.scheduler.alphas_cumprod[t].double()
+    snr = ac / (1 - ac)
+    expected = ((v_hat - v).double() ** 2).mean(dim=(1, 2, 3)) * torch.clamp(snr, max=5) / (snr + 1)
+    assert float(trainer.terms["v"](s)) == pytest.approx(float(expected.mean()), rel=1e-5)
+
+
+def test_latent_l1_value(trainer):
+    x0, x0_hat = torch.zeros(1, 2, 2, 2), torch.arange(8.0).view(1, 2, 2, 2)
+    s = StepTensors(t=torch.tensor([1]), v=x0, v_hat=x0, x0=x0, x0_hat=x0_hat)
+    assert float(trainer.terms["latent_l1"](s)) == pytest.approx(3.5)
+
+
+def _sobel_numpy(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sobel by hand, edge-padded like kornia's default (replicate)."""
+    p = np.pad(y, 1, mode="edge")
+    kx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
+    gx = sum(kx[i, j] * p[i : i + y.shape[0], j : j + y.shape[1]] for i in range(3) for j in range(3))
+    gy = sum(kx.T[i, j] * p[i : i + y.shape[0], j : j + y.shape[1]] for i in range(3) for j in range(3))
+    return gx, gy
+
+
+def _hand_images():
+    yy, xx = np.mgrid[0:32, 0:32]
+    gt = np.where(xx < 16, 0.1, 0.9) * np.ones((3, 32, 32))  # a vertical edge, flat on both sides
+    pred = gt + 0.05 * np.sin(xx * 1.3 + yy * 0.7)  # texture everywhere
+    to_t = lambda a: torch.tensor(a * 2 - 1, dtype=torch.float32)[None]  # noqa: E731
+    return gt, pred, to_t(gt), to_t(pred)
+
+
+def test_edge_mask_and_region_losses_match_a_hand_computation():
+    gt, pred, gt_t, pred_t = _hand_images()
+    w = np.array([0.2989, 0.5870, 0.1140])[:, None, None]
+    y_gt, y_pred = (gt * w).sum(0), (pred * w).sum(0)
+    gx, gy = _sobel_numpy(y_gt)
+    mag = np.sqrt(gx**2 + gy**2 + 1e-6)
+    mask = np.clip(mag / (np.quantile(mag, 0.9) + 1e-6), 0, 1) ** 0.5
+    ours = edge_mask_from_gt(gt_t, 0.9, 0.5)[0, 0].double().numpy()
+    assert np.allclose(ours, mask, atol=1e-4)
+    assert torch.allclose(luma(gt_t)[0, 0].double(), torch.tensor(y_gt), atol=1e-5)
+
+    pgx, pgy = _sobel_numpy(y_pred)
+    edge = mask * (np.abs(pgx - gx) + np.abs(pgy - gy))
+    m = torch.tensor(mask, dtype=torch.float32)[None, None]
+    assert float(edge_loss(pred_t, gt_t, m, "mask")) == pytest.approx(edge.sum() / mask.sum(), rel=1e-3)
+    assert float(edge_loss(pred_t, gt_t, m, "all")) == pytest.approx(edge.mean(), rel=1e-3)
+
+    p = np.pad(y_pred, 1, mode="reflect")  # kornia's laplacian pads by reflection
+    # kornia's 3x3 Laplacian: the 8-neighbour kernel [[1, 1, 1], [1, -8, 1], [1, 1, 1]]
+    lap = sum(p[i : i + 32, j : j + 32] for i in range(3) for j in range(3)) - 9 * p[1:-1, 1:-1]
+    flat = (1 - mask) * np.abs(lap)
+    assert float(flat_loss(pred_t, m, "mask")) == pytest.approx(flat.sum() / (1 - mask).sum(), rel=1e-3)
+    assert float(flat_loss(pred_t, m, "all")) == pytest.approx(flat.mean(), rel=1e-3)
+    assert float(flat_loss(gt_t, m, "mask")) < 0.1 * float(flat_loss(pred_t, m, "mask"))  # GT is flat there
+
+
+def test_ffl_lpips_and_gan_values_match_their_packages(trainer, step):
+    from focal_frequency_loss import FocalFrequencyLoss
+
+    _, s = step
+    pred, gt = (s.pred_patch + 1) / 2, (s.gt_patch + 1) / 2
+    mask = edge_mask_from_gt(s.gt_patch)
+    expected = FocalFrequencyLoss(alpha=1.0)(pred * mask, gt * mask)
+    assert float(trainer.terms["ffl"](s).detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    lp = trainer.terms["lpips"]
+    assert float(lp(s).detach()) == pytest.approx(float(lp.lpips(s.pred_patch, s.gt_patch).mean()), rel=1e-6)
+    same = StepTensors(s.t, s.v, s.v_hat, s.x0, s.x0_hat, s.gt_patch, s.gt_patch)
+    assert float(lp(same)) == pytest.approx(0.0, abs=1e-6)
+    gan = trainer.terms["gan"]
+    assert float(gan(s).detach()) == pytest.approx(float(-gan.disc(s.pred_patch).mean()), rel=1e-6)
+
+
+# ---- gradient paths ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["latent_l1", "lpips", "edge", "flat", "ffl", "gan"])
+def test_weighted_term_changes_the_generators_gradient(trainer, name):
+    batch = trainer.data.batch(5)
+
+    def grads(weight: float) -> torch.Tensor:
+        trainer.model.zero_grad(set_to_none=True)
+        s = trainer.forward(batch, 5, 0, decode=True)
+        (trainer.terms["v"](s) + weight * trainer.terms[name](s)).backward()
+        return torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+
+    base, with_term = grads(0.0), grads(0.5)
+    assert not torch.allclose(base, with_term), f"'{name}' does not reach the generator"
+
+
+def test_vpred_reaches_the_generator(trainer):
+    trainer.model.zero_grad(set_to_none=True)
+    s = trainer.forward(trainer.data.batch(5), 5, 0, decode=False)
+    trainer.terms["v"](s).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.parameters())
+
+
+# ---- discriminator and EMA -----------------------------------------------------------------------------
+
+
+def test_lazy_r1_is_the_penalty_times_the_interval():
+    torch.manual_seed(0)
+    from ditsr_plan.runtime.terms.patchgan import PatchGan
+
+    settings = {
+        "layers": 2,
+        "ndf": 8,
+        "norm": "instance",
+        "loss": "hinge",
+        "r1": 10.0,
+        "r1_every": 4,
+        "lr": 1e-4,
+        "betas": [0.5, 0.999],
+        "wd": 1e-4,
+        "d_warmup": 0,
+    }
+    term = PatchGan("gan", settings)
+    real, fake = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    penalty = float(r1_penalty(term.disc, real))
+    stats = term.train_discriminator(real, fake, step=8, lr=1e-4)
+    assert stats["r1"] == pytest.approx(penalty, rel=1e-5)
+    assert stats["r1_weighted"] == pytest.approx(10.0 / 2 * penalty * 4, rel=1e-5)
+    assert term.train_discriminator(real, fake, step=9, lr=1e-4)["r1"] is None  # not an R1 step
+
+
+def test_r1_penalty_by_hand():
+    disc = NLayerDiscriminator(2, 8, "none")
+    real = torch.rand(1, 3, 32, 32)
+    x = real.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(disc(x).sum(), x)
+    assert float(r1_penalty(disc, real)) == pytest.approx(float(g.pow(2).sum()), rel=1e-5)
+
+
+def test_ema_follows_its_formula():
+    from ditsr_plan.runtime.ema import Ema
+
+    model = torch.nn.Linear(2, 1)
+    ema = Ema(model, decay=0.9, start=2, every=2)
+    history = []
+    for step in range(6):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        before = ema.model.weight.clone()
+        ema.update(model, step)
+        history.append((step, before, model.weight.clone(), ema.model.weight.clone()))
+    for step, before, weights, after in history:
+        if step < 2:
+            assert torch.equal(after, weights)  # copies before 'start'
+        elif (step - 2) % 2 == 0:
+            assert torch.allclose(after, 0.9 * before + 0.1 * weights)
+        else:
+            assert torch.equal(after, before)  # only every 2 steps
+
+
+def test_a_patch_too_small_for_lpips_alex_stops_before_step_0(tmp_path):
+    from ditsr_plan.runtime.terms import TermSetupError
+    from tests.runtime_helpers import ALL_TERMS
+
+    with pytest.raises(TermSetupError, match="cannot run on a 16 px pixel patch"):
+        tiny_trainer(tmp_path, terms=ALL_TERMS.replace("net=vgg", "net=alex"))
+
+
+def test_gan_losses_by_hand():
+    logits = torch.tensor([[-0.5, 2.0]])
+    assert float(-logits.mean()) == pytest.approx(-0.75)
+    assert float(F.softplus(-logits).mean()) == pytest.approx(
+        (math.log1p(math.exp(0.5)) + math.log1p(math.exp(-2))) / 2
+    )
