@@ -1,7 +1,5 @@
 """Every term kind: its value matches an independent computation, and it reaches the generator."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -107,6 +105,7 @@ def test_ffl_lpips_and_gan_values_match_their_packages(trainer, step):
     from focal_frequency_loss import FocalFrequencyLoss
 
     _, s = step
+    s = StepTensors(*(x.detach() for x in (s.t, s.v, s.v_hat, s.x0, s.x0_hat, s.pred_patch, s.gt_patch)))
     pred, gt = (s.pred_patch + 1) / 2, (s.gt_patch + 1) / 2
     mask = edge_mask_from_gt(s.gt_patch)
     expected = FocalFrequencyLoss(alpha=1.0)(pred * mask, gt * mask)
@@ -208,9 +207,28 @@ def test_a_patch_too_small_for_lpips_alex_stops_before_step_0(tmp_path):
         tiny_trainer(tmp_path, terms=ALL_TERMS.replace("net=vgg", "net=alex"))
 
 
-def test_gan_losses_by_hand():
-    logits = torch.tensor([[-0.5, 2.0]])
-    assert float(-logits.mean()) == pytest.approx(-0.75)
-    assert float(F.softplus(-logits).mean()) == pytest.approx(
-        (math.log1p(math.exp(0.5)) + math.log1p(math.exp(-2))) / 2
-    )
+def test_nonsaturating_gan_losses():
+    from ditsr_plan.runtime.terms.patchgan import PatchGan
+
+    torch.manual_seed(1)
+    settings = {
+        "layers": 2,
+        "ndf": 8,
+        "norm": "none",
+        "loss": "nonsat",
+        "r1": 0.0,
+        "r1_every": 1,
+        "lr": 1e-4,
+        "betas": [0.5, 0.999],
+        "wd": 0.0,
+        "d_warmup": 0,
+    }
+    term = PatchGan("gan", settings)
+    fake, real = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    s = StepTensors(torch.tensor([1]), fake, fake, fake, fake, pred_patch=fake, gt_patch=real)
+    with torch.no_grad():
+        expected_g = F.softplus(-term.disc(fake)).mean()
+        expected_d = F.softplus(-term.disc(real)).mean() + F.softplus(term.disc(fake)).mean()
+    assert float(term(s).detach()) == pytest.approx(float(expected_g), rel=1e-6)
+    stats = term.train_discriminator(real, fake, step=1, lr=1e-4)
+    assert stats["loss"] == pytest.approx(float(expected_d), rel=1e-6) and stats["r1"] is None
