@@ -115,7 +115,7 @@ def test_ffl_lpips_and_gan_values_match_their_packages(trainer, step):
     same = StepTensors(s.t, s.v, s.v_hat, s.x0, s.x0_hat, s.gt_patch, s.gt_patch)
     assert float(lp(same)) == pytest.approx(0.0, abs=1e-6)
     gan = trainer.terms["gan"]
-    assert float(gan(s).detach()) == pytest.approx(float(-gan.disc(s.pred_patch).mean()), rel=1e-6)
+    assert float(gan(s).detach()) == pytest.approx(float(-gan.disc(s.pred_patch).mean().detach()), rel=1e-6)
 
 
 # ---- gradient paths ----------------------------------------------------------------------------------
