@@ -11,8 +11,9 @@ def test_demo_plan_runs_through_every_stage_and_its_loss_falls(tmp_path):
     exe = Path(sys.executable).with_name("ditsr-plan")
     out = tmp_path / "demo"
     started = time.perf_counter()
-    result = subprocess.run([str(exe), "run", "plans/demo.plan", "--out", str(out)], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [str(exe), "run", "plans/demo.plan", "--out", str(out)], capture_output=True, text=True, timeout=600
+    )
     elapsed = time.perf_counter() - started
     assert result.returncode == 0, result.stderr[-3000:]
     assert elapsed < 300, f"the demo took {elapsed:.0f} s; it must finish in under 5 minutes"
