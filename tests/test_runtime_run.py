@@ -288,3 +288,46 @@ def test_batches_are_a_function_of_seed_and_step(tmp_path):
     a, b = trainer.data.batch(5), trainer.data.batch(5)
     assert torch.equal(a.hr, b.hr) and torch.equal(a.lr_up, b.lr_up)
     assert not torch.equal(a.hr, trainer.data.batch(6).hr)
+
+
+def test_paired_data_crops_hr_and_lr_at_the_same_place(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ditsr_plan.runtime.data import TrainingData, upsample
+
+    (tmp_path / "hr").mkdir()
+    (tmp_path / "lr").mkdir()
+    yy, xx = np.mgrid[0:64, 0:64]
+    smooth = 127 + 100 * np.sin(xx / 6.0) * np.cos(yy / 9.0) + xx  # varies across x: a wrong flip shows
+    hr = np.repeat(smooth[..., None], 3, axis=2).clip(0, 255).astype(np.uint8)
+    Image.fromarray(hr).save(tmp_path / "hr" / "x.png")
+    Image.fromarray(hr[::4, ::4]).save(tmp_path / "lr" / "x.png")  # LR = every 4th HR pixel
+    settings = {
+        "hr": str(tmp_path / "hr"),
+        "lr": str(tmp_path / "lr"),
+        "crop": 32,
+        "scale": 4,
+        "batch": 1,
+        "workers": 0,
+        "strict": False,
+    }
+    data = TrainingData("paired", settings, 0)
+    for step in range(4):
+        b = data.batch(step)
+        # LR = HR[::4, ::4]: the LR crop at the same place is the HR crop's every 4th pixel (taken before
+        # the flip when the pair was flipped)
+        straight = b.hr[..., ::4, ::4]
+        flipped = b.hr.flip(-1)[..., ::4, ::4].flip(-1)
+        assert any(torch.allclose(b.lr_up, upsample(lr, (32, 32)), atol=1e-5) for lr in (straight, flipped))
+        assert b.hr.shape == b.lr_up.shape == (1, 3, 32, 32)
+
+
+def test_accumulation_and_data_workers_give_the_same_run(tmp_path):
+    one = tmp_path / "one"
+    plan = tiny_plan(tmp_path, steps=3, ckpt=3)
+    run_plan(compile_plan(plan, overrides=["optim.accum=2"]), one)
+    two = tmp_path / "two"
+    run_plan(compile_plan(plan, overrides=["optim.accum=2", "data.workers=2"]), two)
+    a, b = _weights(one, 3), _weights(two, 3)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -21,6 +21,11 @@ LUMA = (0.2989, 0.5870, 0.1140)
 EPS = 1e-6
 
 
+def _fp32(x: torch.Tensor):
+    """Filters, masks and quantiles in fp32 even inside bf16 autocast (torch.quantile takes no bf16)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 def luma(images: torch.Tensor) -> torch.Tensor:
     """N x 3 x H x W in [-1, 1] -> N x 1 x H x W luma in [0, 1]."""
     rgb = (images.float() + 1) / 2
@@ -31,7 +36,8 @@ def luma(images: torch.Tensor) -> torch.Tensor:
 def sobel_xy(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     import kornia
 
-    grad = kornia.filters.spatial_gradient(y, mode="sobel", order=1, normalized=False)  # N x 1 x 2 x H x W
+    with _fp32(y):
+        grad = kornia.filters.spatial_gradient(y.float(), mode="sobel", order=1, normalized=False)  # N x 1 x 2 x H x W
     return grad[:, :, 0], grad[:, :, 1]
 
 
@@ -59,7 +65,9 @@ def edge_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, reduce: 
 def flat_loss(pred: torch.Tensor, mask: torch.Tensor, reduce: str = "mask") -> torch.Tensor:
     import kornia
 
-    lap = kornia.filters.laplacian(luma(pred), kernel_size=3, normalized=False)
+    y = luma(pred)
+    with _fp32(y):
+        lap = kornia.filters.laplacian(y, kernel_size=3, normalized=False)
     flat = 1 - mask
     return _reduce(flat * lap.abs(), flat, reduce)
 

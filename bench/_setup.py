@@ -1,0 +1,77 @@
+"""A reference-shaped configuration for the runtime benchmarks, at a size a CPU can run.
+
+Reference: a VAE latent, the pixel patch decoded through the VAE, LPIPS (VGG), edge/flat, FFL and a
+PatchGAN. On CPU the VAE is a small randomly initialised AutoencoderKL saved to a temporary folder
+(nothing to download) and the sizes are reduced; on CUDA the sizes grow (see each benchmark's --size).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ditsr_plan.compiler import compile_plan
+from ditsr_plan.runtime.device import place
+from ditsr_plan.runtime.trainer import Trainer
+
+PLAN = """plan bench
+steps 30k
+loss v         vpred     min_snr=5
+loss latent_l1 latent_l1
+loss lpips     lpips     net=vgg backbone=random
+loss edge      edge
+loss flat      flat
+loss ffl       ffl       mask=edge
+loss gan       patchgan
+ema    decay=0.999
+model  dit preset={preset}
+latent vae path={vae}
+data   builtin crop={crop} batch={batch} scenes=2
+pixel  patch={patch} margin={margin}
+run    seed=0
+stage A 0..10k:  v 1; latent_l1 1
+stage B 10k..20k: lpips 0.3; edge 0.06; flat 0.08
+stage C 20k..:   lpips 0.4; edge 0.06; flat 0.1; ffl 0.005; gan 0.03
+"""
+
+SIZES = {
+    # name: (DiT preset, HR crop, batch, pixel patch, margin, VAE widths)
+    "cpu": ("tiny", 128, 1, 64, 16, (32, 64, 64, 64)),
+    "gpu": ("b", 256, 4, 256, 0, (128, 256, 512, 512)),
+}
+
+
+def make_vae(folder: Path, widths: tuple[int, ...]) -> Path:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=widths,
+        down_block_types=("DownEncoderBlock2D",) * len(widths),
+        up_block_types=("UpDecoderBlock2D",) * len(widths),
+        layers_per_block=2,
+        norm_num_groups=32,
+        sample_size=256,
+    )
+    vae.save_pretrained(folder / "vae")
+    return folder / "vae"
+
+
+def build(size: str, device: str = "auto") -> Trainer:
+    preset, crop, batch, patch, margin, widths = SIZES[size]
+    folder = Path(tempfile.mkdtemp(prefix="ditsr-bench-"))
+    vae = make_vae(folder, widths)
+    plan = folder / "bench.plan"
+    plan.write_text(PLAN.format(preset=preset, vae=vae, crop=crop, batch=batch, patch=patch, margin=margin))
+    graph = compile_plan(plan)
+    return Trainer(graph, place(device, "auto"))
+
+
+def sync(trainer: Trainer) -> None:
+    if trainer.placement.device.type == "cuda":
+        torch.cuda.synchronize()
