@@ -163,7 +163,7 @@ def test_lazy_r1_is_the_penalty_times_the_interval():
     }
     term = PatchGan("gan", settings)
     real, fake = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
-    penalty = float(r1_penalty(term.disc, real))
+    penalty = float(r1_penalty(term.disc, real).detach())
     stats = term.train_discriminator(real, fake, step=8, lr=1e-4)
     assert stats["r1"] == pytest.approx(penalty, rel=1e-5)
     assert stats["r1_weighted"] == pytest.approx(10.0 / 2 * penalty * 4, rel=1e-5)
@@ -175,7 +175,7 @@ def test_r1_penalty_by_hand():
     real = torch.rand(1, 3, 32, 32)
     x = real.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(disc(x).sum(), x)
-    assert float(r1_penalty(disc, real)) == pytest.approx(float(g.pow(2).sum()), rel=1e-5)
+    assert float(r1_penalty(disc, real).detach()) == pytest.approx(float(g.pow(2).sum()), rel=1e-5)
 
 
 def test_ema_follows_its_formula():
