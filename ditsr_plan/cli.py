@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _write_json(data: object, path: str | None = None) -> None:
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    text = json.dumps(data, indent=2) + "\n"
     if path:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)

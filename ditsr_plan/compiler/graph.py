@@ -96,9 +96,7 @@ class Knob:
     def piece_at(self, step: int) -> Piece:
         if step < 0:
             raise ValueError(f"step {step} is negative")
-        i = bisect.bisect_right(self._starts, step) - 1
-        piece = self.pieces[i]
-        return piece
+        return self.pieces[bisect.bisect_right(self._starts, step) - 1]
 
     def at(self, step: int) -> float:
         """The value at ``step``; past the last step the final value holds."""
@@ -195,10 +193,6 @@ class ScheduleGraph:
             raise ValueError(f"step {step} is negative")
         i = bisect.bisect_right([s.start for s in self.stages], step) - 1
         return self.stages[i]
-
-    def term_knobs(self, kind: str) -> list[Knob]:
-        """The weight knobs of every term of ``kind``."""
-        return [self.knobs[t.name] for t in self.terms.values() if t.kind == kind]
 
     # ---- serialisation -------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from ditsr_plan.compiler.graph import ScheduleGraph
 from ditsr_plan.dsl.numbers import format_steps
 
 from .checkpoint import Checkpoint, newest_complete, optimizer_from_flat, optimizer_to_flat, save_checkpoint
-from .data import StepBatches
+from .data import Batch, StepBatches
 from .device import place
 from .logs import MetricsLog, Progress
 from .terms.patchgan import PatchGan
@@ -88,21 +88,13 @@ def _restore(trainer: Trainer, ckpt: Checkpoint) -> None:
     trainer.data.stats.skipped.update(state["data"]["skipped"])
 
 
-def _record_json(
-    graph: ScheduleGraph, record: StepRecord, batch_images: int, interval_s: float, interval_steps: int
-) -> dict:
+def _record_json(graph: ScheduleGraph, record: StepRecord, images_per_s: float | None) -> dict:
     weights = graph.weights_at(record.step)
     live = set(graph.live_terms(record.step))
     terms = {}
     for name in graph.terms:
-        raw = record.raw.get(name)
-        w = round(weights[name], 12)
-        terms[name] = {
-            "weight": w,
-            "raw": raw,
-            "weighted": (w * raw) if (raw is not None and name in live) else (0.0 if raw is not None else None),
-            "live": name in live,
-        }
+        raw, w = record.raw.get(name), round(weights[name], 12)
+        terms[name] = {"weight": w, "raw": raw, "weighted": None if raw is None else w * raw, "live": name in live}
     return {
         "step": record.step,
         "stage": graph.stage_at(record.step).name,
@@ -111,7 +103,7 @@ def _record_json(
         "lr": {n: weights[n] for n in graph.knobs if n not in graph.terms},
         "grad_norm": record.grad_norm,
         "discriminator": record.discriminator or None,
-        "images_per_s": batch_images * interval_steps / interval_s if interval_s > 0 else None,
+        "images_per_s": images_per_s,
     }
 
 
@@ -188,12 +180,10 @@ def run_plan(
         shuffle=False,
         num_workers=trainer.data.settings.get("workers", 0),
     )
-    from .data import Batch
-
     progress = Progress(total, start)
     first_loss = last_loss = None
     pending: list[Batch] = []
-    interval_t, interval_n = 0.0, 0
+    since, steps_since = time.perf_counter(), 0  # throughput over the steps since the last log line
     try:
         for step, micro, hr, lr_up in loader:
             pending.append(Batch(hr, lr_up))
@@ -203,14 +193,14 @@ def run_plan(
             is_log = step % log["every"] == 0 or step == total - 1
             record = trainer.train_step(step, pending, shadow=is_log and log["shadow"])
             pending = []
-            interval_t += record.seconds
-            interval_n += 1
+            steps_since += 1
             first_loss = record.loss if first_loss is None else first_loss
             last_loss = record.loss
             if is_log:
-                images = trainer.data.batch_size * accum
-                metrics.write(_record_json(graph, record, images, interval_t, interval_n))
-                interval_t, interval_n = 0.0, 0
+                now = time.perf_counter()
+                images = trainer.data.batch_size * accum * steps_since
+                metrics.write(_record_json(graph, record, images / (now - since)))
+                since, steps_since = now, 0
             done = step + 1
             if done % run["checkpoint_every"] == 0 or done == total:
                 tensors, state = _trainer_state(trainer, done, graph)

@@ -12,7 +12,6 @@ Every term's first live step is checked: a finite scalar with a gradient path to
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -41,7 +40,6 @@ class StepRecord:
     raw: dict[str, float] = field(default_factory=dict)
     grad_norm: float | None = None
     discriminator: dict[str, dict] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 class Trainer:
@@ -152,7 +150,6 @@ class Trainer:
         return s
 
     def train_step(self, step: int, batches: list[Batch], shadow: bool = False) -> StepRecord:
-        started = time.perf_counter()
         # randomness inside libraries (diffusers' class-label dropout, dropout layers) draws from the
         # global generator: seed it from (seed, step) too, so that a step is a function of its number
         torch.manual_seed(derive_seed(self.seed, "global", step))
@@ -190,7 +187,6 @@ class Trainer:
                     )
         if shadow:
             record.raw.update(self.shadow_raw(first, batches[0], step, live))
-        record.seconds = time.perf_counter() - started
         return record
 
     def _clip(self) -> float:

@@ -106,7 +106,3 @@ class Rule:
 
 def step(n: int) -> str:
     return format_steps(n)
-
-
-def first_step(ranges: Ranges) -> int:
-    return ranges[0][0]
