@@ -232,6 +232,20 @@ class Log(Schema):
     tensorboard: Literal["auto", "on", "off"] = "auto"
 
 
+class Eval(Schema):
+    """Validation with the EMA weights on fixed images (no eval line, no validation)."""
+
+    every: Steps = Field(1000, ge=1)
+    sampler: Literal["ddim"] = "ddim"
+    steps: int = Field(50, ge=1, le=1000, description="sampler steps")
+    images: str = Field("builtin", description="builtin, or ROLE=PATH,ROLE=PATH,... (roles: any names)")
+    size: int = Field(128, ge=16, le=4096, description="side of the builtin validation crops, in pixels")
+    lq_init: float = Field(0.0, ge=0, le=1, description="start from the LR latent noised to this strength; 0 = noise")
+    cfg: float = Field(1.0, ge=1, le=20, description="classifier-free guidance scale; 1 = none")
+    seed: int = Field(0, ge=0)
+    lpips: Literal["auto", "off"] = Field("auto", description="LPIPS metric when the pretrained trunk is cached")
+
+
 # A block maps a kind to its schema; a block that takes no kind has the single kind None.
 BLOCKS: dict[str, dict[str | None, type[Schema]]] = {
     "ema": {None: Ema},
@@ -243,6 +257,7 @@ BLOCKS: dict[str, dict[str | None, type[Schema]]] = {
     "data": {"builtin": BuiltinData, "folder": FolderData, "paired": PairedData},
     "run": {None: Run},
     "log": {None: Log},
+    "eval": {None: Eval},
 }
 
 # Blocks that always apply, with the kind a plan gets when it does not write the block. Other

@@ -110,13 +110,19 @@ def _noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def _jpeg(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    from torchvision.io import decode_jpeg, encode_jpeg
+    import io
+
+    import numpy as np
+    from PIL import Image
 
     quality = int(torch.randint(30, 96, (), generator=g))
     out = []
     for img in x:
-        u8 = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        out.append(decode_jpeg(encode_jpeg(u8, quality=quality)).float() / 127.5 - 1)
+        array = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+        out.append(to_tensor(decoded))
     return torch.stack(out)
 
 

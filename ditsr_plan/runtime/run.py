@@ -107,7 +107,7 @@ def _record_json(graph: ScheduleGraph, record: StepRecord, images_per_s: float |
     }
 
 
-def _header(graph: ScheduleGraph, trainer: Trainer, run_dir: Path, start: int) -> str:
+def _header(graph: ScheduleGraph, trainer: Trainer, run_dir: Path, start: int, evaluator=None) -> str:
     p = trainer.placement
     lines = [
         f"ditsr-plan {__version__} · plan {graph.name} · hash {graph.hash} · "
@@ -128,7 +128,15 @@ def _header(graph: ScheduleGraph, trainer: Trainer, run_dir: Path, start: int) -
     never = [n for n in graph.terms if not graph.knobs[n].live]
     if never:
         lines.append(f"  never live (never computed): {', '.join(never)}")
-    lines.append(f"writing to {run_dir}/ (metrics.jsonl, checkpoints/, final/)")
+    if evaluator is not None:
+        ev = graph.blocks["eval"].values
+        lines.append(
+            f"eval every {format_steps(ev['every'])} steps on {', '.join(i.role for i in evaluator.images)} "
+            f"(DDIM {ev['steps']} steps, EMA weights); {evaluator.lpips_note()}"
+        )
+    lines.append(
+        f"writing to {run_dir}/ (metrics.jsonl, {'eval.jsonl, eval/, ' if evaluator else ''}checkpoints/, final/)"
+    )
     if start:
         lines.append(f"resuming after step {start} (checkpoint step-{start:08d})")
     return "\n".join(lines)
@@ -170,7 +178,15 @@ def run_plan(
             _restore(trainer, ckpt)
             start = ckpt.step
     (run_dir / "plan.json").write_text(json.dumps(graph.to_json(), indent=1))
-    _say(_header(graph, trainer, run_dir, start))
+    evaluator = None
+    if "eval" in graph.blocks:
+        from .evaluation import Evaluator
+
+        evaluator = Evaluator(trainer, dict(graph.blocks["eval"].values), run_dir)
+        if resume and evaluator.jsonl.exists():  # evals after the checkpoint run again
+            kept = [line for line in evaluator.jsonl.read_text().splitlines() if json.loads(line)["step"] <= start]
+            evaluator.jsonl.write_text("".join(line + "\n" for line in kept))
+    _say(_header(graph, trainer, run_dir, start, evaluator))
 
     metrics = MetricsLog(run_dir, start if resume else None, log["tensorboard"])
     total, accum = graph.total_steps, trainer.accum
@@ -202,6 +218,12 @@ def run_plan(
                 metrics.write(_record_json(graph, record, images / (now - since)))
                 since, steps_since = now, 0
             done = step + 1
+            if evaluator and (done % graph.blocks["eval"].values["every"] == 0 or done == total):
+                result = evaluator.run(done)
+                _say(
+                    f"eval after {done} steps: "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in result["mean"].items() if v is not None)
+                )
             if done % run["checkpoint_every"] == 0 or done == total:
                 tensors, state = _trainer_state(trainer, done, graph)
                 save_checkpoint(ckpt_dir, done, tensors, state, run["keep"])

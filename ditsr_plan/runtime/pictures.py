@@ -1,0 +1,83 @@
+"""Pictures of validation: a grid per eval and a progression strip per image (matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .evaluation import flat_heat, flattest_window
+
+
+def _rgb(image: torch.Tensor):
+    return ((image.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def eval_grid(results, metrics: dict[str, dict], step: int, path: Path) -> None:
+    """One row per validation image: LR (upsampled), SR, GT, a zoom on the flattest (defocus) region
+    of SR next to GT's, and |Laplacian(SR)| - |Laplacian(GT)| inside the flat mask."""
+    plt = _plt()
+    rows = len(results)
+    fig, axes = plt.subplots(rows, 5, figsize=(15, 3.2 * rows), squeeze=False)
+    for r, (image, sr) in enumerate(results):
+        gt = image.gt[0]
+        m = metrics[image.role]
+        zoom = max(8, gt.shape[-1] // 4)
+        y, x = flattest_window(gt, zoom)
+        pair = torch.cat([sr[:, y : y + zoom, x : x + zoom], gt[:, y : y + zoom, x : x + zoom]], dim=-1)
+        heat = flat_heat(sr, gt).numpy()
+        limit = max(1e-6, float(abs(heat).max()))
+        panels = [
+            (_rgb(image.lr_up[0]), "LR (upsampled)"),
+            (_rgb(sr), f"SR  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.3f}"),
+            (_rgb(gt), "GT"),
+            (_rgb(pair), f"flattest region: SR | GT  (FHR {m['fhr']:.2f})"),
+        ]
+        for c, (picture, title) in enumerate(panels):
+            axes[r, c].imshow(picture, interpolation="nearest")
+            axes[r, c].set_title(title, fontsize=8)
+        im = axes[r, 4].imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes[r, 4].set_title(f"|lap SR|-|lap GT| in flat mask (ESR {m['esr']:.2f})", fontsize=8)
+        fig.colorbar(im, ax=axes[r, 4], fraction=0.046)
+        axes[r, 0].set_ylabel(image.role, fontsize=10)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"validation after {step} steps", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def progression_strips(eval_dir: Path, roles: list[str], gts: dict[str, torch.Tensor], most: int = 10) -> None:
+    """``progress-<role>.png``: the SR of each image at every eval so far (the last ``most``), then GT."""
+    from PIL import Image
+
+    plt = _plt()
+    steps = sorted(p for p in eval_dir.glob("step-*") if p.is_dir())[-most:]
+    for role in roles:
+        pictures = [
+            (Image.open(p / f"{role}.png").convert("RGB"), f"step {int(p.name[5:])}")
+            for p in steps
+            if (p / f"{role}.png").is_file()
+        ]
+        pictures.append((_rgb(gts[role]), "GT"))
+        fig, axes = plt.subplots(1, len(pictures), figsize=(2.2 * len(pictures), 2.6), squeeze=False)
+        for ax, (picture, title) in zip(axes[0], pictures, strict=True):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(role, fontsize=10)
+        fig.tight_layout()
+        fig.savefig(eval_dir / f"progress-{role}.png", dpi=90)
+        plt.close(fig)
