@@ -189,6 +189,9 @@ def test_metrics_lines_hold_every_term_and_never_break_on_idle_terms(tmp_path):
     assert last["discriminator"]["gan"]["loss"] > 0 and last["lr"]["lr_d"] == pytest.approx(1e-4)
     assert first["loss"] == pytest.approx(sum(t["weighted"] for t in first["terms"].values() if t["live"]))
     assert last["grad_norm"] > 0 and last["images_per_s"] > 0
+    grads = last["gradients"]  # on by default for CPU runs
+    assert set(grads["norm"]) == {"v", "latent_l1", "lpips", "edge", "flat", "ffl", "gan"}
+    assert len(grads["cosine"]) == 7 * 6 // 2 and all(-1 <= c <= 1 for c in grads["cosine"].values())
     assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 

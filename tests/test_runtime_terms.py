@@ -232,3 +232,15 @@ def test_nonsaturating_gan_losses():
     assert float(term(s).detach()) == pytest.approx(float(expected_g), rel=1e-6)
     stats = term.train_discriminator(real, fake, step=1, lr=1e-4)
     assert stats["loss"] == pytest.approx(float(expected_d), rel=1e-6) and stats["r1"] is None
+
+
+def test_gradient_diagnostics_norms_and_cosines(trainer):
+    v_hat = torch.randn(2, 4, 4, 4, requires_grad=True)
+    s = StepTensors(torch.tensor([1, 2]), v_hat, v_hat, v_hat, v_hat)
+    raw = {"a": v_hat.sum(), "b": -(v_hat.sum()), "c": (v_hat * torch.arange(4.0).view(1, 4, 1, 1)).sum()}
+    d = trainer.gradient_diagnostics(raw, {"a": 0.5, "b": 2.0, "c": 1.0}, s)
+    n = v_hat.numel() ** 0.5
+    assert d["norm"]["a"] == pytest.approx(0.5 * n) and d["norm"]["b"] == pytest.approx(2.0 * n)
+    assert d["cosine"]["a|b"] == pytest.approx(-1.0)  # pulling in opposite directions
+    expected = float((torch.arange(4.0).sum() * 32) / (n * (torch.arange(4.0) ** 2).sum().sqrt() * 32**0.5))
+    assert d["cosine"]["a|c"] == pytest.approx(expected, rel=1e-5)

@@ -229,6 +229,9 @@ class Log(Schema):
 
     every: Steps = Field(10, ge=1)
     shadow: bool = Field(False, description="also compute non-live terms' raw values at log steps, without gradient")
+    grads: Literal["auto", "on", "off"] = Field(
+        "auto", description="gradient diagnostics at log steps; auto: on for CPU runs, off on GPU runs"
+    )
     tensorboard: Literal["auto", "on", "off"] = "auto"
 
 

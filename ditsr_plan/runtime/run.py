@@ -103,6 +103,7 @@ def _record_json(graph: ScheduleGraph, record: StepRecord, images_per_s: float |
         "lr": {n: weights[n] for n in graph.knobs if n not in graph.terms},
         "grad_norm": record.grad_norm,
         "discriminator": record.discriminator or None,
+        "gradients": record.gradients,
         "images_per_s": images_per_s,
     }
 
@@ -196,6 +197,7 @@ def run_plan(
         shuffle=False,
         num_workers=trainer.data.settings.get("workers", 0),
     )
+    grads = log["grads"] == "on" or (log["grads"] == "auto" and placement.device.type == "cpu")
     progress = Progress(total, start)
     first_loss = last_loss = None
     pending: list[Batch] = []
@@ -207,7 +209,7 @@ def run_plan(
                 continue
             step = int(step)
             is_log = step % log["every"] == 0 or step == total - 1
-            record = trainer.train_step(step, pending, shadow=is_log and log["shadow"])
+            record = trainer.train_step(step, pending, shadow=is_log and log["shadow"], grads=is_log and grads)
             pending = []
             steps_since += 1
             first_loss = record.loss if first_loss is None else first_loss

@@ -40,6 +40,7 @@ class StepRecord:
     raw: dict[str, float] = field(default_factory=dict)
     grad_norm: float | None = None
     discriminator: dict[str, dict] = field(default_factory=dict)
+    gradients: dict | None = None
 
 
 class Trainer:
@@ -149,7 +150,7 @@ class Trainer:
             s.pred_patch, s.gt_patch = self.pixel_patch(x0_hat, hr, generator(self.seed, "patch", step, micro))
         return s
 
-    def train_step(self, step: int, batches: list[Batch], shadow: bool = False) -> StepRecord:
+    def train_step(self, step: int, batches: list[Batch], shadow: bool = False, grads: bool = False) -> StepRecord:
         # randomness inside libraries (diffusers' class-label dropout, dropout layers) draws from the
         # global generator: seed it from (seed, step) too, so that a step is a function of its number
         torch.manual_seed(derive_seed(self.seed, "global", step))
@@ -168,6 +169,8 @@ class Trainer:
                 raw = {name: self.terms[name](s) for name in live}
             if micro == 0:
                 self.check_first_live(step, raw, s)
+                if grads:
+                    record.gradients = self.gradient_diagnostics(raw, weights, s)
                 first = s
             loss = sum(weights[n] * raw[n] for n in live) / len(batches)
             if live:
@@ -216,6 +219,23 @@ class Trainer:
             if problem:
                 raise TermCheckError(f"term '{name}' became live at step {step} but {problem}")
             self.checked.add(name)
+
+    def gradient_diagnostics(self, raw: dict[str, torch.Tensor], weights: dict[str, float], s: StepTensors) -> dict:
+        """For the live terms: the norm of each weighted term's gradient with respect to the model output
+        (the predicted velocity), and the pairwise cosine similarity of those gradients -- negative when
+        two terms pull the output in opposite directions (the loss notes' "conflicting gradients")."""
+        grads = {}
+        for name, value in raw.items():
+            (g,) = torch.autograd.grad(weights[name] * value, s.v_hat, retain_graph=True, allow_unused=True)
+            if g is not None:
+                grads[name] = g.detach().float().flatten()
+        names = list(grads)
+        cosine = {}
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                denom = grads[a].norm() * grads[b].norm()
+                cosine[f"{a}|{b}"] = float(grads[a] @ grads[b] / denom) if denom > 0 else None
+        return {"norm": {n: float(g.norm()) for n, g in grads.items()}, "cosine": cosine}
 
     @torch.no_grad()
     def shadow_raw(self, s: StepTensors, batch: Batch, step: int, live: list[str]) -> dict[str, float]:
