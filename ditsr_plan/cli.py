@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="resume even if the plan's hash changed")
     p.add_argument("--overwrite", action="store_true", help="start again in a run folder that is not empty")
 
+    p = sub.add_parser("report", help="write a run's self-contained HTML report")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("-o", "--output", metavar="FILE.html", help="default: RUN/report.html")
+
     p = sub.add_parser("fmt", help="rewrite plans in the canonical format")
     p.add_argument("paths", nargs="+", metavar="PLAN|DIR")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not formatted")
@@ -306,6 +310,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ditsr_plan.runtime.report import write_report
+
+    run_dir = Path(args.run)
+    if not (run_dir / "plan.json").is_file():
+        raise UsageError(f"{run_dir} is not a run folder (no plan.json)")
+    print(f"wrote {write_report(run_dir, Path(args.output) if args.output else None)}")
+    return EXIT_OK
+
+
 COMMANDS = {
     "compile": cmd_compile,
     "show": cmd_show,
@@ -314,6 +330,7 @@ COMMANDS = {
     "diff": cmd_diff,
     "fmt": cmd_fmt,
     "run": cmd_run,
+    "report": cmd_report,
 }
 
 

@@ -1,9 +1,11 @@
-"""Weights over the steps with the stages as bands (matplotlib, imported only here)."""
+"""Weights over the steps with the stages as bands (matplotlib, imported only here).
+
+``path`` is a file name or a binary file object; the picture is a PNG.
+"""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from .graph import Knob, ScheduleGraph
 
@@ -59,25 +61,25 @@ def _draw(ax_w, ax_lr, graph: ScheduleGraph, names, style: str, label_suffix: st
     return colors
 
 
-def _finish(fig, ax_w, ax_lr, path: str | Path) -> None:
+def _finish(fig, ax_w, ax_lr, path) -> None:
     ax_w.legend(loc="upper left", fontsize=8, ncol=max(1, math.ceil(len(ax_w.lines) / 8)))
     if ax_lr.lines:
         ax_lr.legend(loc="upper left", fontsize=8)
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
 
 
-def plot_schedule(graph: ScheduleGraph, path: str | Path) -> None:
+def plot_schedule(graph: ScheduleGraph, path) -> None:
     fig, ax_w, ax_lr = _axes(graph, f"{graph.name} ({graph.hash})")
     _draw(ax_w, ax_lr, graph, graph.knobs, "-")
     _finish(fig, ax_w, ax_lr, path)
 
 
-def plot_diff(a: ScheduleGraph, b: ScheduleGraph, names: list[str], path: str | Path) -> None:
+def plot_diff(a: ScheduleGraph, b: ScheduleGraph, names: list[str], path) -> None:
     """The knobs that differ: ``a`` solid, ``b`` dashed, in the same colour."""
     longer = a if a.total_steps >= b.total_steps else b
     fig, ax_w, ax_lr = _axes(longer, f"{a.name} (solid) vs {b.name} (dashed)")

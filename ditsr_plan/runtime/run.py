@@ -247,5 +247,8 @@ def run_plan(
         "finished": time.time(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    _say(f"done: {total} steps; final generator in {final}/ (diffusers format)")
+    from .report import write_report
+
+    report = write_report(run_dir)
+    _say(f"done: {total} steps; final generator in {final}/ (diffusers format); report: {report}")
     return RunResult(run_dir, total - start, first_loss, last_loss)
