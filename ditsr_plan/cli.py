@@ -127,6 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="resume even if the plan's hash changed")
     p.add_argument("--overwrite", action="store_true", help="start again in a run folder that is not empty")
 
+    p = sub.add_parser("matrix", help="run several plans one after another (skips finished runs, resumes one)")
+    p.add_argument("plans", nargs="+", metavar="PLAN")
+    _add_time_scale(p)
+    p.add_argument("--out", metavar="DIR", default=os.path.join("runs", "matrix"), help="default: runs/matrix")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME.KEY=VALUE",
+        help="override a setting in every plan (repeatable)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="run every plan again from step 0")
+
+    p = sub.add_parser("compare", help="final and best validation metrics of runs side by side")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p.add_argument("--plot", metavar="FILE.png", help="the validation images of every run side by side")
+
     p = sub.add_parser("report", help="write a run's self-contained HTML report")
     p.add_argument("run", metavar="RUN")
     p.add_argument("-o", "--output", metavar="FILE.html", help="default: RUN/report.html")
@@ -225,9 +244,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         except PlanError as exc:
             errors.append(exc)
     if errors:
-        raise PlanError(
-            [d for e in errors for d in e.diagnostics], {k: v for e in errors for k, v in e.sources.items()}
-        )
+        raise PlanError.merge(errors)
     d = diff_graphs(*graphs)
     if args.format == "json":
         _write_json(to_json(d))
@@ -267,9 +284,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     for path in changed:
         print(f"{'would reformat' if args.check else 'reformatted'} {path}")
     if errors:
-        raise PlanError(
-            [d for e in errors for d in e.diagnostics], {k: v for e in errors for k, v in e.sources.items()}
-        )
+        raise PlanError.merge(errors)
     return EXIT_FINDINGS if args.check and changed else EXIT_OK
 
 
@@ -296,17 +311,69 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     graph = compile_plan(args.plan, args.time_scale, overrides=args.overrides)
     run_dir = Path(_run_dir(args, graph))
-    from ditsr_plan.runtime.checkpoint import CheckpointError
-    from ditsr_plan.runtime.data import DataError
-    from ditsr_plan.runtime.device import DeviceError
-    from ditsr_plan.runtime.run import RunError, run_plan
-    from ditsr_plan.runtime.terms import TermSetupError
-    from ditsr_plan.runtime.trainer import TermCheckError
+    from ditsr_plan.runtime.run import run_plan
 
     try:
         run_plan(graph, run_dir, resume=args.resume, force=args.force, overwrite=args.overwrite)
-    except (RunError, DataError, DeviceError, TermSetupError, TermCheckError, CheckpointError) as exc:
+    except _run_errors() as exc:
         raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+def _run_errors():
+    from ditsr_plan.runtime.checkpoint import CheckpointError
+    from ditsr_plan.runtime.data import DataError
+    from ditsr_plan.runtime.device import DeviceError
+    from ditsr_plan.runtime.run import RunError
+    from ditsr_plan.runtime.terms import TermSetupError
+    from ditsr_plan.runtime.trainer import TermCheckError
+
+    return (RunError, DataError, DeviceError, TermSetupError, TermCheckError, CheckpointError)
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ditsr_plan.compiler import compile_plan
+
+    graphs, errors = [], []
+    for plan in args.plans:
+        try:
+            graphs.append(compile_plan(plan, args.time_scale, overrides=args.overrides))
+        except PlanError as exc:
+            errors.append(exc)
+    if errors:
+        raise PlanError.merge(errors)
+    from ditsr_plan.runtime.matrix import run_matrix
+
+    try:
+        folders = run_matrix(graphs, Path(args.out), args.overwrite)
+    except _run_errors() as exc:
+        raise UsageError(str(exc)) from None
+    print("compare them: ditsr-plan compare " + " ".join(str(f) for f in folders))
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ditsr_plan.runtime.compare import side_by_side, summarise, table
+
+    runs = [Path(r) for r in args.runs]
+    missing = [str(r) for r in runs if not (r / "plan.json").is_file()]
+    if missing:
+        raise UsageError(f"not run folders (no plan.json): {', '.join(missing)}")
+    rows = [summarise(r) for r in runs]
+    if args.format == "json":
+        _write_json(rows)
+    else:
+        sys.stdout.write(table(rows, markdown=args.format == "markdown"))
+    if args.plot:
+        try:
+            side_by_side(runs, Path(args.plot))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"wrote {args.plot}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -331,6 +398,8 @@ COMMANDS = {
     "fmt": cmd_fmt,
     "run": cmd_run,
     "report": cmd_report,
+    "matrix": cmd_matrix,
+    "compare": cmd_compare,
 }
 
 

@@ -67,6 +67,12 @@ class PlanError(Exception):
     def render(self) -> str:
         return render_all(self.diagnostics, self.sources)
 
+    @classmethod
+    def merge(cls, errors: Iterable[PlanError]) -> PlanError:
+        """One error holding the diagnostics and sources of several (e.g. of every plan of a command)."""
+        errors = list(errors)
+        return cls([d for e in errors for d in e.diagnostics], {k: v for e in errors for k, v in e.sources.items()})
+
 
 def _sort_key(d: Diagnostic) -> tuple:
     return (d.pos.file, d.pos.line, d.pos.col) if d.pos else ("", 0, 0)

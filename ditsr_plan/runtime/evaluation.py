@@ -110,6 +110,11 @@ class Evaluator:
             settings["seed"],
         )
         self.lpips = pretrained_lpips(trainer.placement.device) if settings["lpips"] == "auto" else None
+        inputs = self.dir / "inputs"
+        inputs.mkdir(parents=True, exist_ok=True)
+        for image in self.images:  # for compare's side-by-side picture, and for people
+            save_png(image.gt[0], inputs / f"gt-{image.role}.png")
+            save_png(image.lr_up[0], inputs / f"lr-{image.role}.png")
 
     def lpips_note(self) -> str:
         if self.lpips is not None:

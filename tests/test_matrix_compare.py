@@ -1,0 +1,54 @@
+"""matrix runs plans into sibling folders (skipping finished ones, resuming one); compare tabulates them."""
+
+import json
+
+import pytest
+
+from ditsr_plan.cli import main
+from tests.runtime_helpers import tiny_plan
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("matrix")
+    a = tiny_plan(tmp, steps=4, ckpt=2, extra="eval every=2 steps=2 size=64 lpips=off\n")
+    a.rename(tmp / "a.plan")
+    (tmp / "b.plan").write_text('extends "a.plan"\nplan b\namend stage B: gan 0.05\n')
+    (tmp / "a.plan").write_text((tmp / "a.plan").read_text().replace("plan tiny", "plan a"))
+    out = tmp / "runs"
+    assert main(["matrix", str(tmp / "a.plan"), str(tmp / "b.plan"), "--out", str(out)]) == 0
+    return tmp, out
+
+
+def test_matrix_runs_each_plan_into_its_folder_and_skips_finished_ones(matrix, capsys):
+    tmp, out = matrix
+    assert (out / "a" / "summary.json").is_file() and (out / "b" / "summary.json").is_file()
+    capsys.readouterr()
+    assert main(["matrix", str(tmp / "a.plan"), str(tmp / "b.plan"), "--out", str(out)]) == 0
+    assert capsys.readouterr().err.count("finished before, skipped") == 2
+
+
+def test_matrix_resumes_an_unfinished_run(matrix, capsys):
+    tmp, out = matrix
+    (out / "b" / "summary.json").unlink()
+    capsys.readouterr()
+    assert main(["matrix", str(tmp / "a.plan"), str(tmp / "b.plan"), "--out", str(out)]) == 0
+    assert "resuming after step 4" in capsys.readouterr().err
+
+
+def test_compare_table_json_and_picture(matrix, capsys, tmp_path):
+    _, out = matrix
+    runs = [str(out / "a"), str(out / "b")]
+    picture = tmp_path / "side.png"
+    assert main(["compare", *runs, "--plot", str(picture)]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].split()[:4] == ["plan", "steps", "PSNR", "SSIM"] and "defocus FHR" in text
+    assert picture.read_bytes()[:4] == b"\x89PNG"
+    assert main(["compare", *runs, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["plan"] for r in rows] == ["a", "b"] and rows[0]["steps"] == 4
+    assert rows[0]["defocus_fhr"] == rows[0]["images"]["defocus"]["fhr"]
+    assert rows[0]["best_psnr"] >= rows[0]["psnr"] and rows[0]["best_lpips"] is None
+    assert main(["compare", *runs, "--format", "markdown"]) == 0
+    assert capsys.readouterr().out.startswith("| plan | steps | PSNR |")
+    assert main(["compare", str(tmp_path)]) == 2
