@@ -19,11 +19,11 @@ from itertools import pairwise
 
 from ditsr_plan.diagnostics import NAME, SCHEDULE, VALUE, Diagnostic, Note, PlanError, Pos, did_you_mean
 from ditsr_plan.dsl.numbers import format_steps
-from ditsr_plan.dsl.schemas import BLOCKS, DEFAULT_BLOCKS, PIXEL_KINDS, step_fields
+from ditsr_plan.dsl.schemas import BLOCKS, DEFAULT_BLOCKS, EVAL_METRICS, PIXEL_KINDS, eval_roles, step_fields
 from ditsr_plan.dsl.spec import PlanSpec, StageDecl
-from ditsr_plan.dsl.syntax import TermStmt
+from ditsr_plan.dsl.syntax import MetricRef, TermStmt, WatchStmt
 
-from .graph import Block, Knob, Piece, ScheduleGraph, Stage, Term, merge_ranges
+from .graph import Block, Keep, Knob, MetricName, Piece, ScheduleGraph, Stage, Term, Watch, merge_ranges
 
 LR_KNOBS = ("lr", "lr_d")
 
@@ -78,6 +78,9 @@ class _Compiler:
             knobs[name] = self.knob(name, name, default, stages, scaled)
         if self.diagnostics:
             raise PlanError(self.diagnostics, spec.sources)
+        watches, keep = self.validation_rules(blocks)
+        if self.diagnostics:
+            raise PlanError(self.diagnostics, spec.sources)
         pixel = merge_ranges([r for t in terms.values() if t.pixel for r in knobs[t.name].live])
         return ScheduleGraph(
             name=spec.name,
@@ -90,6 +93,8 @@ class _Compiler:
             blocks=blocks,
             pixel_ranges=pixel,
             discriminator_ranges=self.discriminator_ranges(terms, knobs),
+            watches=watches,
+            keep=keep,
             sources=spec.sources,
         )
 
@@ -256,6 +261,64 @@ class _Compiler:
                         "flat, ffl, patchgan)"
                     )
                     self.error(NAME, f"unknown term '{knob}' in stage {stage.name.text}", stmt.pos, hint)
+
+    # ---- validation rules ---------------------------------------------------------------------------
+
+    def metric(self, ref: MetricRef, roles: tuple[str, ...]) -> MetricName | None:
+        if ref.metric.text not in EVAL_METRICS:
+            self.error(
+                NAME,
+                f"unknown metric '{ref.metric.text}'",
+                ref.metric.pos,
+                did_you_mean(ref.metric.text, EVAL_METRICS) or "metrics: " + ", ".join(EVAL_METRICS),
+            )
+            return None
+        if ref.image and ref.image.text not in roles:
+            self.error(
+                NAME,
+                f"unknown validation image '{ref.image.text}'",
+                ref.image.pos,
+                did_you_mean(ref.image.text, roles) or "images: " + ", ".join(roles) + " (or none: the mean)",
+            )
+            return None
+        return MetricName(ref.image.text if ref.image else None, ref.metric.text)
+
+    def validation_rules(self, blocks: dict[str, Block]) -> tuple[tuple[Watch, ...], Keep | None]:
+        """``watch`` and ``keep best`` lines, their metric names checked against the eval images."""
+        spec = self.spec
+        rules = [*spec.watches, *([spec.keep] if spec.keep else [])]
+        if not rules:
+            return (), None
+        if "eval" not in blocks:
+            for rule in rules:
+                self.error(
+                    VALUE,
+                    f"'{'watch' if isinstance(rule, WatchStmt) else 'keep best'}' acts on validation "
+                    "metrics, but the plan has no 'eval' line",
+                    rule.pos,
+                    "add one, e.g. 'eval every=1k steps=50'",
+                )
+            return (), None
+        roles = eval_roles(blocks["eval"].values["images"])
+        watches = []
+        for w in spec.watches:
+            name = self.metric(w.metric, roles)
+            after = self.scale.at(w.after.value) if w.after else 0
+            if name:
+                watches.append(Watch(name, w.op, w.value, w.evals, after, w.action, w.pos))
+        keep = None
+        if spec.keep:
+            k = spec.keep
+            name = self.metric(k.metric, roles)
+            where = fallback = None
+            if k.where and k.fallback:
+                w_name, op, value, _ = k.where
+                where_metric, fallback_metric = self.metric(w_name, roles), self.metric(k.fallback[1], roles)
+                where = Watch(where_metric, op, value, 1, 0, "") if where_metric else None
+                fallback = (k.fallback[0], fallback_metric) if fallback_metric else None
+            if name:
+                keep = Keep(k.count, k.direction, name, where, fallback, k.pos)
+        return tuple(watches), keep
 
     # ---- knobs -----------------------------------------------------------------------------------
 

@@ -147,6 +147,74 @@ class Block:
 
 
 @dataclass(frozen=True)
+class MetricName:
+    """A validation metric: ``image`` None is the mean over the validation images."""
+
+    image: str | None
+    metric: str
+
+    def __str__(self) -> str:
+        return f"{self.image}.{self.metric}" if self.image else self.metric
+
+    def of(self, record: dict) -> float | None:
+        """The value in an eval.jsonl record."""
+        values = record["images"].get(self.image, {}) if self.image else record["mean"]
+        return values.get(self.metric)
+
+
+@dataclass(frozen=True)
+class Watch:
+    """``watch METRIC OP VALUE for N evals after STEP: stop|warn``."""
+
+    metric: MetricName
+    op: str
+    value: float
+    evals: int
+    after: int
+    action: str
+    origin: Pos | None = field(default=None, compare=False)
+
+    def holds(self, value: float | None) -> bool:
+        if value is None:
+            return False
+        return {">": value > self.value, "<": value < self.value, ">=": value >= self.value, "<=": value <= self.value}[
+            self.op
+        ]
+
+    def to_json(self) -> dict:
+        return {
+            "metric": str(self.metric),
+            "op": self.op,
+            "value": self.value,
+            "evals": self.evals,
+            "after": self.after,
+            "action": self.action,
+        }
+
+
+@dataclass(frozen=True)
+class Keep:
+    """``keep best COUNT by DIRECTION METRIC [where WHERE else FALLBACK]``: checkpoints that meet
+    ``where`` rank first, by ``metric``; the others follow, by the fallback."""
+
+    count: int
+    direction: str
+    metric: MetricName
+    where: Watch | None = None  # its op/value is the condition (evals, after, action unused)
+    fallback: tuple[str, MetricName] | None = None
+    origin: Pos | None = field(default=None, compare=False)
+
+    def to_json(self) -> dict:
+        return {
+            "count": self.count,
+            "direction": self.direction,
+            "metric": str(self.metric),
+            "where": [str(self.where.metric), self.where.op, self.where.value] if self.where else None,
+            "fallback": [self.fallback[0], str(self.fallback[1])] if self.fallback else None,
+        }
+
+
+@dataclass(frozen=True)
 class Needs:
     """What a step must compute besides the diffusion loss."""
 
@@ -166,6 +234,8 @@ class ScheduleGraph:
     blocks: Mapping[str, Block]
     pixel_ranges: tuple[tuple[int, int], ...]
     discriminator_ranges: tuple[tuple[int, int], ...]
+    watches: tuple[Watch, ...] = ()
+    keep: Keep | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     hash: str = field(init=False)
 
@@ -205,6 +275,8 @@ class ScheduleGraph:
             "knobs": {n: {"kind": k.kind, "pieces": [p.to_json() for p in k.pieces]} for n, k in self.knobs.items()},
             "terms": {n: {"kind": t.kind, "settings": dict(t.settings)} for n, t in self.terms.items()},
             "blocks": {n: {"kind": b.kind, "values": dict(b.values)} for n, b in self.blocks.items()},
+            "watches": [w.to_json() for w in self.watches],
+            "keep": self.keep.to_json() if self.keep else None,
         }
 
     def to_json(self) -> dict:
@@ -277,11 +349,37 @@ class ScheduleGraph:
             blocks={n: Block(n, b["kind"], b["values"], *origins(block_at, n)) for n, b in data["blocks"].items()},
             pixel_ranges=tuple(tuple(r) for r in data["pixel_ranges"]),
             discriminator_ranges=tuple(tuple(r) for r in data["discriminator_ranges"]),
+            watches=tuple(
+                _watch(w, o)
+                for w, o in zip(
+                    data.get("watches", []), at.get("watches") or [None] * len(data.get("watches", [])), strict=True
+                )
+            ),
+            keep=_keep(data.get("keep"), at.get("keep")),
             sources=sources or {},
         )
         if graph.hash != data["hash"]:
             raise ValueError(f"schedule graph hash mismatch: file says {data['hash']}, content is {graph.hash}")
         return graph
+
+
+def _metric(text: str) -> MetricName:
+    image, _, metric = text.rpartition(".")
+    return MetricName(image or None, metric)
+
+
+def _watch(data: dict, origin) -> Watch:
+    return Watch(
+        _metric(data["metric"]), data["op"], data["value"], data["evals"], data["after"], data["action"], _unpos(origin)
+    )
+
+
+def _keep(data: dict | None, origin) -> Keep | None:
+    if data is None:
+        return None
+    where = Watch(_metric(data["where"][0]), data["where"][1], data["where"][2], 1, 0, "") if data["where"] else None
+    fallback = (data["fallback"][0], _metric(data["fallback"][1])) if data["fallback"] else None
+    return Keep(data["count"], data["direction"], _metric(data["metric"]), where, fallback, _unpos(origin))
 
 
 def _pos(pos: Pos | None) -> list | None:

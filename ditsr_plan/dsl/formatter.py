@@ -12,6 +12,7 @@ from ditsr_plan.dsl.syntax import (
     Chunk,
     Comment,
     ExtendsStmt,
+    KeepStmt,
     LossStmt,
     PlanFile,
     PlanStmt,
@@ -20,6 +21,7 @@ from ditsr_plan.dsl.syntax import (
     Statement,
     StepsStmt,
     TermStmt,
+    WatchStmt,
 )
 
 CONTINUATION = "    "
@@ -73,6 +75,17 @@ def _lines(stmt: Statement, widths: dict[str, int]) -> list[tuple[str, int]]:
         return [(f"steps {stmt.steps.text}", line)]
     if isinstance(stmt, ExtendsStmt):
         return [(f'extends "{stmt.path}"', line)]
+    if isinstance(stmt, WatchStmt):
+        text = f"watch {stmt.metric.text} {stmt.op} {stmt.value_text}"
+        text += f" for {stmt.evals} evals" if stmt.evals != 1 else ""
+        text += f" after {stmt.after.text}" if stmt.after else ""
+        return [(f"{text}: {stmt.action}", line)]
+    if isinstance(stmt, KeepStmt):
+        text = f"keep best {stmt.count} by {stmt.direction} {stmt.metric.text}"
+        if stmt.where and stmt.fallback:
+            metric, op, _, value = stmt.where
+            text += f" where {metric.text} {op} {value} else {stmt.fallback[0]} {stmt.fallback[1].text}"
+        return [(text, line)]
     if isinstance(stmt, LossStmt):
         head = f"loss {stmt.name.text.ljust(widths.get('name', 0))} {stmt.kind.text.ljust(widths.get('kind', 0))}"
         return [(" ".join([head, *map(format_setting, stmt.settings)]).rstrip(), line)]

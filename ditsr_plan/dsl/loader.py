@@ -33,6 +33,7 @@ from ditsr_plan.dsl.spec import BlockDecl, PlanSpec, StageDecl, TermDecl
 from ditsr_plan.dsl.syntax import (
     BlockStmt,
     ExtendsStmt,
+    KeepStmt,
     LossStmt,
     PlanStmt,
     Setting,
@@ -40,6 +41,7 @@ from ditsr_plan.dsl.syntax import (
     Steps,
     StepsStmt,
     TermStmt,
+    WatchStmt,
     Word,
 )
 
@@ -65,6 +67,8 @@ class _Merged:
     losses: dict[str, LossStmt] = field(default_factory=dict)
     blocks: dict[str, tuple[BlockStmt, dict[str, Setting]]] = field(default_factory=dict)
     stages: dict[str, _Stage] = field(default_factory=dict)
+    watches: list[WatchStmt] = field(default_factory=list)
+    keep: KeepStmt | None = None
 
 
 class _Loader:
@@ -186,6 +190,10 @@ class _Loader:
                     self.merge_block(merged, stmt)
             elif isinstance(stmt, StageStmt):
                 self.apply_stage(merged, stmt, first_in_file)
+            elif isinstance(stmt, WatchStmt):
+                merged.watches.append(stmt)  # a child's watches add to its parent's
+            elif isinstance(stmt, KeepStmt) and first_in_file("keep", "", stmt.pos, "'keep best'"):
+                merged.keep = stmt  # a child's keep replaces its parent's
 
     def check_duplicate_keys(self, settings: tuple[Setting, ...]) -> None:
         seen: dict[str, Setting] = {}
@@ -351,7 +359,18 @@ class _Loader:
             return None
         name = merged.name.text if merged.name else Path(path).stem
         stages = [StageDecl(s.name, s.start, s.end, s.terms, s.pos) for s in merged.stages.values()]
-        return PlanSpec(name, path, merged.steps, terms, blocks, stages, dict(self.sources), frozenset(invalid))
+        return PlanSpec(
+            name,
+            path,
+            merged.steps,
+            terms,
+            blocks,
+            stages,
+            dict(self.sources),
+            frozenset(invalid),
+            tuple(merged.watches),
+            merged.keep,
+        )
 
     def validate_settings(self, schema: type[BaseModel], given: dict[str, Setting], what: str):
         try:

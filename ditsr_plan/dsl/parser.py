@@ -21,7 +21,9 @@ from ditsr_plan.dsl.syntax import (
     Chunk,
     Comment,
     ExtendsStmt,
+    KeepStmt,
     LossStmt,
+    MetricRef,
     PlanFile,
     PlanStmt,
     Setting,
@@ -30,11 +32,12 @@ from ditsr_plan.dsl.syntax import (
     Steps,
     StepsStmt,
     TermStmt,
+    WatchStmt,
     Weight,
     Word,
 )
 
-KEYWORDS = ("plan", "steps", "extends", "loss", "stage", "amend")
+KEYWORDS = ("plan", "steps", "extends", "loss", "stage", "amend", "watch", "keep")
 
 USAGE = {
     "plan": "plan NAME",
@@ -43,6 +46,8 @@ USAGE = {
     "loss": "loss NAME KIND key=value ...",
     "stage": "stage NAME START..[END]: TERM VALUE; TERM A->B [linear|cosine] [over N] [after N]; ...",
     "amend": "amend stage NAME: TERM VALUE; TERM A->B ...",
+    "watch": "watch [IMAGE.]METRIC >|<|>=|<= VALUE [for N evals] [after STEP]: stop|warn",
+    "keep": "keep best K by min|max METRIC [where METRIC >= VALUE else min|max METRIC]",
 }
 
 TERMINAL_WORDS = {
@@ -64,6 +69,18 @@ TERMINAL_WORDS = {
     "LOSS": "'loss'",
     "STAGE": "'stage'",
     "AMEND": "'amend'",
+    "WATCH": "'watch'",
+    "KEEP": "'keep'",
+    "BEST": "'best'",
+    "BY": "'by'",
+    "FOR": "'for'",
+    "EVALS": "'evals'",
+    "WHERE": "'where'",
+    "ELSE": "'else'",
+    "ACTION": "'stop', 'warn'",
+    "DIRECTION": "'min', 'max'",
+    "CMP": "'>', '<', '>=', '<='",
+    "DOT": "'.'",
     "$END": "the end of the statement",
 }
 
@@ -192,6 +209,31 @@ class _Builder:
             self.out.append(Diagnostic(VALUE, exc.message, self.pos(tok), exc.hint))
             return None
 
+    def metric(self, tree: Tree) -> MetricRef:
+        first, _, second = tree.children
+        if second is None:
+            return MetricRef(None, self.word(first))
+        return MetricRef(self.word(first), self.word(second))
+
+    def number(self, tok: Token) -> float | None:
+        """A threshold: any finite decimal number."""
+        try:
+            value = float(str(tok)) if str(tok)[-1] not in "kM" else float("nan")
+        except ValueError:
+            value = float("nan")
+        if value != value or value in (float("inf"), float("-inf")):
+            self.out.append(Diagnostic(VALUE, f"'{tok}' is not a finite number", self.pos(tok)))
+            return None
+        return value
+
+    def count(self, tok: Token) -> int | None:
+        """A small whole number >= 1 (how many evals, how many checkpoints)."""
+        text = str(tok)
+        if not text.isdigit() or int(text) < 1:
+            self.out.append(Diagnostic(VALUE, f"'{text}' is not a whole number of 1 or more", self.pos(tok)))
+            return None
+        return int(text)
+
     def setting(self, tree: Tree) -> Setting:
         tok = tree.children[0]
         key, value = str(tok).split("=", 1)
@@ -230,6 +272,27 @@ class _Builder:
             return StageStmt(self.word(name), start_steps, end_steps, self.terms(terms), False, head)
         if rule == "amend_stmt":
             return StageStmt(self.word(kids[2]), None, None, self.terms(kids[4]), True, head)
+        if rule == "watch_stmt":
+            _, metric, op, value, _, evals, _, _, after, _, action = kids
+            number = self.number(value)
+            count = self.count(evals) if evals is not None else 1
+            after_steps = self.steps(after) if after is not None else None
+            if number is None or count is None or (after is not None and after_steps is None):
+                return None
+            return WatchStmt(self.metric(metric), str(op), number, str(value), count, after_steps, str(action), head)
+        if rule == "keep_stmt":
+            _, _, count, _, direction, metric, _, w_metric, w_op, w_value, _, f_direction, f_metric = kids
+            k = self.count(count)
+            where = fallback = None
+            if w_metric is not None:
+                number = self.number(w_value)
+                if number is None:
+                    return None
+                where = (self.metric(w_metric), str(w_op), number, str(w_value))
+                fallback = (str(f_direction), self.metric(f_metric))
+            if k is None:
+                return None
+            return KeepStmt(k, str(direction), self.metric(metric), where, fallback, head)
         raise AssertionError(f"grammar rule without a builder: {rule}")
 
     def settings(self, kids: list) -> tuple[Setting, ...]:

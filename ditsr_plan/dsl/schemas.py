@@ -235,6 +235,19 @@ class Log(Schema):
     tensorboard: Literal["auto", "on", "off"] = "auto"
 
 
+# The validation images of eval images=builtin, by role, and the metrics every eval reports.
+BUILTIN_EVAL_ROLES = ("high_texture", "low_texture", "defocus")
+EVAL_METRICS = ("psnr", "ssim", "psnr_rgb", "ssim_rgb", "lpips", "esr", "fhr")
+LOWER_IS_BETTER = frozenset({"lpips"})
+
+
+def eval_roles(images: str) -> tuple[str, ...]:
+    """The roles of an ``eval images=`` value: the builtin three, or the ROLE of each ROLE=PATH."""
+    if images == "builtin":
+        return BUILTIN_EVAL_ROLES
+    return tuple(item.partition("=")[0].strip() for item in images.split(","))
+
+
 class Eval(Schema):
     """Validation with the EMA weights on fixed images (no eval line, no validation)."""
 

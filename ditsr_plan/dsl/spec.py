@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from ditsr_plan.diagnostics import Pos
-from ditsr_plan.dsl.syntax import Setting, Steps, TermStmt, Word
+from ditsr_plan.dsl.syntax import KeepStmt, Setting, Steps, TermStmt, WatchStmt, Word
 
 
 @dataclass(frozen=True)
@@ -57,3 +57,5 @@ class PlanSpec:
     stages: list[StageDecl]
     sources: dict[str, str] = field(default_factory=dict)  # every file read: path -> text
     invalid_terms: frozenset[str] = frozenset()  # declared, but their settings did not validate
+    watches: tuple[WatchStmt, ...] = ()
+    keep: KeepStmt | None = None

@@ -108,7 +108,49 @@ class StageStmt:
     pos: Pos
 
 
-Statement = PlanStmt | StepsStmt | ExtendsStmt | LossStmt | BlockStmt | StageStmt
+@dataclass(frozen=True)
+class MetricRef:
+    """``psnr`` (the mean over the validation images) or ``defocus.fhr`` (one image's)."""
+
+    image: Word | None
+    metric: Word
+
+    @property
+    def text(self) -> str:
+        return f"{self.image.text}.{self.metric.text}" if self.image else self.metric.text
+
+    @property
+    def pos(self) -> Pos:
+        return (self.image or self.metric).pos
+
+
+@dataclass(frozen=True)
+class WatchStmt:
+    """``watch METRIC OP VALUE [for N evals] [after STEP]: stop|warn``."""
+
+    metric: MetricRef
+    op: str
+    value: float
+    value_text: str
+    evals: int
+    after: Steps | None
+    action: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class KeepStmt:
+    """``keep best K by min|max METRIC [where METRIC OP VALUE else min|max METRIC]``."""
+
+    count: int
+    direction: str
+    metric: MetricRef
+    where: tuple[MetricRef, str, float, str] | None  # metric, op, value, value text
+    fallback: tuple[str, MetricRef] | None
+    pos: Pos
+
+
+Statement = PlanStmt | StepsStmt | ExtendsStmt | LossStmt | BlockStmt | StageStmt | WatchStmt | KeepStmt
 
 
 @dataclass(frozen=True)

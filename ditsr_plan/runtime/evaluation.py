@@ -163,7 +163,8 @@ class Evaluator:
         return sr
 
     def run(self, step: int) -> dict:
-        """Evaluate after ``step`` completed steps: append to eval.jsonl, save images and the grid."""
+        """Evaluate after ``step`` completed steps: save images and the grid; return the record
+        (``append`` writes it to eval.jsonl)."""
         folder = self.dir / f"step-{step:08d}"
         folder.mkdir(parents=True, exist_ok=True)
         per_image, results = {}, []
@@ -176,13 +177,20 @@ class Evaluator:
         keys = next(iter(per_image.values())).keys()
         mean = {k: _mean([r[k] for r in per_image.values()]) for k in keys}
         record = {"step": step, "images": per_image, "mean": mean, "lpips": self.lpips is not None}
-        with open(self.jsonl, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
         from .pictures import eval_grid, progression_strips
 
         eval_grid(results, per_image, step, self.dir / f"grid-{step:08d}.png")
         progression_strips(self.dir, [im.role for im in self.images], {im.role: im.gt[0] for im in self.images})
         return record
+
+    def append(self, record: dict) -> None:
+        with open(self.jsonl, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict]:
+        if not self.jsonl.is_file():
+            return []
+        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
 
 
 def _mean(values: list) -> float | None:

@@ -23,6 +23,7 @@ from .checkpoint import Checkpoint, newest_complete, optimizer_from_flat, optimi
 from .data import Batch, StepBatches
 from .device import place
 from .logs import MetricsLog, Progress
+from .rules import Watches, update_best
 from .terms.patchgan import PatchGan
 from .trainer import StepRecord, Trainer
 
@@ -199,6 +200,11 @@ def run_plan(
     )
     grads = log["grads"] == "on" or (log["grads"] == "auto" and placement.device.type == "cpu")
     progress = Progress(total, start)
+    watches = Watches(graph.watches)
+    if evaluator is not None:  # streaks continue across a resume
+        for previous in evaluator.records():
+            watches.check(previous)
+    stopped = None
     first_loss = last_loss = None
     pending: list[Batch] = []
     since, steps_since = time.perf_counter(), 0  # throughput over the steps since the last log line
@@ -220,16 +226,31 @@ def run_plan(
                 metrics.write(_record_json(graph, record, images / (now - since)))
                 since, steps_since = now, 0
             done = step + 1
-            if evaluator and (done % graph.blocks["eval"].values["every"] == 0 or done == total):
+            evaluated = evaluator is not None and (done % graph.blocks["eval"].values["every"] == 0 or done == total)
+            if evaluated:
                 result = evaluator.run(done)
+                result["watch"] = watches.check(result)
+                evaluator.append(result)
                 _say(
                     f"eval after {done} steps: "
                     + ", ".join(f"{k} {v:.3f}" for k, v in result["mean"].items() if v is not None)
                 )
-            if done % run["checkpoint_every"] == 0 or done == total:
+                for event in result["watch"]:
+                    _say(
+                        f"watch fired after {done} steps: {event['watch']} (value {event['value']:.4g}): "
+                        f"{event['action']}"
+                    )
+                    if event["action"] == "stop":
+                        stopped = event
+            if done % run["checkpoint_every"] == 0 or done == total or stopped or (evaluated and graph.keep):
                 tensors, state = _trainer_state(trainer, done, graph)
                 save_checkpoint(ckpt_dir, done, tensors, state, run["keep"])
+            if evaluated and graph.keep:
+                kept = update_best(graph.keep, evaluator.records(), ckpt_dir, run_dir / "best")
+                _say("best checkpoints: " + ", ".join(f"step {k['step']}" for k in kept))
             progress.update(step, graph.stage_at(step).name, record.loss)
+            if stopped:
+                break
     finally:
         progress.close()
         metrics.close()
@@ -237,18 +258,22 @@ def run_plan(
     trainer.model.dit.save_pretrained(final / "generator", safe_serialization=True)
     if trainer.ema is not None:
         trainer.ema.model.dit.save_pretrained(final / "generator_ema", safe_serialization=True)
+    steps_done = stopped["step"] if stopped else total
     summary = {
         "plan": graph.name,
         "hash": graph.hash,
-        "steps": total,
+        "steps": steps_done,
         "first_loss": first_loss,
         "last_loss": last_loss,
         "skipped_images": trainer.data.stats.skipped,
         "finished": time.time(),
+        "stopped_by": stopped,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     from .report import write_report
 
     report = write_report(run_dir)
-    _say(f"done: {total} steps; final generator in {final}/ (diffusers format); report: {report}")
-    return RunResult(run_dir, total - start, first_loss, last_loss)
+    if stopped:
+        _say(f"stopped after {steps_done} of {total} steps by 'watch {stopped['watch']}: stop'")
+    _say(f"done: {steps_done} steps; final generator in {final}/ (diffusers format); report: {report}")
+    return RunResult(run_dir, steps_done - start, first_loss, last_loss)
