@@ -90,10 +90,10 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, monkeypat
 
     real_step = trainer_module.Trainer.train_step
 
-    def crash_at_8(self, step, batches, shadow=False):
+    def crash_at_8(self, step, batches, **kwargs):
         if step == 8:
             raise KeyboardInterrupt("simulated kill")
-        return real_step(self, step, batches, shadow)
+        return real_step(self, step, batches, **kwargs)
 
     broken = tmp_path / "broken"
     monkeypatch.setattr(trainer_module.Trainer, "train_step", crash_at_8)
