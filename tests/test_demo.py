@@ -26,3 +26,9 @@ def test_demo_plan_runs_through_every_stage_and_its_loss_falls(tmp_path):
     assert sum(recon[-n:]) / n < 0.85 * sum(recon[:n]) / n
     assert (out / "final" / "generator" / "diffusion_pytorch_model.safetensors").is_file()
     assert "stage C 360..600: v, latent_l1, lpips, edge, flat, gan" in result.stderr
+    # validation every 200 steps: eval.jsonl, the grids, and the report
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [200, 400, 600]
+    assert all((out / "eval" / f"grid-{s:08d}.png").is_file() for s in (200, 400, 600))
+    page = (out / "report.html").read_text()
+    assert ">Validation images</h2>" in page and ">Gradient diagnostics</h2>" in page

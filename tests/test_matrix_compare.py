@@ -52,3 +52,18 @@ def test_compare_table_json_and_picture(matrix, capsys, tmp_path):
     assert main(["compare", *runs, "--format", "markdown"]) == 0
     assert capsys.readouterr().out.startswith("| plan | steps | PSNR |")
     assert main(["compare", str(tmp_path)]) == 2
+
+
+def test_the_notes_experiment_matrix_at_a_small_time_scale(tmp_path, capsys):
+    out = tmp_path / "runs"
+    plans = [f"plans/matrix/exp{i}.plan" for i in (1, 2, 3)]
+    args = ["--time-scale", "0.002", "--set", "lpips.backbone=random", "--set", "eval.steps=10", "--out", str(out)]
+    assert main(["matrix", *plans, *args]) == 0
+    runs = [str(out / f"exp{i}") for i in (1, 2, 3)]
+    capsys.readouterr()
+    picture = tmp_path / "matrix.png"
+    assert main(["compare", *runs, "--plot", str(picture)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in table[1:4]] == ["exp1", "exp2", "exp3"]
+    assert all(line.split()[1] == "30" for line in table[1:4])  # 15k steps x 0.002
+    assert picture.read_bytes()[:4] == b"\x89PNG"

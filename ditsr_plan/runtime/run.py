@@ -8,6 +8,7 @@ The run folder holds ``plan.json`` (the compiled graph), ``metrics.jsonl``, ``te
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -144,41 +145,59 @@ def _header(graph: ScheduleGraph, trainer: Trainer, run_dir: Path, start: int, e
     return "\n".join(lines)
 
 
-def run_plan(
-    graph: ScheduleGraph, run_dir: Path, resume: bool = False, force: bool = False, overwrite: bool = False
-) -> RunResult:
-    run = graph.blocks["run"].values
-    log = graph.blocks["log"].values
-    ckpt_dir = run_dir / "checkpoints"
+def _prepare_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         if not overwrite:
             raise RunError(
                 f"run folder {run_dir} exists and is not empty: use --resume to continue it, "
                 "--overwrite to start it again, or --out for another folder"
             )
-        import shutil
-
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
+
+def _resume(trainer: Trainer, graph: ScheduleGraph, run_dir: Path, force: bool) -> int:
+    """Restore the newest complete checkpoint; the number of steps it holds (0 when there is none)."""
+    ckpt = newest_complete(run_dir / "checkpoints", report=_say)
+    if ckpt is None:
+        if not (run_dir / "plan.json").exists():
+            raise RunError(f"--resume: {run_dir} holds no run to resume")
+        _say(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
+        return 0
+    state = ckpt.state()
+    if state["plan_hash"] != graph.hash and not force:
+        raise RunError(
+            f"checkpoint {ckpt.path} was made from plan hash {state['plan_hash']}, this plan "
+            f"compiles to {graph.hash}; use --force to resume anyway (check 'ditsr-plan diff')"
+        )
+    _restore(trainer, ckpt)
+    return ckpt.step
+
+
+def _evaluate(evaluator, watches: Watches, done: int) -> dict | None:
+    """Validate after ``done`` steps; the watch event that stops the run, if one fires."""
+    result = evaluator.run(done)
+    result["watch"] = watches.check(result)
+    evaluator.append(result)
+    _say(f"eval after {done} steps: " + ", ".join(f"{k} {v:.3f}" for k, v in result["mean"].items() if v is not None))
+    stop = None
+    for event in result["watch"]:
+        _say(f"watch fired after {done} steps: {event['watch']} (value {event['value']:.4g}): {event['action']}")
+        if event["action"] == "stop":
+            stop = event
+    return stop
+
+
+def run_plan(
+    graph: ScheduleGraph, run_dir: Path, resume: bool = False, force: bool = False, overwrite: bool = False
+) -> RunResult:
+    run = graph.blocks["run"].values
+    log = graph.blocks["log"].values
+    ckpt_dir = run_dir / "checkpoints"
+    _prepare_folder(run_dir, resume, overwrite)
     placement = place(run["device"], run["precision"])
     trainer = Trainer(graph, placement)
-    start = 0
-    if resume:
-        ckpt = newest_complete(ckpt_dir, report=_say)
-        if ckpt is None:
-            if not (run_dir / "plan.json").exists():
-                raise RunError(f"--resume: {run_dir} holds no run to resume")
-            _say(f"--resume: no complete checkpoint in {ckpt_dir}; starting from step 0")
-        else:
-            state = ckpt.state()
-            if state["plan_hash"] != graph.hash and not force:
-                raise RunError(
-                    f"checkpoint {ckpt.path} was made from plan hash {state['plan_hash']}, this plan "
-                    f"compiles to {graph.hash}; use --force to resume anyway (check 'ditsr-plan diff')"
-                )
-            _restore(trainer, ckpt)
-            start = ckpt.step
+    start = _resume(trainer, graph, run_dir, force) if resume else 0
     (run_dir / "plan.json").write_text(json.dumps(graph.to_json(), indent=1))
     evaluator = None
     if "eval" in graph.blocks:
@@ -228,20 +247,7 @@ def run_plan(
             done = step + 1
             evaluated = evaluator is not None and (done % graph.blocks["eval"].values["every"] == 0 or done == total)
             if evaluated:
-                result = evaluator.run(done)
-                result["watch"] = watches.check(result)
-                evaluator.append(result)
-                _say(
-                    f"eval after {done} steps: "
-                    + ", ".join(f"{k} {v:.3f}" for k, v in result["mean"].items() if v is not None)
-                )
-                for event in result["watch"]:
-                    _say(
-                        f"watch fired after {done} steps: {event['watch']} (value {event['value']:.4g}): "
-                        f"{event['action']}"
-                    )
-                    if event["action"] == "stop":
-                        stopped = event
+                stopped = _evaluate(evaluator, watches, done)
             if done % run["checkpoint_every"] == 0 or done == total or stopped or (evaluated and graph.keep):
                 tensors, state = _trainer_state(trainer, done, graph)
                 save_checkpoint(ckpt_dir, done, tensors, state, run["keep"])
