@@ -75,3 +75,25 @@ def build(size: str, device: str = "auto") -> Trainer:
 def sync(trainer: Trainer) -> None:
     if trainer.placement.device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def alternate(trainer: Trainer, variants: dict, steps: int, warmup: int = 2) -> dict[str, float]:
+    """Run the variants (name -> callable) in turn, ``warmup + steps`` rounds; median seconds of each."""
+    import statistics
+    import time
+
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(warmup + steps):
+        for name, fn in variants.items():
+            sync(trainer)
+            t = time.perf_counter()
+            fn()
+            sync(trainer)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def device_name(trainer: Trainer) -> str:
+    dev = trainer.placement.device
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"

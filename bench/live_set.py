@@ -8,15 +8,13 @@ measured alternately in one process. Target: the runtime's step at least 1.5x fa
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _setup import build, sync
+from _setup import alternate, build, device_name
 
 
 def naive_step(trainer, step: int, batch) -> None:
@@ -42,21 +40,13 @@ def main() -> None:
     step = 100  # inside stage A: only v and latent_l1 are live
     assert trainer.graph.live_terms(step) == ["v", "latent_l1"]
     batch = trainer.data.batch(step)
-    runtime, naive = [], []
-    for i in range(args.steps + 2):
-        for fn, out in (
-            (lambda: trainer.train_step(step, [batch]), runtime),
-            (lambda: naive_step(trainer, step, batch), naive),
-        ):
-            sync(trainer)
-            t = time.perf_counter()
-            fn()
-            sync(trainer)
-            if i >= 2:  # warm-up
-                out.append(time.perf_counter() - t)
-    r, n = statistics.median(runtime), statistics.median(naive)
-    dev = trainer.placement.device
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+    medians = alternate(
+        trainer,
+        {"runtime": lambda: trainer.train_step(step, [batch]), "naive": lambda: naive_step(trainer, step, batch)},
+        args.steps,
+    )
+    r, n = medians["runtime"], medians["naive"]
+    name = device_name(trainer)
     print(f"device {name} · size {args.size} · {args.steps} steps each, medians")
     print(f"runtime stage-A step (v, latent_l1 only):          {r * 1000:8.1f} ms")
     print(f"every declared term each step (as the scripts did): {n * 1000:8.1f} ms")

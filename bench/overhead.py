@@ -8,15 +8,13 @@ Target: ratio at most 1.03.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _setup import build, sync
+from _setup import alternate, build, device_name
 
 
 def hand_written_step(trainer, step: int, batch, weights: dict[str, float], live: list[str]) -> None:
@@ -43,21 +41,16 @@ def main() -> None:
     weights = trainer.graph.weights_at(step)
     batch = trainer.data.batch(step)
     trainer.train_step(step, [batch])  # first-live checks happen once, before timing
-    runtime, hand = [], []
-    for i in range(args.steps + 2):
-        for fn, out in (
-            (lambda: trainer.train_step(step, [batch]), runtime),
-            (lambda: hand_written_step(trainer, step, batch, weights, live), hand),
-        ):
-            sync(trainer)
-            t = time.perf_counter()
-            fn()
-            sync(trainer)
-            if i >= 2:
-                out.append(time.perf_counter() - t)
-    r, h = statistics.median(runtime), statistics.median(hand)
-    dev = trainer.placement.device
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+    medians = alternate(
+        trainer,
+        {
+            "runtime": lambda: trainer.train_step(step, [batch]),
+            "hand": lambda: hand_written_step(trainer, step, batch, weights, live),
+        },
+        args.steps,
+    )
+    r, h = medians["runtime"], medians["hand"]
+    name = device_name(trainer)
     print(f"device {name} · size {args.size} · {args.steps} steps each, medians · live: {', '.join(live)}")
     print(f"runtime step:       {r * 1000:8.1f} ms")
     print(f"hand-written step:  {h * 1000:8.1f} ms")

@@ -57,6 +57,17 @@ def _add_time_scale(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME.KEY=VALUE",
+        help="override a setting of a block or a term, validated like the file (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ditsr-plan",
@@ -111,14 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan")
     _add_time_scale(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default: run out=..., else runs/<plan>-<time>)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="NAME.KEY=VALUE",
-        help="override a setting of a block or a term, validated like the file (repeatable)",
-    )
+    _add_set(p)
     p.add_argument(
         "--resume",
         action="store_true",
@@ -131,14 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plans", nargs="+", metavar="PLAN")
     _add_time_scale(p)
     p.add_argument("--out", metavar="DIR", default=os.path.join("runs", "matrix"), help="default: runs/matrix")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="NAME.KEY=VALUE",
-        help="override a setting in every plan (repeatable)",
-    )
+    _add_set(p)
     p.add_argument("--overwrite", action="store_true", help="run every plan again from step 0")
 
     p = sub.add_parser("compare", help="final and best validation metrics of runs side by side")
