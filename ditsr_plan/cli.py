@@ -308,12 +308,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     graph = compile_plan(args.plan, args.time_scale, overrides=args.overrides)
     run_dir = Path(_run_dir(args, graph))
-    from ditsr_plan.runtime.run import run_plan
+    from ditsr_plan.runtime.run import RunInterrupted, run_plan
 
     try:
         run_plan(graph, run_dir, resume=args.resume, force=args.force, overwrite=args.overwrite)
     except _run_errors() as exc:
         raise UsageError(str(exc)) from None
+    except RunInterrupted as exc:
+        sys.stderr.write(f"ditsr-plan run: {exc}\n")
+        return 128 + exc.signum
     return EXIT_OK
 
 

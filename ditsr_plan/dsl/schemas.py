@@ -222,6 +222,9 @@ class Run(Schema):
     checkpoint_every: Steps = Field(1000, ge=1)
     keep: int = Field(3, ge=1, le=1000, description="checkpoints kept (the newest)")
     out: str | None = Field(None, description="run folder; default runs/<plan>-<time>")
+    nan_steps: int = Field(
+        5, ge=1, le=1_000_000, description="consecutive steps with a non-finite loss or gradient before the run stops"
+    )
 
 
 class Log(Schema):

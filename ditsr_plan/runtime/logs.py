@@ -10,9 +10,14 @@ import time
 from pathlib import Path
 
 
-def _finite(x):
+def _json_safe(x):
+    """NaN and infinities as the strings "nan", "inf", "-inf": the lines stay valid JSON."""
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
     return x
 
 
@@ -40,11 +45,13 @@ class MetricsLog:
         self.tb_dir = run_dir / "tensorboard" if self.tb else None
 
     def write(self, record: dict) -> None:
-        self.fh.write(json.dumps(record, default=_finite) + "\n")
+        self.fh.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
         self.fh.flush()
         if self.tb is None:
             return
         step = record["step"]
+        if record.get("skipped"):
+            return
         self.tb.add_scalar("loss", record["loss"], step)
         for name, term in record["terms"].items():
             self.tb.add_scalar(f"weight/{name}", term["weight"], step)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +32,41 @@ from .trainer import StepRecord, Trainer
 
 class RunError(RuntimeError):
     """A run that cannot start or continue, for a reason the user can fix."""
+
+
+class RunInterrupted(RuntimeError):
+    """SIGINT or SIGTERM: the run wrote a checkpoint and stopped; ``--resume`` continues it."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class _Signals:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and stops. A second
+    signal stops at once (Python's default handling)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> _Signals:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        _say(f"{signal.Signals(signum).name} received: finishing this step, then writing a checkpoint")
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -106,6 +142,7 @@ def _record_json(graph: ScheduleGraph, record: StepRecord, images_per_s: float |
         "grad_norm": record.grad_norm,
         "discriminator": record.discriminator or None,
         "gradients": record.gradients,
+        "skipped": record.nonfinite or None,
         "images_per_s": images_per_s,
     }
 
@@ -225,41 +262,61 @@ def run_plan(
             watches.check(previous)
     stopped = None
     first_loss = last_loss = None
+    bad_steps = 0
     pending: list[Batch] = []
     since, steps_since = time.perf_counter(), 0  # throughput over the steps since the last log line
-    try:
-        for step, micro, hr, lr_up in loader:
-            pending.append(Batch(hr, lr_up))
-            if micro < accum - 1:
-                continue
-            step = int(step)
-            is_log = step % log["every"] == 0 or step == total - 1
-            record = trainer.train_step(step, pending, shadow=is_log and log["shadow"], grads=is_log and grads)
-            pending = []
-            steps_since += 1
-            first_loss = record.loss if first_loss is None else first_loss
-            last_loss = record.loss
-            if is_log:
-                now = time.perf_counter()
-                images = trainer.data.batch_size * accum * steps_since
-                metrics.write(_record_json(graph, record, images / (now - since)))
-                since, steps_since = now, 0
-            done = step + 1
-            evaluated = evaluator is not None and (done % graph.blocks["eval"].values["every"] == 0 or done == total)
-            if evaluated:
-                stopped = _evaluate(evaluator, watches, done)
-            if done % run["checkpoint_every"] == 0 or done == total or stopped or (evaluated and graph.keep):
-                tensors, state = _trainer_state(trainer, done, graph)
-                save_checkpoint(ckpt_dir, done, tensors, state, run["keep"])
-            if evaluated and graph.keep:
-                kept = update_best(graph.keep, evaluator.records(), ckpt_dir, run_dir / "best")
-                _say("best checkpoints: " + ", ".join(f"step {k['step']}" for k in kept))
-            progress.update(step, graph.stage_at(step).name, record.loss)
-            if stopped:
-                break
-    finally:
-        progress.close()
-        metrics.close()
+    with _Signals() as signals:
+        try:
+            for step, micro, hr, lr_up in loader:
+                pending.append(Batch(hr, lr_up))
+                if micro < accum - 1:
+                    continue
+                step = int(step)
+                is_log = step % log["every"] == 0 or step == total - 1
+                record = trainer.train_step(step, pending, shadow=is_log and log["shadow"], grads=is_log and grads)
+                pending = []
+                steps_since += 1
+                if is_log or record.nonfinite:
+                    now = time.perf_counter()
+                    images = trainer.data.batch_size * accum * steps_since
+                    metrics.write(_record_json(graph, record, images / (now - since)))
+                    since, steps_since = now, 0
+                bad_steps = bad_steps + 1 if record.nonfinite else 0
+                if record.nonfinite:
+                    _say(f"step {step} skipped: non-finite {', '.join(record.nonfinite)}")
+                    if bad_steps >= run["nan_steps"]:
+                        raise RunError(
+                            f"{bad_steps} steps in a row with a non-finite loss or gradient, the last at step {step} "
+                            f"({', '.join(record.nonfinite)}); the newest checkpoint holds the last good state. "
+                            "Lower the learning rate or the weights of those terms, then --resume --force"
+                        )
+                else:
+                    first_loss = record.loss if first_loss is None else first_loss
+                    last_loss = record.loss
+                done = step + 1
+                every = graph.blocks["eval"].values["every"] if evaluator else 0
+                evaluated = evaluator is not None and (done % every == 0 or done == total)
+                if evaluated:
+                    stopped = _evaluate(evaluator, watches, done)
+                checkpoint = done % run["checkpoint_every"] == 0 or done == total or stopped
+                if checkpoint or signals.received or (evaluated and graph.keep):
+                    tensors, state = _trainer_state(trainer, done, graph)
+                    save_checkpoint(ckpt_dir, done, tensors, state, run["keep"])
+                if evaluated and graph.keep:
+                    kept = update_best(graph.keep, evaluator.records(), ckpt_dir, run_dir / "best")
+                    _say("best checkpoints: " + ", ".join(f"step {k['step']}" for k in kept))
+                progress.update(step, graph.stage_at(step).name, record.loss)
+                if signals.received:
+                    raise RunInterrupted(
+                        f"interrupted after step {done}: checkpoint {ckpt_dir / f'step-{done:08d}'} written; "
+                        "'ditsr-plan run PLAN --out RUN --resume' continues",
+                        signals.received,
+                    )
+                if stopped:
+                    break
+        finally:
+            progress.close()
+            metrics.close()
     final = run_dir / "final"
     trainer.model.dit.save_pretrained(final / "generator", safe_serialization=True)
     if trainer.ema is not None:

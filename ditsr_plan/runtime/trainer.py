@@ -41,6 +41,7 @@ class StepRecord:
     grad_norm: float | None = None
     discriminator: dict[str, dict] = field(default_factory=dict)
     gradients: dict | None = None
+    nonfinite: list[str] = field(default_factory=list)  # why the step was skipped: terms, or "gradient"
 
 
 class Trainer:
@@ -179,6 +180,12 @@ class Trainer:
                 record.raw[name] = record.raw.get(name, 0.0) + float(value.detach()) / len(batches)
             record.loss += float(loss.detach()) if live else 0.0
         record.grad_norm = self._clip()
+        record.nonfinite = [n for n, v in record.raw.items() if not math.isfinite(v)]
+        if not record.nonfinite and not math.isfinite(record.grad_norm):
+            record.nonfinite = ["gradient"]
+        if record.nonfinite:  # skip the update: no optimiser, EMA or discriminator step
+            self.optimizer.zero_grad(set_to_none=True)
+            return record
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model, step)
