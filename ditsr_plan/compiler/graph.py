@@ -134,6 +134,9 @@ class Term:
     origin: Pos | None = field(default=None, compare=False)
     setting_origins: Mapping[str, Pos] = field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+
 
 @dataclass(frozen=True)
 class Block:
@@ -144,6 +147,9 @@ class Block:
     values: Mapping[str, Any]
     origin: Pos | None = field(default=None, compare=False)
     value_origins: Mapping[str, Pos] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
 
 
 @dataclass(frozen=True)
