@@ -118,7 +118,7 @@ def parse_plan(text: str, path: str) -> PlanFile:
         ):
             i += 1
         chunk_text = "\n".join(code for code, _ in codes[first : i + 1])
-        comments = tuple(Comment(c.strip(), n + 1) for n, (_, c) in enumerate(codes) if first <= n <= i and c)
+        comments = tuple(Comment(codes[n][1].strip(), n + 1) for n in range(first, i + 1) if codes[n][1])
         stmt = _parse_statement(chunk_text, path, first, diagnostics)
         if stmt is not None:
             statements.append(stmt)
