@@ -385,7 +385,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     if not (run_dir / "plan.json").is_file():
         raise UsageError(f"{run_dir} is not a run folder (no plan.json)")
-    print(f"wrote {write_report(run_dir, Path(args.output) if args.output else None)}")
+    try:
+        print(f"wrote {write_report(run_dir, Path(args.output) if args.output else None)}")
+    except ValueError as exc:  # a plan.json of another version of the tool
+        raise UsageError(f"{run_dir}: {exc}") from None
     return EXIT_OK
 
 

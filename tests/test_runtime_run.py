@@ -334,3 +334,27 @@ def test_accumulation_and_data_workers_give_the_same_run(tmp_path):
     run_plan(compile_plan(plan, overrides=["optim.accum=2", "data.workers=2"]), two)
     a, b = _weights(one, 3), _weights(two, 3)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_of_another_version_is_refused_with_a_clear_message(tmp_path):
+    from ditsr_plan.runtime.checkpoint import CheckpointError
+
+    run_dir = tmp_path / "run"
+    graph = compile_plan(tiny_plan(tmp_path, steps=2, ckpt=2))
+    run_plan(graph, run_dir)
+    manifest = run_dir / "checkpoints" / "step-00000002" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "format": 99}))
+    with pytest.raises(CheckpointError, match="written by another version of ditsr-plan"):
+        run_plan(graph, run_dir, resume=True)
+
+
+def test_a_report_of_another_version_is_a_clear_error(tmp_path, capsys):
+    from ditsr_plan.cli import main
+
+    run_dir = tmp_path / "run"
+    run_plan(compile_plan(tiny_plan(tmp_path, steps=2, ckpt=2)), run_dir)
+    plan = json.loads((run_dir / "plan.json").read_text())
+    (run_dir / "plan.json").write_text(json.dumps({**plan, "format": 99}))
+    assert main(["report", str(run_dir)]) == 2
+    assert "schedule graph format 99; this version reads 1" in capsys.readouterr().err

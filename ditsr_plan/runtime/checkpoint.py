@@ -120,7 +120,9 @@ def _prune(folder: Path, keep: int) -> None:
 
 
 def verify(path: Path) -> str | None:
-    """None when the checkpoint at ``path`` is complete and intact, else why not."""
+    """None when the checkpoint at ``path`` is complete and intact, else why not. A checkpoint of another
+    format (another version of the tool) raises :class:`CheckpointError`: it is not damaged, and
+    passing over it would start the run again."""
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         return "no manifest.json (incomplete write)"
@@ -129,7 +131,11 @@ def verify(path: Path) -> str | None:
     except (OSError, ValueError) as exc:
         return f"unreadable manifest.json ({exc})"
     if manifest.get("format") != FORMAT:
-        return f"checkpoint format {manifest.get('format')!r}; this version reads {FORMAT}"
+        raise CheckpointError(
+            f"checkpoint {path} was written by another version of ditsr-plan (checkpoint format "
+            f"{manifest.get('format')!r}; this version reads format {FORMAT}). Resume it with the version that "
+            "wrote it, or start a new run folder"
+        )
     for name, digest in manifest["files"].items():
         file = path / name
         if not file.is_file():
