@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from ditsr_plan.diagnostics import PlanError
-
 from . import cache
 from .graph import ScheduleGraph
 
@@ -39,6 +37,3 @@ def compile_plan(
     if cacheable:
         cache.store(path, time_scale, graph)
     return graph
-
-
-__all__ = ["PlanError", "compile_plan"]

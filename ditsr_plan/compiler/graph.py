@@ -110,10 +110,6 @@ class Knob:
     def is_live(self, step: int) -> bool:
         return in_ranges(self.live, step)
 
-    @property
-    def first_live(self) -> int | None:
-        return self.live[0][0] if self.live else None
-
 
 @dataclass(frozen=True)
 class Stage:

@@ -241,7 +241,6 @@ class Log(Schema):
 # The validation images of eval images=builtin, by role, and the metrics every eval reports.
 BUILTIN_EVAL_ROLES = ("high_texture", "low_texture", "defocus")
 EVAL_METRICS = ("psnr", "ssim", "psnr_rgb", "ssim_rgb", "lpips", "esr", "fhr")
-LOWER_IS_BETTER = frozenset({"lpips"})
 
 
 def eval_roles(images: str) -> tuple[str, ...]:

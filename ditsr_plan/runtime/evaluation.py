@@ -20,17 +20,21 @@ from pathlib import Path
 
 import torch
 
+from ditsr_plan.dsl.schemas import BUILTIN_EVAL_ROLES
+
 from .data import _fit_crop, degrade, load_image, to_tensor
 from .metrics import all_metrics
 from .seeds import generator
 from .terms.regions import edge_mask_from_gt, luma
 
-# role -> (scikit-image photo, centre (y, x) of the crop)
-BUILTIN_EVAL = {
-    "high_texture": ("immunohistochemistry", (300, 190)),
-    "low_texture": ("rocket", (80, 200)),
-    "defocus": ("chelsea", (70, 380)),
-}
+# role -> (scikit-image photo, centre (y, x) of the crop); the roles are the plan language's
+BUILTIN_EVAL = dict(
+    zip(
+        BUILTIN_EVAL_ROLES,
+        (("immunohistochemistry", (300, 190)), ("rocket", (80, 200)), ("chelsea", (70, 380))),
+        strict=True,
+    )
+)
 
 
 @dataclass
