@@ -93,6 +93,9 @@ class PatchGan(Schema):
     betas: Pair = (0.5, 0.999)
     wd: float = Field(1e-4, ge=0)
     d_warmup: Steps = Field(0, ge=0, description="steps D trains alone before the GAN weight is > 0")
+    d_collapse: float = Field(0.05, ge=0, description="D loss below this for d_patience D steps: flagged collapsed")
+    d_explode: float = Field(10.0, gt=0, description="D loss above this (or not finite) for d_patience: flagged")
+    d_patience: int = Field(100, ge=1, le=10_000_000, description="consecutive D steps before a D flag")
 
 
 TERM_KINDS: dict[str, type[Schema]] = {
@@ -224,6 +227,10 @@ class Run(Schema):
     out: str | None = Field(None, description="run folder; default runs/<plan>-<time>")
     nan_steps: int = Field(
         5, ge=1, le=1_000_000, description="consecutive steps with a non-finite loss or gradient before the run stops"
+    )
+    compile: bool = Field(False, description="torch.compile the generator (graphs compiled are counted and reported)")
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = Field(
+        "inductor", description="torch.compile backend; aot_eager/eager compile fast but do not speed up (for checks)"
     )
 
 

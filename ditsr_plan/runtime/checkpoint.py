@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from . import faults
+
 FORMAT = 1
 PREFIX = "step-"
 
@@ -93,24 +95,46 @@ def save_checkpoint(
     final = folder / f"{PREFIX}{step:08d}"
     tmp = folder / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    files = {}
-    for name, group in tensors.items():
-        path = tmp / f"{name}.safetensors"
-        save_file({k: v.detach().contiguous().cpu() for k, v in group.items()}, str(path))
-        files[path.name] = path
-    (tmp / "state.json").write_text(json.dumps({"format": FORMAT, "step": step, **state}, indent=1))
-    files["state.json"] = tmp / "state.json"
-    for path in files.values():
-        _fsync(path)
-    manifest = {"format": FORMAT, "step": step, "files": {n: _sha256(p) for n, p in files.items()}}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    _fsync(tmp / "manifest.json")
+    try:
+        tmp.mkdir()
+        files = {}
+        for name, group in tensors.items():
+            path = tmp / f"{name}.safetensors"
+            save_file({k: v.detach().contiguous().cpu() for k, v in group.items()}, str(path))
+            files[path.name] = path
+        (tmp / "state.json").write_text(json.dumps({"format": FORMAT, "step": step, **state}, indent=1))
+        files["state.json"] = tmp / "state.json"
+        for path in files.values():
+            _fsync(path)
+        faults.point("checkpoint-files", step)
+        manifest = {"format": FORMAT, "step": step, "files": {n: _sha256(p) for n, p in files.items()}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        _fsync(tmp / "manifest.json")
+    except OSError as exc:  # disk full, quota, I/O error: leave nothing that looks like a checkpoint
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = [p.name for p in sorted(folder.glob(f"{PREFIX}*")) if p.is_dir()]
+        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "there is no previous checkpoint"
+        raise CheckpointError(
+            f"could not write checkpoint {final.name} in {folder}: {exc.strerror or exc}; {kept} and "
+            "'--resume' continues from it once the cause is fixed"
+        ) from None
+    faults.point("checkpoint-manifest", step)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    faults.point("checkpoint-prune", step)
     _prune(folder, keep)
     return final
+
+
+def remove_partial(folder: Path) -> list[Path]:
+    """Delete the temporary folders of checkpoint writes that never finished (a crash mid-write)."""
+    if not folder.is_dir():
+        return []
+    partial = [p for p in folder.glob(f".tmp-{PREFIX}*") if p.is_dir()]
+    for p in partial:
+        shutil.rmtree(p, ignore_errors=True)
+    return partial
 
 
 def _prune(folder: Path, keep: int) -> None:

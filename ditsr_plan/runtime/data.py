@@ -1,6 +1,7 @@
 """Training data: HR crops and their degraded, re-upsampled LR, as N x 3 x H x W tensors in [-1, 1].
 
-A batch is a pure function of (run seed, step, micro-batch): resuming at step S reads exactly the
+A batch is a pure function of (run seed, step, micro-batch), and each of its samples of (seed, step,
+micro-batch, sample index): resuming at step S reads exactly the
 batches an uninterrupted run would, with or without worker processes.
 
 - ``builtin``: scikit-image's photographs (nothing to download) plus procedural defocus scenes
@@ -280,29 +281,32 @@ class TrainingData:
                 return got
         raise DataError(f"no readable image found after 100 tries; {len(self.stats.skipped)} files skipped")
 
-    def batch(self, step: int, micro: int = 0) -> Batch:
-        g = generator(self.seed, "data", step, micro)
+    def batch(self, step: int, micro: int = 0, first: int = 0) -> Batch:
+        """Samples ``first .. first + batch - 1`` of micro-batch ``micro`` of ``step``. Sample ``i`` is drawn
+        from its own generator, seeded by (seed, step, micro, i): under DDP rank ``r`` takes samples
+        ``r * batch ..``, so N ranks of batch b see exactly the samples of one process of batch N x b."""
         hrs, lrs = [], []
-        for _ in range(self.batch_size):
+        for i in range(first, first + self.batch_size):
+            g = generator(self.seed, "data", step, micro, i)
             image, lr_image = self._sample(g)
             if lr_image is not None:
                 hr, lr = self._paired_crop(image, lr_image, g)
-                lrs.append(upsample(lr[None], hr.shape[-2:])[0])
+                lr_up = upsample(lr[None], hr.shape[-2:])[0]
             else:
                 image = _fit_crop(image, self.crop)
                 h, w = image.shape[-2:]
                 y = int(torch.randint(0, h - self.crop + 1, (), generator=g))
                 x = int(torch.randint(0, w - self.crop + 1, (), generator=g))
                 hr = image[:, y : y + self.crop, x : x + self.crop]
+                lr_up = None
             if float(torch.rand((), generator=g)) < 0.5:
                 hr = hr.flip(-1)
-                if lrs and lr_image is not None:
-                    lrs[-1] = lrs[-1].flip(-1)
+                lr_up = None if lr_up is None else lr_up.flip(-1)
+            if lr_up is None:
+                lr_up = degrade(hr[None], self.scale, self.settings["degrade"], g)[0]
             hrs.append(hr)
-        hr = torch.stack(hrs).contiguous()
-        if lrs:
-            return Batch(hr, torch.stack(lrs).contiguous())
-        return Batch(hr, degrade(hr, self.scale, self.settings["degrade"], g))
+            lrs.append(lr_up)
+        return Batch(torch.stack(hrs).contiguous(), torch.stack(lrs).contiguous())
 
     def _paired_crop(self, hr: torch.Tensor, lr: torch.Tensor, g: torch.Generator):
         s, c = self.scale, self.crop // self.scale
@@ -318,15 +322,16 @@ class TrainingData:
 
 class StepBatches(torch.utils.data.Dataset):
     """Item ``i`` is micro-batch ``i % accum`` of step ``start + i // accum``: lets a DataLoader
-    prefetch with worker processes while keeping every batch a function of its step."""
+    prefetch with worker processes while keeping every batch a function of its step. ``first`` is the
+    index of this process's first sample in the step's global batch (rank x batch under DDP)."""
 
-    def __init__(self, data: TrainingData, start: int, total: int, accum: int):
-        self.data, self.start, self.total, self.accum = data, start, total, accum
+    def __init__(self, data: TrainingData, start: int, total: int, accum: int, first: int = 0):
+        self.data, self.start, self.total, self.accum, self.first = data, start, total, accum, first
 
     def __len__(self) -> int:
         return (self.total - self.start) * self.accum
 
     def __getitem__(self, i: int) -> tuple[int, int, torch.Tensor, torch.Tensor]:
         step, micro = self.start + i // self.accum, i % self.accum
-        b = self.data.batch(step, micro)
+        b = self.data.batch(step, micro, self.first)
         return step, micro, b.hr, b.lr_up

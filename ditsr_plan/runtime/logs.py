@@ -26,11 +26,9 @@ class MetricsLog:
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             # drop what was logged after the checkpoint: the resumed run logs those steps again
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] < resume_step
-            ]
+            # (a line cut short by a kill mid-write is dropped too)
+            lines = self.path.read_text().splitlines()
+            kept = [line for line in lines if (step := step_of(line)) is not None and step < resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
         self.fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - open for the run's lifetime
         self.tb = None
@@ -71,6 +69,14 @@ class MetricsLog:
         self.fh.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def step_of(line: str) -> int | None:
+    """The step of a JSON lines record; None for a blank or cut-short line."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class Progress:

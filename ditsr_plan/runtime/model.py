@@ -12,7 +12,7 @@ class SRDiT(nn.Module):
     """Predicts the velocity of the noisy HR latent, conditioned on the LR latent.
 
     Input channels = 2 x latent channels (noisy latent, LR latent concatenated); output channels =
-    latent channels. Class conditioning is unused: every sample gets class 0.
+    latent channels. Class conditioning is unused: every sample gets class 0, never dropped.
     """
 
     def __init__(self, latent_channels: int, sample_size: int, settings: dict):
@@ -33,6 +33,11 @@ class SRDiT(nn.Module):
             patch_size=settings["patch"],
             num_embeds_ada_norm=1,
         )
+        # the class label is a constant 0: diffusers' label dropout (10 %, drawn per batch from the global
+        # generator) would only add noise, and would make a sample's result depend on its batch
+        for module in self.dit.modules():
+            if hasattr(module, "dropout_prob") and hasattr(module, "token_drop"):
+                module.dropout_prob = 0.0
         if settings.get("checkpointing"):
             self.dit.enable_gradient_checkpointing()
 

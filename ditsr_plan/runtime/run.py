@@ -21,10 +21,32 @@ from ditsr_plan import __version__
 from ditsr_plan.compiler.graph import ScheduleGraph
 from ditsr_plan.dsl.numbers import format_steps
 
-from .checkpoint import Checkpoint, newest_complete, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from . import faults
+from .checkpoint import (
+    Checkpoint,
+    newest_complete,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    remove_partial,
+    save_checkpoint,
+)
 from .data import Batch, StepBatches
 from .device import place
-from .logs import MetricsLog, Progress
+from .distributed import (
+    SINGLE,
+    DistributedError,
+    Ranks,
+    barrier,
+    broadcast_object,
+    from_env,
+    gather_objects,
+    join,
+    leave,
+    sum_floats,
+    weights_digest,
+)
+from .health import DiscriminatorHealth
+from .logs import MetricsLog, Progress, step_of
 from .rules import Watches, update_best
 from .terms.patchgan import PatchGan
 from .trainer import StepRecord, Trainer
@@ -75,10 +97,31 @@ class RunResult:
     steps_done: int
     first_loss: float | None
     last_loss: float | None
+    weights_digests: list[str] | None = None  # DDP: every rank's weights digest at the last checkpoint
+
+
+_QUIET = False  # ranks other than 0 of a DDP run say nothing (rank 0 speaks for the run)
 
 
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if not _QUIET:
+        print(message, file=sys.stderr, flush=True)
+
+
+class _NoLog:
+    def write(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _NoProgress:
+    def update(self, *args) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _trainer_state(trainer: Trainer, step: int, graph: ScheduleGraph) -> tuple[dict, dict]:
@@ -143,6 +186,7 @@ def _record_json(graph: ScheduleGraph, record: StepRecord, images_per_s: float |
         "discriminator": record.discriminator or None,
         "gradients": record.gradients,
         "skipped": record.nonfinite or None,
+        "compiled_graphs": record.compiled_graphs,
         "images_per_s": images_per_s,
     }
 
@@ -153,11 +197,20 @@ def _header(graph: ScheduleGraph, trainer: Trainer, run_dir: Path, start: int, e
         f"ditsr-plan {__version__} · plan {graph.name} · hash {graph.hash} · "
         f"{format_steps(graph.total_steps)} steps"
         + (f" (time scale {graph.time_scale:g})" if graph.time_scale != 1 else ""),
-        f"device {p.device} ({p.precision}) · data {graph.blocks['data'].kind} "
+        f"device {p.device} ({p.precision}"
+        + (f", torch.compile {graph.blocks['run'].values['compile_backend']}" if trainer.compiled else "")
+        + f") · data {graph.blocks['data'].kind} "
         f"({len(trainer.data)} images, crop {trainer.data.crop}, batch {trainer.data.batch_size} x accum "
         f"{trainer.accum}) · latent {graph.blocks['latent'].kind} (x{trainer.latent.factor}, "
         f"{trainer.latent.channels} ch) · pixel patch {trainer.patch} px (margin {trainer.margin})",
     ]
+    if trainer.ranks.enabled:
+        r = trainer.ranks
+        lines.append(
+            f"DDP: {r.world} processes ({r.backend}); global batch {trainer.data.batch_size * r.world * trainer.accum} "
+            f"= {trainer.data.batch_size} per rank x {r.world} ranks x accum {trainer.accum}; "
+            "rank 0 logs and checkpoints"
+        )
     lines.append("parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in trainer.parameter_counts().items()))
     for stage in graph.stages:
         live = [n for n in graph.terms if any(a < stage.end and b > stage.start for a, b in graph.knobs[n].live)]
@@ -182,19 +235,66 @@ def _header(graph: ScheduleGraph, trainer: Trainer, run_dir: Path, start: int, e
     return "\n".join(lines)
 
 
-def _prepare_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
+def _prepare_folder(run_dir: Path, resume: bool, overwrite: bool, ranks: Ranks = SINGLE) -> None:
+    """Every rank checks (so that all stop with the same error); rank 0 alone clears and creates."""
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         if not overwrite:
             raise RunError(
                 f"run folder {run_dir} exists and is not empty: use --resume to continue it, "
                 "--overwrite to start it again, or --out for another folder"
             )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        barrier(ranks)  # no rank is still looking at the folder when rank 0 clears it
+        if ranks.main:
+            shutil.rmtree(run_dir)
+    if ranks.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier(ranks)
+
+
+def _all_flags(run_dir: Path) -> list[dict]:
+    """Every flag of the run, resumed parts included (from metrics.jsonl)."""
+    flags = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        if step_of(line) is not None:
+            flags += json.loads(line).get("flags") or []
+    return flags
+
+
+def _check_same_plan(ranks: Ranks, graph: ScheduleGraph) -> None:
+    hashes = gather_objects(ranks, graph.hash)
+    if len(set(hashes)) > 1:
+        raise DistributedError(
+            "the ranks compiled different schedule graphs (hashes "
+            + ", ".join(f"rank {r}: {h}" for r, h in enumerate(hashes))
+            + "): every process must read the same plan, overrides and time scale"
+        )
+
+
+def _trained_modules(trainer: Trainer) -> list[torch.nn.Module]:
+    modules: list[torch.nn.Module] = [trainer.model]
+    if trainer.ema is not None:
+        modules.append(trainer.ema.model)
+    modules += [term.disc for term in trainer.terms.values() if isinstance(term, PatchGan)]
+    return modules
+
+
+def _check_same_weights(ranks: Ranks, trainer: Trainer, done: int) -> list[str]:
+    """Every rank's weights digest; a run whose ranks disagree stops (DDP keeps them identical)."""
+    digests = gather_objects(ranks, weights_digest(_trained_modules(trainer)))
+    if len(set(digests)) > 1:
+        raise DistributedError(
+            f"after {done} steps the ranks hold different weights (digests {', '.join(map(str, digests))}); "
+            "the newest checkpoint holds rank 0's state"
+        )
+    return [str(d) for d in digests]
 
 
 def _resume(trainer: Trainer, graph: ScheduleGraph, run_dir: Path, force: bool) -> int:
     """Restore the newest complete checkpoint; the number of steps it holds (0 when there is none)."""
+    if trainer.ranks.main:
+        for partial in remove_partial(run_dir / "checkpoints"):
+            _say(f"--resume: removed {partial.name}, a checkpoint whose write never finished")
+    barrier(trainer.ranks)
     ckpt = newest_complete(run_dir / "checkpoints", report=_say)
     if ckpt is None:
         if not (run_dir / "plan.json").exists():
@@ -226,36 +326,64 @@ def _evaluate(evaluator, watches: Watches, done: int) -> dict | None:
 
 
 def run_plan(
-    graph: ScheduleGraph, run_dir: Path, resume: bool = False, force: bool = False, overwrite: bool = False
+    graph: ScheduleGraph,
+    run_dir: Path,
+    resume: bool = False,
+    force: bool = False,
+    overwrite: bool = False,
+    ranks: Ranks | None = None,
 ) -> RunResult:
+    """Train ``graph`` into ``run_dir``. Under torchrun (``ranks`` from the environment when not given)
+    every process calls this; rank 0's ``run_dir`` is the one used."""
+    global _QUIET
+    run = graph.blocks["run"].values
+    ranks = from_env() if ranks is None else ranks
+    placement = place(run["device"], run["precision"], ranks.local_rank if ranks.enabled else None)
+    ranks = join(ranks, placement.device.type)
+    _QUIET = not ranks.main
+    try:
+        run_dir = Path(str(broadcast_object(ranks, str(run_dir))))
+        _check_same_plan(ranks, graph)
+        return _train(graph, run_dir, resume, force, overwrite, ranks, placement)
+    finally:
+        _QUIET = False
+        leave(ranks)
+
+
+def _train(graph, run_dir: Path, resume: bool, force: bool, overwrite: bool, ranks: Ranks, placement) -> RunResult:
     run = graph.blocks["run"].values
     log = graph.blocks["log"].values
     ckpt_dir = run_dir / "checkpoints"
-    _prepare_folder(run_dir, resume, overwrite)
-    placement = place(run["device"], run["precision"])
-    trainer = Trainer(graph, placement)
+    main = ranks.main
+    _prepare_folder(run_dir, resume, overwrite, ranks)
+    trainer = Trainer(graph, placement, ranks)
     start = _resume(trainer, graph, run_dir, force) if resume else 0
-    (run_dir / "plan.json").write_text(json.dumps(graph.to_json(), indent=1))
+    if main:
+        (run_dir / "plan.json").write_text(json.dumps(graph.to_json(), indent=1))
     evaluator = None
+    every = 0
     if "eval" in graph.blocks:
-        from .evaluation import Evaluator
+        every = graph.blocks["eval"].values["every"]
+        if main:
+            from .evaluation import Evaluator
 
-        evaluator = Evaluator(trainer, dict(graph.blocks["eval"].values), run_dir)
-        if resume and evaluator.jsonl.exists():  # evals after the checkpoint run again
-            kept = [line for line in evaluator.jsonl.read_text().splitlines() if json.loads(line)["step"] <= start]
-            evaluator.jsonl.write_text("".join(line + "\n" for line in kept))
+            evaluator = Evaluator(trainer, dict(graph.blocks["eval"].values), run_dir)
+            if resume and evaluator.jsonl.exists():  # evals after the checkpoint run again
+                lines = evaluator.jsonl.read_text().splitlines()
+                kept = [line for line in lines if (step := step_of(line)) is not None and step <= start]
+                evaluator.jsonl.write_text("".join(line + "\n" for line in kept))
     _say(_header(graph, trainer, run_dir, start, evaluator))
 
-    metrics = MetricsLog(run_dir, start if resume else None, log["tensorboard"])
+    metrics = MetricsLog(run_dir, start if resume else None, log["tensorboard"]) if main else _NoLog()
     total, accum = graph.total_steps, trainer.accum
     loader = torch.utils.data.DataLoader(
-        StepBatches(trainer.data, start, total, accum),
+        StepBatches(trainer.data, start, total, accum, trainer.first_sample),
         batch_size=None,
         shuffle=False,
         num_workers=trainer.data.settings.get("workers", 0),
     )
     grads = log["grads"] == "on" or (log["grads"] == "auto" and placement.device.type == "cpu")
-    progress = Progress(total, start)
+    progress = Progress(total, start) if main else _NoProgress()
     watches = Watches(graph.watches)
     if evaluator is not None:  # streaks continue across a resume
         for previous in evaluator.records():
@@ -264,6 +392,9 @@ def run_plan(
     first_loss = last_loss = None
     bad_steps = 0
     pending: list[Batch] = []
+    digests: list[str] = []
+    recompiles: list[int] = []  # steps after the first at which torch.compile built a new graph
+    health = DiscriminatorHealth({n: dict(t.settings) for n, t in graph.terms.items() if t.kind == "patchgan"})
     since, steps_since = time.perf_counter(), 0  # throughput over the steps since the last log line
     with _Signals() as signals:
         try:
@@ -273,13 +404,27 @@ def run_plan(
                     continue
                 step = int(step)
                 is_log = step % log["every"] == 0 or step == total - 1
-                record = trainer.train_step(step, pending, shadow=is_log and log["shadow"], grads=is_log and grads)
+                record = trainer.train_step(
+                    step, pending, shadow=is_log and log["shadow"] and main, grads=is_log and grads and main
+                )
                 pending = []
                 steps_since += 1
-                if is_log or record.nonfinite:
+                if record.recompiled:
+                    recompiles.append(step)
+                    _say(
+                        f"step {step}: torch.compile built a new graph ({record.compiled_graphs} so far); "
+                        "a graph per step would make compile=true slower than eager"
+                    )
+                new_flags = health.check(step, record.discriminator) if record.discriminator else []
+                for flag in new_flags:
+                    _say(f"step {step}: warning: {flag['message']}")
+                if is_log or record.nonfinite or record.recompiled or new_flags:
                     now = time.perf_counter()
-                    images = trainer.data.batch_size * accum * steps_since
-                    metrics.write(_record_json(graph, record, images / (now - since)))
+                    images = trainer.data.batch_size * accum * ranks.world * steps_since
+                    line = _record_json(graph, record, images / (now - since))
+                    if new_flags:
+                        line["flags"] = new_flags
+                    metrics.write(line)
                     since, steps_since = now, 0
                 bad_steps = bad_steps + 1 if record.nonfinite else 0
                 if record.nonfinite:
@@ -294,34 +439,48 @@ def run_plan(
                     first_loss = record.loss if first_loss is None else first_loss
                     last_loss = record.loss
                 done = step + 1
-                every = graph.blocks["eval"].values["every"] if evaluator else 0
-                evaluated = evaluator is not None and (done % every == 0 or done == total)
+                faults.point("step", done)
+                evaluated = every > 0 and (done % every == 0 or done == total)
                 if evaluated:
-                    stopped = _evaluate(evaluator, watches, done)
+                    stopped = _evaluate(evaluator, watches, done) if main else None
+                    stopped = broadcast_object(ranks, stopped)  # a watch on rank 0 stops every rank
+                # a signal on any rank stops every rank after this step
+                signalled = signals.received
+                if ranks.enabled:
+                    votes = sum_floats(ranks, [1.0 if signals.received else 0.0], placement.device)
+                    signalled = signals.received or (int(signal.SIGTERM) if votes[0] else None)
                 checkpoint = done % run["checkpoint_every"] == 0 or done == total or stopped
-                if checkpoint or signals.received or (evaluated and graph.keep):
-                    tensors, state = _trainer_state(trainer, done, graph)
-                    save_checkpoint(ckpt_dir, done, tensors, state, run["keep"])
-                if evaluated and graph.keep:
+                if checkpoint or signalled or (evaluated and graph.keep):
+                    if ranks.enabled:
+                        digests = _check_same_weights(ranks, trainer, done)
+                    if main:
+                        tensors, state = _trainer_state(trainer, done, graph)
+                        save_checkpoint(ckpt_dir, done, tensors, state, run["keep"])
+                if evaluated and graph.keep and main:
                     kept = update_best(graph.keep, evaluator.records(), ckpt_dir, run_dir / "best")
                     _say("best checkpoints: " + ", ".join(f"step {k['step']}" for k in kept))
                 progress.update(step, graph.stage_at(step).name, record.loss)
-                if signals.received:
+                if signalled:
+                    barrier(ranks)  # the checkpoint is written before any rank exits
                     raise RunInterrupted(
                         f"interrupted after step {done}: checkpoint {ckpt_dir / f'step-{done:08d}'} written; "
                         "'ditsr-plan run PLAN --out RUN --resume' continues",
-                        signals.received,
+                        signalled,
                     )
                 if stopped:
                     break
         finally:
             progress.close()
             metrics.close()
+    steps_done = stopped["step"] if stopped else total
+    if not main:
+        barrier(ranks)  # wait for rank 0's final weights and report
+        return RunResult(run_dir, steps_done - start, first_loss, last_loss, digests)
     final = run_dir / "final"
     trainer.model.dit.save_pretrained(final / "generator", safe_serialization=True)
+    faults.point("final", total)
     if trainer.ema is not None:
         trainer.ema.model.dit.save_pretrained(final / "generator_ema", safe_serialization=True)
-    steps_done = stopped["step"] if stopped else total
     summary = {
         "plan": graph.name,
         "hash": graph.hash,
@@ -331,6 +490,17 @@ def run_plan(
         "skipped_images": trainer.data.stats.skipped,
         "finished": time.time(),
         "stopped_by": stopped,
+        "flags": _all_flags(run_dir),
+        "compile": {
+            "backend": run["compile_backend"],
+            "graphs": trainer.compiled_graphs_total(),
+            "recompiled_at": recompiles,
+        }
+        if trainer.compiled
+        else None,
+        "ranks": {"world": ranks.world, "backend": ranks.backend, "weights_digests": digests}
+        if ranks.enabled
+        else None,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     from .report import write_report
@@ -339,4 +509,5 @@ def run_plan(
     if stopped:
         _say(f"stopped after {steps_done} of {total} steps by 'watch {stopped['watch']}: stop'")
     _say(f"done: {steps_done} steps; final generator in {final}/ (diffusers format); report: {report}")
-    return RunResult(run_dir, steps_done - start, first_loss, last_loss)
+    barrier(ranks)
+    return RunResult(run_dir, steps_done - start, first_loss, last_loss, digests)

@@ -11,6 +11,7 @@ Every term's first live step is checked: a finite scalar with a gradient path to
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -21,12 +22,30 @@ from ditsr_plan.compiler.graph import ScheduleGraph
 from .data import Batch, TrainingData
 from .device import Placement
 from .diffusion import Diffusion
+from .distributed import SINGLE, Ranks, average_gradients, sum_floats
 from .ema import Ema
 from .latent import build_latent
 from .model import SRDiT
 from .seeds import derive_seed, generator
 from .terms import StepTensors, TermSetupError, build_term
 from .terms.patchgan import PatchGan
+
+
+def _no_buffer_sync() -> dict:
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
+def compiled_graphs() -> int:
+    """How many graphs torch.compile has built in this process (its own counter)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 class TermCheckError(RuntimeError):
@@ -42,11 +61,13 @@ class StepRecord:
     discriminator: dict[str, dict] = field(default_factory=dict)
     gradients: dict | None = None
     nonfinite: list[str] = field(default_factory=list)  # why the step was skipped: terms, or "gradient"
+    compiled_graphs: int | None = None  # run compile=true: graphs torch.compile has built so far
+    recompiled: bool = False  # this step built a new graph after the first compiled step
 
 
 class Trainer:
-    def __init__(self, graph: ScheduleGraph, placement: Placement):
-        self.graph, self.placement = graph, placement
+    def __init__(self, graph: ScheduleGraph, placement: Placement, ranks: Ranks = SINGLE):
+        self.graph, self.placement, self.ranks = graph, placement, ranks
         blocks = {name: b.values for name, b in graph.blocks.items()}
         self.blocks = blocks
         self.seed = blocks["run"]["seed"]
@@ -59,11 +80,27 @@ class Trainer:
             raise ValueError(f"data crop {self.data.crop} is not a multiple of the latent factor {self.latent.factor}")
         self.latent_size = self.data.crop // self.latent.factor
         self.model = SRDiT(self.latent.channels, self.latent_size, blocks["model"]).to(device)
+        self.first_sample = ranks.rank * self.data.batch_size  # this rank's first sample of a step
+        self.net: torch.nn.Module = self.model  # what the step calls: the model, or its DDP wrapper
+        if ranks.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # the DiT's buffers (positional embeddings) are constants: synced once at start, not every forward
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None, **_no_buffer_sync()
+            )
         self.diffusion = Diffusion(blocks["diffusion"], device)
         self.terms = {
             name: build_term(name, term.kind, dict(term.settings), self.diffusion).to(device)
             for name, term in graph.terms.items()
         }
+        self.compiled = blocks["run"].get("compile", False)
+        if self.compiled:
+            # the generator alone: the loss terms around it change with the live set, the model's graph does
+            # not. The discriminator stays eager: its R1 penalty is a double backward, which torch.compile's
+            # AOTAutograd does not support.
+            self.net = torch.compile(self.net, backend=blocks["run"]["compile_backend"], dynamic=False)
+        self._graphs_seen: int | None = None
         optim = blocks["optim"]
         self.accum, self.grad_clip = optim["accum"], optim["grad_clip"]
         self.optimizer = torch.optim.AdamW(
@@ -132,19 +169,28 @@ class Trainer:
     def forward(self, batch: Batch, step: int, micro: int, decode: bool) -> StepTensors:
         device = self.placement.device
         hr, lr_up = batch.hr.to(device), batch.lr_up.to(device)
-        g = generator(self.seed, "diffusion", step, micro)
         n = hr.shape[0]
         diff = self.blocks["diffusion"]
         with torch.no_grad():
             x0, cond = self.latent.encode(hr), self.latent.encode(lr_up)
-        t = self.diffusion.sample_timesteps(n, g, device)
-        noise = torch.randn(x0.shape, generator=g).to(device)
-        cond_std = (torch.rand(n, generator=g) * diff["lr_noise"]).view(-1, 1, 1, 1).to(device)
-        keep = (torch.rand(n, generator=g) >= diff["cond_dropout"]).float().view(-1, 1, 1, 1).to(device)
-        cond = (cond + cond_std * torch.randn(cond.shape, generator=g).to(device)) * keep
+        # every sample draws from its own generator (seed, step, micro, global sample index), so a
+        # sample's timestep and noise do not depend on how the batch is split across DDP ranks
+        ts, noises, stds, keeps, cond_noises = [], [], [], [], []
+        for j in range(n):
+            g = generator(self.seed, "diffusion", step, micro, self.first_sample + j)
+            ts.append(self.diffusion.sample_timesteps(1, g, torch.device("cpu")))
+            noises.append(torch.randn(x0.shape[1:], generator=g))
+            stds.append(torch.rand(1, generator=g) * diff["lr_noise"])
+            keeps.append((torch.rand(1, generator=g) >= diff["cond_dropout"]).float())
+            cond_noises.append(torch.randn(cond.shape[1:], generator=g))
+        t = torch.cat(ts).to(device)
+        noise = torch.stack(noises).to(device)
+        cond_std = torch.cat(stds).view(-1, 1, 1, 1).to(device)
+        keep = torch.cat(keeps).view(-1, 1, 1, 1).to(device)
+        cond = (cond + cond_std * torch.stack(cond_noises).to(device)) * keep
         x_t = self.diffusion.add_noise(x0, noise, t)
         v = self.diffusion.velocity(x0, noise, t)
-        v_hat = self.model(x_t, cond, t)
+        v_hat = self.net(x_t, cond, t)
         x0_hat = self.diffusion.reconstruct_x0(x_t, v_hat.float(), t)
         s = StepTensors(t=t, v=v, v_hat=v_hat, x0=x0, x0_hat=x0_hat)
         if decode:
@@ -165,20 +211,34 @@ class Trainer:
         record = StepRecord(step, 0.0)
         first = None
         for micro, batch in enumerate(batches):
-            with self.placement.autocast():
-                s = self.forward(batch, step, micro, decode=needs.pixel or needs.discriminator)
-                raw = {name: self.terms[name](s) for name in live}
-            if micro == 0:
-                self.check_first_live(step, raw, s)
-                if grads:
-                    record.gradients = self.gradient_diagnostics(raw, weights, s)
-                first = s
-            loss = sum(weights[n] * raw[n] for n in live) / len(batches)
-            if live:
-                loss.backward()
+            last = micro == len(batches) - 1
+            # under DDP the gradients are all-reduced once per optimiser step, in the last micro-batch
+            sync = contextlib.nullcontext() if last or not self.ranks.enabled else self.net.no_sync()
+            with sync:
+                with self.placement.autocast():
+                    s = self.forward(batch, step, micro, decode=needs.pixel or needs.discriminator)
+                    raw = {name: self.terms[name](s) for name in live}
+                if micro == 0:
+                    self.check_first_live(step, raw, s)
+                    if grads:
+                        record.gradients = self.gradient_diagnostics(raw, weights, s)
+                    first = s
+                loss = sum(weights[n] * raw[n] for n in live) / len(batches)
+                if live:
+                    loss.backward()
             for name, value in raw.items():
                 record.raw[name] = record.raw.get(name, 0.0) + float(value.detach()) / len(batches)
             record.loss += float(loss.detach()) if live else 0.0
+        if self.ranks.enabled:  # the logged values and the skip decision are the same on every rank
+            names = list(record.raw)
+            summed = sum_floats(self.ranks, [record.raw[n] for n in names] + [record.loss], self.placement.device)
+            record.raw = {n: v / self.ranks.world for n, v in zip(names, summed, strict=False)}
+            record.loss = summed[-1] / self.ranks.world
+        if self.compiled:
+            graphs = compiled_graphs()
+            record.compiled_graphs = graphs
+            record.recompiled = self._graphs_seen is not None and graphs > self._graphs_seen
+            self._graphs_seen = graphs
         record.grad_norm = self._clip()
         record.nonfinite = [n for n, v in record.raw.items() if not math.isfinite(v)]
         if not record.nonfinite and not math.isfinite(record.grad_norm):
@@ -193,7 +253,11 @@ class Trainer:
             for name, term in self.terms.items():
                 if isinstance(term, PatchGan):
                     record.discriminator[name] = term.train_discriminator(
-                        first.gt_patch, first.pred_patch, step, weights.get("lr_d", term.settings["lr"])
+                        first.gt_patch,
+                        first.pred_patch,
+                        step,
+                        weights.get("lr_d", term.settings["lr"]),
+                        lambda disc: average_gradients(self.ranks, disc),
                     )
         if shadow:
             record.raw.update(self.shadow_raw(first, batches[0], step, live))
@@ -258,6 +322,9 @@ class Trainer:
             return {n: float(self.terms[n](s)) for n in idle}
 
     # ---- state ---------------------------------------------------------------------------------------
+
+    def compiled_graphs_total(self) -> int | None:
+        return compiled_graphs() if self.compiled else None
 
     def parameter_counts(self) -> dict[str, int]:
         counts = {"generator": sum(p.numel() for p in self.model.parameters())}

@@ -27,11 +27,14 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 class NLayerDiscriminator(nn.Module):
     """pix2pix's PatchGAN: 4x4 convolutions, stride 2 for ``layers`` blocks, then two stride-1 ones;
-    widths ndf, 2 ndf, 4 ndf, 8 ndf (capped at 8 ndf); one logit per overlapping patch."""
+    widths ndf, 2 ndf, 4 ndf, 8 ndf (capped at 8 ndf); one logit per overlapping patch. Unlike pix2pix,
+    the convolutions before an InstanceNorm have no bias (the norm removes it)."""
 
     def __init__(self, layers: int = 3, ndf: int = 64, norm: str = "instance"):
         super().__init__()
-        bias = norm == "instance" or norm == "none"
+        # a bias before a normalisation is cancelled by it (its gradient is 0 up to rounding, which
+        # Adam would blow up into a random walk): convolutions have one only without normalisation
+        bias = norm == "none"
         seq: list[nn.Module] = [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         width = ndf
         for n in range(1, layers):
@@ -73,8 +76,12 @@ class PatchGan(LossTerm):
             return -logits.mean()
         return F.softplus(-logits).mean()
 
-    def train_discriminator(self, real: torch.Tensor, fake: torch.Tensor, step: int, lr: float) -> dict:
-        """One D step on detached patches; R1 on steps that are multiples of ``r1_every``."""
+    def train_discriminator(
+        self, real: torch.Tensor, fake: torch.Tensor, step: int, lr: float, reduce_grads=None
+    ) -> dict:
+        """One D step on detached patches; R1 on steps that are multiples of ``r1_every``.
+        ``reduce_grads(disc)``, when given, runs between backward and the optimiser step (under DDP it
+        averages D's gradients over the ranks)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         real, fake = real.detach().float(), fake.detach().float()
@@ -92,6 +99,8 @@ class PatchGan(LossTerm):
             total = total + r1_weighted
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if reduce_grads is not None:
+            reduce_grads(self.disc)
         self.optimizer.step()
         return {
             "loss": float(loss.detach()),

@@ -7,8 +7,9 @@
 - flat loss: ``(1 - m) * |laplacian(pred)|`` with kornia's 3x3 Laplacian, the 8-neighbour kernel
   ``[[1, 1, 1], [1, -8, 1], [1, 1, 1]]`` (kornia's border handling: Sobel replicates the border,
   the Laplacian reflects it);
-- ``reduce=mask`` averages over the mask's own area (sum / sum of the mask), ``reduce=all`` over all
-  pixels (the scripts' way).
+- ``reduce=mask`` averages each image over its mask's own area (sum / sum of the mask), then over the
+  batch (so a batch split across DDP ranks gives the same mean); ``reduce=all`` over all pixels (the
+  scripts' way).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def edge_mask_from_gt(gt: torch.Tensor, q: float = 0.90, power: float = 0.5) -> 
 def _reduce(values: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     if how == "all":
         return values.mean()
-    return values.sum() / (mask.expand_as(values).sum() + EPS)
+    per_image = values.flatten(1).sum(1) / (mask.expand_as(values).flatten(1).sum(1) + EPS)
+    return per_image.mean()
 
 
 def edge_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, reduce: str = "mask") -> torch.Tensor:
