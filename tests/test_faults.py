@@ -82,3 +82,33 @@ def test_sigterm_writes_a_checkpoint_before_exit_and_resume_finishes(tmp_path):
     assert 3 <= step < 400
     result = run_plan(compile_plan(plan), run_dir, resume=True)
     assert result.steps_done == 400 - step
+
+
+def test_discriminator_health_flags_collapse_and_explosion_once_per_episode():
+    from ditsr_plan.runtime.health import DiscriminatorHealth
+
+    health = DiscriminatorHealth({"gan": {"d_collapse": 0.05, "d_explode": 10.0, "d_patience": 3}})
+    seen = []
+    losses = [1.9, 0.01, 0.02, 0.01, 0.01, 0.03, 1.5, 0.01, 0.01, 0.01, 50.0, float("nan"), 20.0, 2.0]
+    for step, loss in enumerate(losses):
+        seen += [(f["flag"], f["step"]) for f in health.check(step, {"gan": {"loss": loss}})]
+    # the collapse streak 1..5 is flagged once (at its 3rd step), the one at 7..9 again, the explosion at 12
+    assert seen == [("discriminator_collapse", 3), ("discriminator_collapse", 9), ("discriminator_explode", 12)]
+
+
+def test_a_diverging_discriminator_is_flagged_in_the_log_summary_and_report(tmp_path, capsys):
+    # thresholds that every D step crosses, so the mechanism is exercised in a few steps
+    terms = "loss v vpred\nloss gan patchgan layers=2 ndf=8 d_collapse=100 d_patience=2\n"
+    plan = tiny_plan(tmp_path, steps=6, terms=terms, stages="stage A 0..2: v 1\nstage B 2..: v 1; gan 0.03\n")
+    run_dir = tmp_path / "run"
+    run_plan(compile_plan(plan), run_dir)
+    err = capsys.readouterr().err
+    assert "step 3: warning: discriminator of 'gan' collapsed" in err
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    flagged = [line for line in lines if line.get("flags")]
+    assert [line["step"] for line in flagged] == [3]
+    assert flagged[0]["flags"][0]["flag"] == "discriminator_collapse"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [f["step"] for f in summary["flags"]] == [3]
+    report = (run_dir / "report.html").read_text()
+    assert "<h2>Flags</h2>" in report and "discriminator of &#x27;gan&#x27; collapsed" in report

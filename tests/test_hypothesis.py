@@ -1,8 +1,14 @@
-"""Hostile plans: whatever the text, the compiler raises nothing but PlanError."""
+"""Hostile plans: whatever the text, the compiler raises nothing but PlanError, and the command line
+answers lint/show/diff with exit 0, 1 or 2 and a positioned message -- never a traceback."""
 
+import contextlib
+import io
 import os
+import re
+import shutil
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -129,3 +135,57 @@ def mutated_plan(draw):
 def test_mutated_plans(case):
     path, text = case
     _compiles_or_plan_error(path, text)
+
+
+# ---- the same hostile input through the command line -------------------------------------------------
+
+CLI_EXAMPLES = max(1, EXAMPLES // 6)
+CLI_SETTINGS = settings(max_examples=CLI_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+POSITIONED = re.compile(r"^\S.*:\d+:\d+: error: ", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def plans_copy(tmp_path_factory):
+    """A copy of plans/, so that a mutated plan sits where its relative ``extends`` resolve."""
+    root = tmp_path_factory.mktemp("fuzz") / "plans"
+    shutil.copytree("plans", root)
+    return root
+
+
+def _cli(argv: list[str]) -> tuple[int, str]:
+    from ditsr_plan.cli import main
+
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, err.getvalue()
+
+
+def _cli_answers_cleanly(path: Path, source: Path) -> None:
+    for argv, codes in (
+        (["lint", str(path)], {0, 1, 2}),
+        (["show", str(path)], {0, 2}),
+        (["diff", str(source), str(path)], {0, 1, 2}),
+    ):
+        code, err = _cli(argv)
+        assert code in codes, (argv, code, err)
+        assert "Traceback" not in err and "internal error" not in err, err
+        if code == 2:
+            assert POSITIONED.search(err) or "error:" in err, err
+
+
+@CLI_SETTINGS
+@given(case=mutated_plan())
+def test_cli_on_mutated_plans_exits_1_or_2_with_a_positioned_message(plans_copy, case):
+    path, text = case
+    target = plans_copy / path.relative_to("plans").parent / "_fuzz.plan"
+    target.write_text(text, encoding="utf-8", errors="surrogatepass")
+    _cli_answers_cleanly(target, plans_copy / path.relative_to("plans"))
+
+
+@CLI_SETTINGS
+@given(data=st.binary(max_size=200))
+def test_cli_on_random_bytes(plans_copy, data):
+    target = plans_copy / "_bytes.plan"
+    target.write_bytes(data)
+    _cli_answers_cleanly(target, plans_copy / "v10.plan")

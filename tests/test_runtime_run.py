@@ -128,32 +128,35 @@ def test_an_existing_run_folder_is_never_overwritten_silently(tmp_path):
     run_plan(graph, run_dir, overwrite=True)
 
 
-def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path, monkeypatch):
+def test_disk_full_while_writing_a_checkpoint_stops_cleanly_and_keeps_the_previous_one(tmp_path, monkeypatch, capsys):
+    import errno
+
     from safetensors import torch as st
 
+    from ditsr_plan.cli import main
     from ditsr_plan.runtime.checkpoint import newest_complete
 
     run_dir = tmp_path / "run"
-    graph = compile_plan(tiny_plan(tmp_path, steps=6, ckpt=2))
+    plan = tiny_plan(tmp_path, steps=6, ckpt=2)
     real_save = st.save_file
-    calls = {"n": 0}
 
-    def dying_save(tensors, path, *args, **kwargs):
-        calls["n"] += 1
+    def full_disk(tensors, path, *args, **kwargs):
         if "step-00000004" in str(path) and "optimizer" in str(path):
-            real_save(tensors, path, *args, **kwargs)
-            raise OSError("simulated crash in the middle of a checkpoint")
+            with open(path, "wb") as fh:  # a partly written file, then the disk is full
+                fh.write(b"\0" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(tensors, path, *args, **kwargs)
 
-    monkeypatch.setattr(st, "save_file", dying_save)
-    with pytest.raises(OSError, match="simulated crash"):
-        run_plan(graph, run_dir)
-    leftovers = [p.name for p in (run_dir / "checkpoints").iterdir()]
-    assert "step-00000002" in leftovers and any(n.startswith(".tmp-step-00000004") for n in leftovers)
+    monkeypatch.setattr(st, "save_file", full_disk)
+    assert main(["run", str(plan), "--out", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "could not write checkpoint step-00000004" in err and "No space left on device" in err
+    assert "the previous checkpoint step-00000002 is intact" in err and "Traceback" not in err
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-00000002"]  # nothing partial
     ckpt = newest_complete(run_dir / "checkpoints")
     assert ckpt is not None and ckpt.step == 2
     monkeypatch.setattr(st, "save_file", real_save)
-    run_plan(graph, run_dir, resume=True)
+    run_plan(compile_plan(plan), run_dir, resume=True)
     assert newest_complete(run_dir / "checkpoints").step == 6
 
 

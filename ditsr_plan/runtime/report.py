@@ -166,6 +166,13 @@ def build_report(run_dir: Path) -> str:
             f"first loss {summary.get('first_loss')}, last loss {summary.get('last_loss')}; "
             f"skipped images: {len(summary.get('skipped_images', {}))}"
         )
+    flags = [f for m in metrics for f in m.get("flags") or []]
+    skipped = [m for m in metrics if m.get("skipped")]
+    if flags or skipped:
+        warnings = [f"step {f['step']}: {html.escape(f['message'])}" for f in flags]
+        warnings += [f"step {m['step']} skipped: non-finite {html.escape(', '.join(m['skipped']))}" for m in skipped]
+        sections.insert(0, ("Flags", "<ul>" + "".join(f'<li class="flag">{w}</li>' for w in warnings) + "</ul>"))
+        facts.append(f'<span class="flag">{len(flags)} flag(s), {len(skipped)} skipped step(s): see Flags</span>')
     if evals:
         last = evals[-1]["mean"]
         facts.append("last validation (mean): " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if v is not None))
@@ -174,7 +181,8 @@ def build_report(run_dir: Path) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ditsr-plan report: {html.escape(graph.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}}img{{max-width:100%;display:block;
-margin:.5em 0}}section{{border-top:1px solid #ddd;margin-top:1.5em}}h1{{font-size:1.5em}}h2{{font-size:1.15em}}</style>
+margin:.5em 0}}section{{border-top:1px solid #ddd;margin-top:1.5em}}h1{{font-size:1.5em}}h2{{font-size:1.15em}}
+.flag{{color:#b00}}</style>
 </head><body><h1>ditsr-plan report: {html.escape(graph.name)}</h1>
 <p>{"<br>".join(facts)}</p><ul>{toc}</ul>{body}</body></html>
 """
