@@ -160,16 +160,64 @@ def test_disk_full_while_writing_a_checkpoint_stops_cleanly_and_keeps_the_previo
     assert newest_complete(run_dir / "checkpoints").step == 6
 
 
-def test_a_corrupted_checkpoint_is_reported_and_the_previous_one_used(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("finished")
+    plan = tiny_plan(tmp, steps=4, ckpt=2)
+    run_plan(compile_plan(plan), tmp / "run")
+    return plan, tmp / "run"
+
+
+def _rehash(ckpt: Path, name: str) -> None:
+    """Make the manifest agree with a damaged file: corruption that happened before the hash was taken."""
+    import hashlib
+
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    manifest["files"][name] = hashlib.sha256((ckpt / name).read_bytes()).hexdigest()
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+
+
+CORRUPTIONS = {
+    "truncated": (
+        lambda c: (c / "generator.safetensors").write_bytes((c / "generator.safetensors").read_bytes()[:100]),
+        "generator.safetensors does not match its SHA-256",
+    ),
+    "bad header": (
+        lambda c: (
+            (c / "ema.safetensors").write_bytes(b"\xff" * 8 + (c / "ema.safetensors").read_bytes()[8:]),
+            _rehash(c, "ema.safetensors"),
+        ),
+        "ema.safetensors is not a readable safetensors file",
+    ),
+    "missing file": (lambda c: (c / "optimizer.safetensors").unlink(), "optimizer.safetensors is missing"),
+    "wrong hash": (
+        lambda c: (c / "manifest.json").write_text(
+            (c / "manifest.json").read_text().replace('"state.json": "', '"state.json": "0')
+        ),
+        "state.json does not match its SHA-256",
+    ),
+    "no manifest": (lambda c: (c / "manifest.json").unlink(), "no manifest.json"),
+}
+
+
+@pytest.mark.parametrize("kind", list(CORRUPTIONS))
+def test_a_corrupted_checkpoint_is_reported_and_the_previous_one_used(finished_run, tmp_path, kind, capsys):
+    import shutil
+
     from ditsr_plan.runtime.checkpoint import newest_complete
 
+    plan, finished = finished_run
     run_dir = tmp_path / "run"
-    run_plan(compile_plan(tiny_plan(tmp_path, steps=4, ckpt=2)), run_dir)
-    gen = run_dir / "checkpoints" / "step-00000004" / "generator.safetensors"
-    gen.write_bytes(gen.read_bytes()[:100])
+    shutil.copytree(finished, run_dir)
+    damage, expected = CORRUPTIONS[kind]
+    damage(run_dir / "checkpoints" / "step-00000004")
     messages = []
     assert newest_complete(run_dir / "checkpoints", report=messages.append).step == 2
-    assert "generator.safetensors does not match its SHA-256" in messages[0]
+    assert expected in messages[0], messages
+    if kind == "bad header":  # and a resume reports it, and continues from step 2 to the end
+        result = run_plan(compile_plan(plan), run_dir, resume=True)
+        assert result.steps_done == 2
+        assert expected in capsys.readouterr().err
 
 
 def test_metrics_lines_hold_every_term_and_never_break_on_idle_terms(tmp_path):
@@ -263,9 +311,10 @@ def test_lpips_pretrained_offline_stops_before_step_0_naming_the_cache(tmp_path,
 
 
 def test_data_folder_errors_are_clear(tmp_path):
+    import numpy as np
     from PIL import Image
 
-    from ditsr_plan.runtime.data import DataError, TrainingData
+    from ditsr_plan.runtime.data import DataError, TrainingData, load_image
 
     settings = {"crop": 32, "scale": 4, "batch": 2, "degrade": "bicubic", "workers": 0, "strict": False}
     with pytest.raises(DataError, match="no such folder"):
@@ -277,14 +326,25 @@ def test_data_folder_errors_are_clear(tmp_path):
     good.mkdir()
     Image.new("RGB", (48, 40), (200, 10, 10)).save(good / "a.png")
     Image.new("L", (40, 40), 128).save(good / "gray.png")
+    Image.new("RGBA", (40, 40), (0, 0, 255, 10)).save(good / "alpha.png")
+    Image.fromarray(np.full((36, 36), 65535, dtype=np.uint16)).save(good / "deep16.png")
+    Image.new("RGB", (20, 12), (0, 90, 0)).save(good / "small.png")  # smaller than the crop: upscaled
     (good / "broken.png").write_bytes(b"\x89PNG not really")
+    (good / "empty.png").write_bytes(b"")
+    full = (good / "a.png").read_bytes()
+    (good / "truncated.png").write_bytes(full[: len(full) // 2])
     data = TrainingData("folder", {**settings, "root": str(good)}, 0)
-    for step in range(8):
+    for step in range(24):
         batch = data.batch(step)
         assert batch.hr.shape == (2, 3, 32, 32) and batch.lr_up.shape == (2, 3, 32, 32)
-    assert list(data.stats.skipped) == [str(good / "broken.png")]
+        assert batch.hr.min() >= -1 and batch.hr.max() <= 1
+    bad = {str(good / n) for n in ("broken.png", "empty.png", "truncated.png")}
+    assert set(data.stats.skipped) == bad
+    assert load_image(good / "deep16.png").min() == 1.0  # 16-bit white is white, not clipped noise
+    assert load_image(good / "alpha.png").shape == (3, 40, 40)
+    assert load_image(good / "gray.png").shape == (3, 40, 40)
     strict = TrainingData("folder", {**settings, "root": str(good), "strict": True}, 0)
-    with pytest.raises(DataError, match=r"cannot read image .*broken.png"):
+    with pytest.raises(DataError, match=r"cannot read image .*(broken|empty|truncated).png"):
         for step in range(8):
             strict.batch(step)
 

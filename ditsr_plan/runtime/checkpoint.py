@@ -166,6 +166,22 @@ def verify(path: Path) -> str | None:
             return f"{name} is missing"
         if _sha256(file) != digest:
             return f"{name} does not match its SHA-256 in the manifest (truncated or corrupted)"
+        if name.endswith(".safetensors"):
+            problem = _safetensors_problem(file)
+            if problem:
+                return f"{name} is not a readable safetensors file ({problem})"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why the safetensors file at ``path`` cannot be opened (its header), or None."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            list(fh.keys())
+    except Exception as exc:  # safetensors raises its own SafetensorError, or OSError
+        return str(exc).splitlines()[0][:200]
     return None
 
 
