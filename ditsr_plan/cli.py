@@ -324,11 +324,12 @@ def _run_errors():
     from ditsr_plan.runtime.checkpoint import CheckpointError
     from ditsr_plan.runtime.data import DataError
     from ditsr_plan.runtime.device import DeviceError
+    from ditsr_plan.runtime.distributed import DistributedError
     from ditsr_plan.runtime.run import RunError
     from ditsr_plan.runtime.terms import TermSetupError
     from ditsr_plan.runtime.trainer import TermCheckError
 
-    return (RunError, DataError, DeviceError, TermSetupError, TermCheckError, CheckpointError)
+    return (RunError, DataError, DeviceError, TermSetupError, TermCheckError, CheckpointError, DistributedError)
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:

@@ -30,10 +30,15 @@ def _plan(folder: Path, batch: int) -> Path:
     return path
 
 
-def _torchrun(plan: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def _torchrun(plan: Path, out: Path, *extra: str, console_script: bool = False) -> subprocess.CompletedProcess:
+    """``torchrun ... -m ditsr_plan run``, or the console script's form ``torchrun ... --no-python ditsr-plan run``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "ditsr_plan", "run", str(plan), "--out", str(out), *extra]
+    if console_script:
+        cmd += ["--no-python", str(Path(sys.executable).with_name("ditsr-plan"))]
+    else:
+        cmd += ["-m", "ditsr_plan"]
+    cmd += ["run", str(plan), "--out", str(out), *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return done
@@ -94,9 +99,67 @@ def test_resumed_two_process_run_continues_identically(runs):
     shutil.rmtree(resumed / "checkpoints" / "step-00000006")
     shutil.rmtree(resumed / "final")
     (resumed / "summary.json").unlink()
-    done = _torchrun(_plan(tmp / "p2", batch=1), resumed, "--resume")
+    done = _torchrun(_plan(tmp / "p2", batch=1), resumed, "--resume", console_script=True)
     assert "resuming after step 3" in done.stderr
     for name in ("generator", "ema", "disc_gan", "optimizer"):
         a, b = _tensors(two, 6, name), _tensors(resumed, 6, name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert _losses(two) == _losses(resumed)
+
+
+def _join_with_another_plan(rank: int, port: int, plans: list[str], out: str, results) -> None:
+    """One rank of a 2-process group (spawned, gloo) whose ranks compiled different plans."""
+    from ditsr_plan.compiler import compile_plan
+    from ditsr_plan.runtime.distributed import DistributedError, Ranks
+    from ditsr_plan.runtime.run import run_plan
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        run_plan(compile_plan(Path(plans[rank])), Path(out), ranks=Ranks(rank, 2, rank))
+        results.put((rank, "no error"))
+    except DistributedError as exc:
+        results.put((rank, str(exc)))
+
+
+def test_ranks_that_compiled_different_plans_stop_before_training(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    a = _plan(tmp_path / "a", batch=1)
+    b = _plan(tmp_path / "b", batch=1)
+    b.write_text(b.read_text().replace("lpips 0.3", "lpips 0.4"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_join_with_another_plan, args=(r, port, [str(a), str(b)], str(tmp_path / "run"), results))
+        for r in (0, 1)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    said = dict(results.get(timeout=5) for _ in procs)
+    for rank in (0, 1):
+        assert "the ranks compiled different schedule graphs" in said[rank], said
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_weights_digest_sees_a_one_ulp_difference():
+    from ditsr_plan.runtime.distributed import weights_digest
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(8, 8)
+    b = torch.nn.Linear(8, 8)
+    b.load_state_dict(a.state_dict())
+    assert weights_digest([a]) == weights_digest([b])
+    with torch.no_grad():
+        b.weight[3, 5] = torch.nextafter(b.weight[3, 5], torch.tensor(1.0))
+    assert weights_digest([a]) != weights_digest([b])
+    with torch.no_grad():  # swapping two values is a different set of weights too
+        b.load_state_dict(a.state_dict())
+        b.weight[0, 0], b.weight[0, 1] = a.weight[0, 1].clone(), a.weight[0, 0].clone()
+    assert weights_digest([a]) != weights_digest([b])

@@ -65,7 +65,7 @@ def join(ranks: Ranks, device_type: str) -> Ranks:
     if not tdist.is_initialized():
         # evaluation and checkpoint writing happen on rank 0 while the others wait in the next
         # all-reduce: allow them an hour, not the default ten minutes
-        tdist.init_process_group(backend, timeout=datetime.timedelta(hours=1))
+        tdist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world, timeout=datetime.timedelta(hours=1))
     return Ranks(ranks.rank, ranks.world, ranks.local_rank, backend)
 
 
