@@ -2,7 +2,9 @@
 
 - both ranks hold identical weights (their digests, gathered at each checkpoint, are in summary.json);
 - 2 ranks x batch 1 (accumulating 2 micro-batches) match 1 process x batch 2 within float tolerance:
-  generator, EMA and discriminator, and the logged loss of every step;
+  generator, EMA and discriminator, and the logged loss of every step. The 2-rank run also compiles the
+  generator (aot_eager) and checkpoints its activations, so the speed paths are checked under DDP too;
+  the 1-process run is plain eager;
 - a 2-process run resumed from a checkpoint continues exactly as the uninterrupted one.
 """
 
@@ -23,10 +25,15 @@ STAGES = "stage A 0..2: v 1; latent_l1 1\nstage B 2..: v 1; lpips 0.3; edge 0.05
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _plan(folder: Path, batch: int) -> Path:
+def _plan(folder: Path, batch: int, fast_paths: bool = False) -> Path:
+    """The tiny plan with ``batch``; ``fast_paths``: the generator compiled (aot_eager) and checkpointed."""
     folder.mkdir(parents=True, exist_ok=True)
     path = tiny_plan(folder, steps=6, ckpt=3, stages=STAGES, extra="optim accum=2\n")
-    path.write_text(path.read_text().replace("batch=2", f"batch={batch}"))
+    text = path.read_text().replace("batch=2", f"batch={batch}")
+    if fast_paths:
+        text = text.replace("keep=5", "keep=5 compile=true compile_backend=aot_eager")
+        text = text.replace("preset=tiny", "preset=tiny checkpointing=true")
+    path.write_text(text)
     return path
 
 
@@ -61,7 +68,7 @@ def runs(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("ddp")
     two = tmp / "two"
-    done = _torchrun(_plan(tmp / "p2", batch=1), two)
+    done = _torchrun(_plan(tmp / "p2", batch=1, fast_paths=True), two)
     one = tmp / "one"
     run_plan(compile_plan(_plan(tmp / "p1", batch=2)), one)
     return tmp, one, two, done
@@ -75,6 +82,8 @@ def test_both_ranks_hold_identical_weights(runs):
     assert ranks["weights_digests"][0] == ranks["weights_digests"][1]
     assert "DDP: 2 processes (gloo); global batch 4 = 1 per rank x 2 ranks x accum 2" in done.stderr
     assert done.stderr.count("ditsr-plan 0.1.0 · plan tiny") == 1  # rank 1 says nothing
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["compile"]["recompiled_at"] == []  # no recompile at the stage change, under DDP either
 
 
 def test_two_ranks_of_batch_b_match_one_process_of_batch_2b(runs):
@@ -99,7 +108,7 @@ def test_resumed_two_process_run_continues_identically(runs):
     shutil.rmtree(resumed / "checkpoints" / "step-00000006")
     shutil.rmtree(resumed / "final")
     (resumed / "summary.json").unlink()
-    done = _torchrun(_plan(tmp / "p2", batch=1), resumed, "--resume", console_script=True)
+    done = _torchrun(_plan(tmp / "p2", batch=1, fast_paths=True), resumed, "--resume", console_script=True)
     assert "resuming after step 3" in done.stderr
     for name in ("generator", "ema", "disc_gan", "optimizer"):
         a, b = _tensors(two, 6, name), _tensors(resumed, 6, name)
