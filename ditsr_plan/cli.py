@@ -315,7 +315,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except _run_errors() as exc:
         raise UsageError(str(exc)) from None
     except RunInterrupted as exc:
-        sys.stderr.write(f"ditsr-plan run: {exc}\n")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 speaks for the run
+            sys.stderr.write(f"ditsr-plan run: {exc}\n")
         return 128 + exc.signum
     return EXIT_OK
 
