@@ -61,6 +61,11 @@ def _losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _discriminator(run: Path) -> dict[int, dict]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {line["step"]: line["discriminator"]["gan"] for line in lines if line.get("discriminator")}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     from ditsr_plan.compiler import compile_plan
@@ -99,6 +104,12 @@ def test_two_ranks_of_batch_b_match_one_process_of_batch_2b(runs):
     end = _tensors(one, 6, "generator")
     assert max(float((start[k] - end[k]).abs().max()) for k in start) > 2e-4  # 20x the tolerance
     assert _losses(one) == pytest.approx(_losses(two), rel=1e-4, abs=1e-6)
+    # the discriminator's logged values are the ranks' means too: those of the whole batch
+    d_one, d_two = _discriminator(one), _discriminator(two)
+    assert d_one and d_one.keys() == d_two.keys()
+    for step, record in d_one.items():
+        for key in ("loss", "real", "fake"):
+            assert record[key] == pytest.approx(d_two[step][key], rel=1e-4, abs=1e-6), (step, key)
 
 
 def test_resumed_two_process_run_continues_identically(runs):

@@ -97,18 +97,25 @@ def test_discriminator_health_flags_collapse_and_explosion_once_per_episode():
 
 
 def test_a_diverging_discriminator_is_flagged_in_the_log_summary_and_report(tmp_path, capsys):
-    # thresholds that every D step crosses, so the mechanism is exercised in a few steps
-    terms = "loss v vpred\nloss gan patchgan layers=2 ndf=8 d_collapse=100 d_patience=2\n"
-    plan = tiny_plan(tmp_path, steps=6, terms=terms, stages="stage A 0..2: v 1\nstage B 2..: v 1; gan 0.03\n")
+    import shutil
+
+    # thresholds that every D step crosses, so the mechanism is exercised in a few steps: D trains from
+    # step 2, so the third D step in a row (step 4) raises the flag
+    terms = "loss v vpred\nloss gan patchgan layers=2 ndf=8 d_collapse=100 d_patience=3\n"
+    plan = tiny_plan(tmp_path, steps=6, ckpt=3, terms=terms, stages="stage A 0..2: v 1\nstage B 2..: v 1; gan 0.03\n")
     run_dir = tmp_path / "run"
     run_plan(compile_plan(plan), run_dir)
     err = capsys.readouterr().err
-    assert "step 3: warning: discriminator of 'gan' collapsed" in err
+    assert "step 4: warning: discriminator of 'gan' collapsed" in err
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     flagged = [line for line in lines if line.get("flags")]
-    assert [line["step"] for line in flagged] == [3]
+    assert [line["step"] for line in flagged] == [4]
     assert flagged[0]["flags"][0]["flag"] == "discriminator_collapse"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert [f["step"] for f in summary["flags"]] == [3]
+    assert [f["step"] for f in summary["flags"]] == [4]
     report = (run_dir / "report.html").read_text()
     assert "<h2>Flags</h2>" in report and "discriminator of &#x27;gan&#x27; collapsed" in report
+    # resumed from the checkpoint after step 3 (one D step into the streak), the flag comes at step 4 again
+    shutil.rmtree(run_dir / "checkpoints" / "step-00000006")
+    run_plan(compile_plan(plan), run_dir, resume=True)
+    assert [f["step"] for f in json.loads((run_dir / "summary.json").read_text())["flags"]] == [4]

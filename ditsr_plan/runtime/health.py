@@ -8,7 +8,8 @@ After every discriminator step its loss is checked against the term's ``d_collap
 - **explosion**: D loss above ``d_explode`` (default 10) or not finite, ``d_patience`` steps in a row.
 
 A flag is raised once per episode (when the streak reaches ``d_patience``) and again only after the loss
-has come back inside the band. Flags do not stop the run: lower ``lr_d``, raise R1 or lower the GAN
+has come back inside the band. The streaks are saved in every checkpoint, so a resumed run goes on
+counting where it stopped. Flags do not stop the run: lower ``lr_d``, raise R1 or lower the GAN
 weight (or add a ``watch`` on a validation metric to stop it).
 """
 
@@ -61,6 +62,13 @@ class DiscriminatorHealth:
                     }
                 )
         return flags
+
+    def state(self) -> dict:
+        """The streaks, for a checkpoint."""
+        return {n: {"kind": s.kind, "length": s.length, "flagged": s.flagged} for n, s in self.streaks.items()}
+
+    def restore(self, state: dict) -> None:
+        self.streaks = {n: _Streak(**s) for n, s in state.items()}
 
 
 def _message(name: str, kind: str, loss: float, steps: int, s: dict) -> str:

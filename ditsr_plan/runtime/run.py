@@ -124,7 +124,9 @@ class _NoProgress:
         pass
 
 
-def _trainer_state(trainer: Trainer, step: int, graph: ScheduleGraph) -> tuple[dict, dict]:
+def _trainer_state(
+    trainer: Trainer, step: int, graph: ScheduleGraph, health: DiscriminatorHealth | None = None
+) -> tuple[dict, dict]:
     tensors = {"generator": trainer.model.state_dict()}
     state: dict = {
         "tool_version": __version__,
@@ -132,6 +134,7 @@ def _trainer_state(trainer: Trainer, step: int, graph: ScheduleGraph) -> tuple[d
         "plan_hash": graph.hash,
         "checked_terms": sorted(trainer.checked),
         "data": {"position": step, "skipped": trainer.data.stats.skipped},
+        "discriminator_health": health.state() if health is not None else {},
     }
     if trainer.ema is not None:
         tensors["ema"] = trainer.ema.model.state_dict()
@@ -289,8 +292,8 @@ def _check_same_weights(ranks: Ranks, trainer: Trainer, done: int) -> list[str]:
     return [str(d) for d in digests]
 
 
-def _resume(trainer: Trainer, graph: ScheduleGraph, run_dir: Path, force: bool) -> int:
-    """Restore the newest complete checkpoint; the number of steps it holds (0 when there is none)."""
+def _resume(trainer: Trainer, graph: ScheduleGraph, run_dir: Path, force: bool) -> Checkpoint | None:
+    """Restore the newest complete checkpoint and return it (None when there is none: start at step 0)."""
     if trainer.ranks.main:
         for partial in remove_partial(run_dir / "checkpoints"):
             _say(f"--resume: removed {partial.name}, a checkpoint whose write never finished")
@@ -300,7 +303,7 @@ def _resume(trainer: Trainer, graph: ScheduleGraph, run_dir: Path, force: bool) 
         if not (run_dir / "plan.json").exists():
             raise RunError(f"--resume: {run_dir} holds no run to resume")
         _say(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
-        return 0
+        return None
     state = ckpt.state()
     if state["plan_hash"] != graph.hash and not force:
         raise RunError(
@@ -308,7 +311,7 @@ def _resume(trainer: Trainer, graph: ScheduleGraph, run_dir: Path, force: bool) 
             f"compiles to {graph.hash}; use --force to resume anyway (check 'ditsr-plan diff')"
         )
     _restore(trainer, ckpt)
-    return ckpt.step
+    return ckpt
 
 
 def _evaluate(evaluator, watches: Watches, done: int) -> dict | None:
@@ -357,7 +360,8 @@ def _train(graph, run_dir: Path, resume: bool, force: bool, overwrite: bool, ran
     main = ranks.main
     _prepare_folder(run_dir, resume, overwrite, ranks)
     trainer = Trainer(graph, placement, ranks)
-    start = _resume(trainer, graph, run_dir, force) if resume else 0
+    resumed = _resume(trainer, graph, run_dir, force) if resume else None
+    start = resumed.step if resumed else 0
     if main:
         (run_dir / "plan.json").write_text(json.dumps(graph.to_json(), indent=1))
     evaluator = None
@@ -395,6 +399,8 @@ def _train(graph, run_dir: Path, resume: bool, force: bool, overwrite: bool, ran
     digests: list[str] = []
     recompiles: list[int] = []  # steps after the first at which torch.compile built a new graph
     health = DiscriminatorHealth({n: dict(t.settings) for n, t in graph.terms.items() if t.kind == "patchgan"})
+    if resumed:  # streaks go on across a resume
+        health.restore(resumed.state().get("discriminator_health", {}))
     since, steps_since = time.perf_counter(), 0  # throughput over the steps since the last log line
     with _Signals() as signals:
         try:
@@ -454,7 +460,7 @@ def _train(graph, run_dir: Path, resume: bool, force: bool, overwrite: bool, ran
                     if ranks.enabled:
                         digests = _check_same_weights(ranks, trainer, done)
                     if main:
-                        tensors, state = _trainer_state(trainer, done, graph)
+                        tensors, state = _trainer_state(trainer, done, graph, health)
                         save_checkpoint(ckpt_dir, done, tensors, state, run["keep"])
                 if evaluated and graph.keep and main:
                     kept = update_best(graph.keep, evaluator.records(), ckpt_dir, run_dir / "best")

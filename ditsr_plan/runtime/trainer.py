@@ -259,9 +259,19 @@ class Trainer:
                         weights.get("lr_d", term.settings["lr"]),
                         lambda disc: average_gradients(self.ranks, disc),
                     )
+            if self.ranks.enabled:  # log the ranks' mean, as for the generator's terms
+                record.discriminator = self._mean_over_ranks(record.discriminator)
         if shadow:
             record.raw.update(self.shadow_raw(first, batches[0], step, live))
         return record
+
+    def _mean_over_ranks(self, records: dict[str, dict]) -> dict[str, dict]:
+        keys = [(name, key) for name, rec in records.items() for key, v in rec.items() if v is not None]
+        summed = sum_floats(self.ranks, [records[n][k] for n, k in keys], self.placement.device)
+        out = {name: dict(rec) for name, rec in records.items()}
+        for (name, key), total in zip(keys, summed, strict=True):
+            out[name][key] = total / self.ranks.world
+        return out
 
     def _clip(self) -> float:
         params = [p for p in self.model.parameters() if p.grad is not None]
