@@ -50,6 +50,17 @@ def test_report_command(run_dir, tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
 
 
+def test_report_and_compare_of_a_killed_run_skip_a_line_cut_short(run_dir, tmp_path, capsys):
+    killed = tmp_path / "killed"
+    shutil.copytree(run_dir, killed)
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        with open(killed / name, "a") as fh:
+            fh.write('{"step": 6, "loss": 0.')  # what a SIGKILL mid-write leaves
+    assert main(["report", str(killed), "-o", str(tmp_path / "r.html")]) == 0
+    assert main(["compare", str(run_dir), str(killed)]) == 0
+    assert "internal error" not in capsys.readouterr().err
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed")
 def test_report_renders_offline_in_headless_chromium(run_dir, tmp_path):
     shot = tmp_path / "shot.png"

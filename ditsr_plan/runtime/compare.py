@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .logs import read_jsonl
+
 LOWER_IS_BETTER = {"lpips"}
 MEAN_METRICS = ("psnr", "ssim", "lpips")
 DEFOCUS = "defocus"
 
 
 def _evals(run: Path) -> list[dict]:
-    path = run / "eval.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(run / "eval.jsonl")
 
 
 def summarise(run: Path) -> dict:

@@ -23,6 +23,7 @@ import torch
 from ditsr_plan.dsl.schemas import BUILTIN_EVAL_ROLES
 
 from .data import _fit_crop, degrade, load_image, to_tensor
+from .logs import read_jsonl
 from .metrics import all_metrics
 from .seeds import generator
 from .terms.regions import edge_mask_from_gt, luma
@@ -192,9 +193,7 @@ class Evaluator:
             fh.write(json.dumps(record) + "\n")
 
     def records(self) -> list[dict]:
-        if not self.jsonl.is_file():
-            return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.jsonl)
 
 
 def _mean(values: list) -> float | None:

@@ -71,6 +71,19 @@ class MetricsLog:
             self.tb.close()
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON lines file (none when it does not exist), without a line a kill cut short."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
 def step_of(line: str) -> int | None:
     """The step of a JSON lines record; None for a blank or cut-short line."""
     try:

@@ -13,11 +13,7 @@ import io
 import json
 from pathlib import Path
 
-
-def _lines(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from .logs import read_jsonl
 
 
 def _plt():
@@ -75,8 +71,8 @@ def build_report(run_dir: Path) -> str:
 
     graph = ScheduleGraph.from_json(json.loads((run_dir / "plan.json").read_text()))
     stages = [(s.name, s.start, s.end) for s in graph.stages]
-    metrics = _lines(run_dir / "metrics.jsonl")
-    evals = _lines(run_dir / "eval.jsonl")
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    evals = read_jsonl(run_dir / "eval.jsonl")
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     steps = [m["step"] for m in metrics]
     sections: list[tuple[str, str]] = []

@@ -46,7 +46,7 @@ from .distributed import (
     weights_digest,
 )
 from .health import DiscriminatorHealth
-from .logs import MetricsLog, Progress, step_of
+from .logs import MetricsLog, Progress, read_jsonl, step_of
 from .rules import Watches, update_best
 from .terms.patchgan import PatchGan
 from .trainer import StepRecord, Trainer
@@ -256,11 +256,7 @@ def _prepare_folder(run_dir: Path, resume: bool, overwrite: bool, ranks: Ranks =
 
 def _all_flags(run_dir: Path) -> list[dict]:
     """Every flag of the run, resumed parts included (from metrics.jsonl)."""
-    flags = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        if step_of(line) is not None:
-            flags += json.loads(line).get("flags") or []
-    return flags
+    return [flag for record in read_jsonl(run_dir / "metrics.jsonl") for flag in record.get("flags") or []]
 
 
 def _check_same_plan(ranks: Ranks, graph: ScheduleGraph) -> None:
