@@ -46,9 +46,13 @@ def tiny_plan(
     return path
 
 
-def tiny_trainer(tmp: Path, **kwargs):
+def trainer_for(plan: Path):
+    """A CPU trainer of the plan at ``plan``."""
     from ditsr_plan.runtime.device import place
     from ditsr_plan.runtime.trainer import Trainer
 
-    graph = compile_plan(tiny_plan(tmp, **kwargs))
-    return Trainer(graph, place("cpu", "fp32"))
+    return Trainer(compile_plan(plan), place("cpu", "fp32"))
+
+
+def tiny_trainer(tmp: Path, **kwargs):
+    return trainer_for(tiny_plan(tmp, **kwargs))

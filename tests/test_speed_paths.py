@@ -9,7 +9,7 @@ import torch
 
 from ditsr_plan.compiler import compile_plan
 from ditsr_plan.runtime.run import run_plan
-from tests.runtime_helpers import tiny_plan
+from tests.runtime_helpers import tiny_plan, trainer_for
 
 torch.set_num_threads(2)
 STAGES = "stage A 0..2: v 1; latent_l1 1\nstage B 2..: v 1; lpips 0.3; edge 0.05; gan 0.03\n"
@@ -32,13 +32,6 @@ COMPILE = ("keep=5", "keep=5 compile=true compile_backend=aot_eager")
 CHECKPOINTING = ("preset=tiny", "preset=tiny checkpointing=true")
 
 
-def _trainer(path):
-    from ditsr_plan.runtime.device import place
-    from ditsr_plan.runtime.trainer import Trainer
-
-    return Trainer(compile_plan(path), place("cpu", "fp32"))
-
-
 def test_compiled_run_matches_eager_and_does_not_recompile_when_the_live_set_changes(tmp_path):
     run_plan(compile_plan(_plan(tmp_path / "e")), tmp_path / "eager")
     run_plan(compile_plan(_plan(tmp_path / "c", COMPILE)), tmp_path / "compiled")
@@ -55,7 +48,7 @@ def test_compiled_run_matches_eager_and_does_not_recompile_when_the_live_set_cha
 def test_a_recompile_is_counted_and_reported(tmp_path):
     from ditsr_plan.runtime.data import Batch
 
-    trainer = _trainer(_plan(tmp_path / "c", COMPILE))
+    trainer = trainer_for(_plan(tmp_path / "c", COMPILE))
     batch = trainer.data.batch(0)
     first = trainer.train_step(0, [batch])
     assert first.compiled_graphs >= 1 and not first.recompiled
@@ -66,12 +59,12 @@ def test_a_recompile_is_counted_and_reported(tmp_path):
 
 
 def test_activation_checkpointing_gives_the_same_step(tmp_path):
-    plain = _trainer(_plan(tmp_path / "a"))
-    ckpt = _trainer(_plan(tmp_path / "b", CHECKPOINTING))
+    plain = trainer_for(_plan(tmp_path / "a"))
+    ckpt = trainer_for(_plan(tmp_path / "b", CHECKPOINTING))
     assert ckpt.model.dit.gradient_checkpointing and not plain.model.dit.gradient_checkpointing
     for trainer in (plain, ckpt):
         trainer.train_step(2, [trainer.data.batch(2)])
     a, b = plain.model.state_dict(), ckpt.model.state_dict()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
-    moved = _trainer(tmp_path / "a" / "tiny.plan").model.state_dict()  # freshly initialised
+    moved = trainer_for(tmp_path / "a" / "tiny.plan").model.state_dict()  # freshly initialised
     assert max(float((a[k] - moved[k]).abs().max()) for k in a) > 1e-5  # the step did change the weights

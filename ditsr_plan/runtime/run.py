@@ -49,7 +49,7 @@ from .health import DiscriminatorHealth
 from .logs import MetricsLog, Progress, read_jsonl, step_of
 from .rules import Watches, update_best
 from .terms.patchgan import PatchGan
-from .trainer import StepRecord, Trainer
+from .trainer import StepRecord, Trainer, compiled_graphs
 
 
 class RunError(RuntimeError):
@@ -97,7 +97,6 @@ class RunResult:
     steps_done: int
     first_loss: float | None
     last_loss: float | None
-    weights_digests: list[str] | None = None  # DDP: every rank's weights digest at the last checkpoint
 
 
 _QUIET = False  # ranks other than 0 of a DDP run say nothing (rank 0 speaks for the run)
@@ -124,9 +123,7 @@ class _NoProgress:
         pass
 
 
-def _trainer_state(
-    trainer: Trainer, step: int, graph: ScheduleGraph, health: DiscriminatorHealth | None = None
-) -> tuple[dict, dict]:
+def _trainer_state(trainer: Trainer, step: int, graph: ScheduleGraph, health: DiscriminatorHealth) -> tuple[dict, dict]:
     tensors = {"generator": trainer.model.state_dict()}
     state: dict = {
         "tool_version": __version__,
@@ -134,7 +131,7 @@ def _trainer_state(
         "plan_hash": graph.hash,
         "checked_terms": sorted(trainer.checked),
         "data": {"position": step, "skipped": trainer.data.stats.skipped},
-        "discriminator_health": health.state() if health is not None else {},
+        "discriminator_health": health.state(),
     }
     if trainer.ema is not None:
         tensors["ema"] = trainer.ema.model.state_dict()
@@ -477,7 +474,7 @@ def _train(graph, run_dir: Path, resume: bool, force: bool, overwrite: bool, ran
     steps_done = stopped["step"] if stopped else total
     if not main:
         barrier(ranks)  # wait for rank 0's final weights and report
-        return RunResult(run_dir, steps_done - start, first_loss, last_loss, digests)
+        return RunResult(run_dir, steps_done - start, first_loss, last_loss)
     final = run_dir / "final"
     trainer.model.dit.save_pretrained(final / "generator", safe_serialization=True)
     faults.point("final", total)
@@ -495,7 +492,7 @@ def _train(graph, run_dir: Path, resume: bool, force: bool, overwrite: bool, ran
         "flags": _all_flags(run_dir),
         "compile": {
             "backend": run["compile_backend"],
-            "graphs": trainer.compiled_graphs_total(),
+            "graphs": compiled_graphs(),
             "recompiled_at": recompiles,
         }
         if trainer.compiled
@@ -512,4 +509,4 @@ def _train(graph, run_dir: Path, resume: bool, force: bool, overwrite: bool, ran
         _say(f"stopped after {steps_done} of {total} steps by 'watch {stopped['watch']}: stop'")
     _say(f"done: {steps_done} steps; final generator in {final}/ (diffusers format); report: {report}")
     barrier(ranks)
-    return RunResult(run_dir, steps_done - start, first_loss, last_loss, digests)
+    return RunResult(run_dir, steps_done - start, first_loss, last_loss)

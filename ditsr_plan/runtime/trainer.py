@@ -333,9 +333,6 @@ class Trainer:
 
     # ---- state ---------------------------------------------------------------------------------------
 
-    def compiled_graphs_total(self) -> int | None:
-        return compiled_graphs() if self.compiled else None
-
     def parameter_counts(self) -> dict[str, int]:
         counts = {"generator": sum(p.numel() for p in self.model.parameters())}
         for name, term in self.terms.items():
