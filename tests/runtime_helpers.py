@@ -41,6 +41,7 @@ def tiny_plan(
     stages = stages or (
         f"stage A 0..{half}: v 1; latent_l1 1\nstage B {half}..: lpips 0.3; edge 0.05; flat 0.08; ffl 0.01; gan 0.03\n"
     )
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "tiny.plan"
     path.write_text(f"plan tiny\nsteps {steps}\n" + terms + SETTINGS.format(ckpt=ckpt, log=log) + extra + stages)
     return path

@@ -43,6 +43,10 @@ def test_compare_table_json_and_picture(matrix, capsys, tmp_path):
     assert main(["compare", *runs, "--plot", str(picture)]) == 0
     text = capsys.readouterr().out
     assert text.splitlines()[0].split()[:4] == ["plan", "steps", "PSNR", "SSIM"] and "defocus FHR" in text
+    # one bicubic row (both runs validate on the same images), its PSNR the baseline's mean
+    bicubic = [line for line in text.splitlines() if line.startswith("bicubic")]
+    evals = [json.loads(x) for x in (out / "a" / "eval.jsonl").read_text().splitlines()]
+    assert len(bicubic) == 1 and bicubic[0].split()[2] == f"{evals[-1]['bicubic']['mean']['psnr']:.2f}"
     assert picture.read_bytes()[:4] == b"\x89PNG"
     assert main(["compare", *runs, "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)

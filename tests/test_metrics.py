@@ -102,3 +102,44 @@ def test_all_metrics_reports_lpips_only_when_given_one():
     assert rows[0]["ssim"] == pytest.approx(1.0) and rows[0]["esr"] == pytest.approx(1.0)
     rows = all_metrics(gt, gt, scale=4, lpips_fn=lambda a, b: torch.zeros(a.shape[0]))
     assert rows[0]["lpips"] == 0.0
+
+
+def test_identical_images_have_an_infinite_psnr_and_means_stay_meaningful():
+    from ditsr_plan.runtime.metrics import mean_metrics
+
+    gt = _gt()
+    assert float(psnr(gt, gt, 4)[0]) == float("inf")  # BasicSR returns inf, not 148 dB
+    noisy = (gt + 0.02 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    perfect, other = all_metrics(gt, gt, 4)[0], all_metrics(noisy, gt, 4)[0]
+    mean = mean_metrics([perfect, other])
+    assert mean["psnr"] == pytest.approx(other["psnr"])  # the finite values' mean ...
+    assert mean["perfect"] == 1  # ... and how many perfect images it leaves out
+    assert mean_metrics([perfect, perfect])["psnr"] == float("inf")
+
+
+def test_ratios_are_aggregated_by_their_geometric_mean():
+    from ditsr_plan.runtime.metrics import mean_metrics
+
+    rows = [{"psnr": 30.0, "fhr": 13.0, "esr": 1.0}, {"psnr": 32.0, "fhr": 1.2, "esr": 0.25}]
+    mean = mean_metrics(rows)
+    assert mean["psnr"] == pytest.approx(31.0)
+    assert mean["fhr"] == pytest.approx((13.0 * 1.2) ** 0.5)  # 3.95, not the arithmetic 7.1
+    assert mean["esr"] == pytest.approx(0.5)
+
+
+def test_region_ratios_have_a_floor_for_structureless_regions():
+    flat = torch.full((1, 3, 64, 64), 0.2)
+    assert float(fhr(flat, flat)[0]) == pytest.approx(1.0)  # was 0: no Laplacian at all in the GT
+    assert float(esr(flat, flat)[0]) == pytest.approx(1.0)
+    # one grey level of noise on a constant crop: a few times the floor, not 3.7e6
+    grey = 2 / 255 * torch.randint(-1, 2, (1, 1, 64, 64), generator=torch.Generator().manual_seed(0)).float()
+    noisy = flat + grey.expand(1, 3, 64, 64)
+    value = float(fhr(noisy, flat)[0])
+    assert 1.5 < value < 10
+
+
+def test_ssim_of_a_512_px_image_agrees_with_the_reference():
+    gt = skimage.data.astronaut()[:512, :512]
+    sr = _sr_of(gt)
+    a, b = from_uint8(sr), from_uint8(gt)
+    assert float(ssim(a, b, 4, True)[0]) == pytest.approx(ref_ssim(sr, gt, 4, True), abs=1e-4)

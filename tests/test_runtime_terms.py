@@ -92,13 +92,36 @@ def test_edge_mask_and_region_losses_match_a_hand_computation():
     assert float(edge_loss(pred_t, gt_t, m, "mask")) == pytest.approx(edge.sum() / mask.sum(), rel=1e-3)
     assert float(edge_loss(pred_t, gt_t, m, "all")) == pytest.approx(edge.mean(), rel=1e-3)
 
-    p = np.pad(y_pred, 1, mode="reflect")  # kornia's laplacian pads by reflection
-    # kornia's 3x3 Laplacian: the 8-neighbour kernel [[1, 1, 1], [1, -8, 1], [1, 1, 1]]
-    lap = sum(p[i : i + 32, j : j + 32] for i in range(3) for j in range(3)) - 9 * p[1:-1, 1:-1]
-    flat = (1 - mask) * np.abs(lap)
-    assert float(flat_loss(pred_t, m, "mask")) == pytest.approx(flat.sum() / (1 - mask).sum(), rel=1e-3)
-    assert float(flat_loss(pred_t, m, "all")) == pytest.approx(flat.mean(), rel=1e-3)
+    p = np.pad(y_pred, 1, mode="reflect")  # borders reflected, as kornia's laplacian does
+    # the reference scripts' 4-neighbour kernel [[0, 1, 0], [1, -4, 1], [0, 1, 0]] (the default) ...
+    lap4 = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * p[1:-1, 1:-1]
+    # ... and kornia's 8-neighbour kernel [[1, 1, 1], [1, -8, 1], [1, 1, 1]] (laplacian=8)
+    lap8 = sum(p[i : i + 32, j : j + 32] for i in range(3) for j in range(3)) - 9 * p[1:-1, 1:-1]
+    for neighbours, lap in ((4, lap4), (8, lap8)):
+        flat = (1 - mask) * np.abs(lap)
+        expected = flat.sum() / (1 - mask).sum()
+        assert float(flat_loss(pred_t, m, "mask", neighbours)) == pytest.approx(expected, rel=1e-3)
+        assert float(flat_loss(pred_t, m, "all", neighbours)) == pytest.approx(flat.mean(), rel=1e-3)
+    assert float(flat_loss(pred_t, m, "mask")) == float(flat_loss(pred_t, m, "mask", 4))  # 4 is the default
     assert float(flat_loss(gt_t, m, "mask")) < 0.1 * float(flat_loss(pred_t, m, "mask"))  # GT is flat there
+
+
+def test_the_flat_terms_laplacian_setting_reaches_the_term(tmp_path):
+    """``loss flat flat laplacian=8`` computes with the 8-neighbour kernel; the default is the 4-neighbour one."""
+    import skimage.data
+
+    from ditsr_plan.runtime.metrics import from_uint8
+    from ditsr_plan.runtime.terms.regions import Flat
+
+    gt = from_uint8(skimage.data.chelsea()[:64, :64])
+    pred = gt + 0.05 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(0))
+    s = StepTensors(torch.tensor([1]), gt, gt, gt, gt, pred_patch=pred, gt_patch=gt)
+    settings = {"q": 0.9, "pow": 0.5, "reduce": "mask"}
+    four, eight = Flat("f", {**settings, "laplacian": 4})(s), Flat("f", {**settings, "laplacian": 8})(s)
+    mask = edge_mask_from_gt(gt)
+    assert float(four) == pytest.approx(float(flat_loss(pred, mask, "mask", 4)))
+    assert float(eight) == pytest.approx(float(flat_loss(pred, mask, "mask", 8)))
+    assert 1.3 < float(eight) / float(four) < 3.0  # the 8-neighbour kernel's values are larger
 
 
 def test_ffl_lpips_and_gan_values_match_their_packages(trainer, step):
@@ -145,29 +168,102 @@ def test_vpred_reaches_the_generator(trainer):
 # ---- discriminator and EMA -----------------------------------------------------------------------------
 
 
-def test_lazy_r1_is_the_penalty_times_the_interval():
-    torch.manual_seed(0)
+GAN_SETTINGS = {
+    "layers": 2,
+    "ndf": 8,
+    "norm": "instance",
+    "loss": "hinge",
+    "r1": 10.0,
+    "r1_every": 4,
+    "r1_lazy": "scaled",
+    "lr": 1e-4,
+    "betas": [0.5, 0.999],
+    "wd": 1e-4,
+    "d_warmup": 0,
+}
+
+
+def _d_step_gradients(term, pairs, step):
+    """The gradients D's optimiser step receives, and the step's stats."""
+    captured = {}
+    real_step = term.optimizer.step
+
+    def capture(*args, **kwargs):
+        captured["grads"] = [p.grad.clone() for p in term.disc.parameters()]
+        return real_step(*args, **kwargs)
+
+    term.optimizer.step = capture
+    stats = term.train_discriminator(pairs, step=step, lr=1e-4)
+    term.optimizer.step = real_step
+    return captured["grads"], stats
+
+
+def _hand_gradients(disc, pairs, total_of):
+    disc.zero_grad(set_to_none=True)
+    for real, fake in pairs:
+        d_real, d_fake = disc(real), disc(fake)
+        loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        (total_of(loss, r1_penalty(disc, real)) / len(pairs)).backward()
+    return [p.grad.clone() for p in disc.parameters()]
+
+
+@pytest.mark.parametrize(
+    ("lazy", "total_of"),
+    [
+        # StyleGAN2 / BasicSR: (gamma / 2) R x every added to the D loss
+        ("scaled", lambda loss, r1: loss + 10.0 / 2 * r1 * 4),
+        # the reference scripts: (D_real + D_fake + gamma R) * 0.5, not multiplied by the interval
+        ("unscaled", lambda loss, r1: (loss + 10.0 * r1) * 0.5),
+    ],
+)
+def test_r1_forms_match_their_formulas(lazy, total_of):
+    import copy
+
     from ditsr_plan.runtime.terms.patchgan import PatchGan
 
-    settings = {
-        "layers": 2,
-        "ndf": 8,
-        "norm": "instance",
-        "loss": "hinge",
-        "r1": 10.0,
-        "r1_every": 4,
-        "lr": 1e-4,
-        "betas": [0.5, 0.999],
-        "wd": 1e-4,
-        "d_warmup": 0,
-    }
-    term = PatchGan("gan", settings)
+    torch.manual_seed(0)
+    term = PatchGan("gan", {**GAN_SETTINGS, "r1_lazy": lazy})
+    disc = copy.deepcopy(term.disc)
     real, fake = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     penalty = float(r1_penalty(term.disc, real).detach())
-    stats = term.train_discriminator(real, fake, step=8, lr=1e-4)
+    grads, stats = _d_step_gradients(term, [(real, fake)], step=8)
+    for ours, theirs in zip(grads, _hand_gradients(disc, [(real, fake)], total_of), strict=True):
+        assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-7)
     assert stats["r1"] == pytest.approx(penalty, rel=1e-5)
-    assert stats["r1_weighted"] == pytest.approx(10.0 / 2 * penalty * 4, rel=1e-5)
-    assert term.train_discriminator(real, fake, step=9, lr=1e-4)["r1"] is None  # not an R1 step
+    added = 10.0 / 2 * penalty * 4 if lazy == "scaled" else 10.0 * penalty
+    assert stats["r1_weighted"] == pytest.approx(added, rel=1e-5)
+    assert term.train_discriminator([(real, fake)], step=9, lr=1e-4)["r1"] is None  # not an R1 step
+
+
+def test_the_scaled_r1_is_r1_every_over_2_times_the_unscaled_one_relative_to_the_d_loss():
+    from ditsr_plan.runtime.terms.patchgan import PatchGan
+
+    torch.manual_seed(0)
+    real, fake = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    settings = {**GAN_SETTINGS, "r1_every": 16}
+    scaled = PatchGan("gan", settings)
+    unscaled = PatchGan("gan", {**settings, "r1_lazy": "unscaled"})
+    unscaled.disc.load_state_dict(scaled.disc.state_dict())
+    a = scaled.train_discriminator([(real, fake)], step=16, lr=1e-4)
+    b = unscaled.train_discriminator([(real, fake)], step=16, lr=1e-4)
+    assert a["r1_weighted"] / b["r1_weighted"] == pytest.approx(8.0, rel=1e-5)
+
+
+def test_the_discriminator_sees_every_micro_batch():
+    import copy
+
+    from ditsr_plan.runtime.terms.patchgan import PatchGan
+
+    torch.manual_seed(0)
+    term = PatchGan("gan", GAN_SETTINGS)
+    disc = copy.deepcopy(term.disc)
+    pairs = [(torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1) for _ in range(2)]
+    grads, _ = _d_step_gradients(term, pairs, step=4)
+    hand = _hand_gradients(disc, pairs, lambda loss, r1: loss + 10.0 / 2 * r1 * 4)
+    for ours, theirs in zip(grads, hand, strict=True):
+        assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-7)
+    only_first = _hand_gradients(disc, pairs[:1], lambda loss, r1: loss + 10.0 / 2 * r1 * 4)
+    assert not all(torch.allclose(a, b) for a, b in zip(grads, only_first, strict=True))
 
 
 def test_r1_penalty_by_hand():
@@ -178,11 +274,11 @@ def test_r1_penalty_by_hand():
     assert float(r1_penalty(disc, real).detach()) == pytest.approx(float(g.pow(2).sum()), rel=1e-5)
 
 
-def test_ema_follows_its_formula():
+def test_ema_without_warmup_follows_its_formula():
     from ditsr_plan.runtime.ema import Ema
 
     model = torch.nn.Linear(2, 1)
-    ema = Ema(model, decay=0.9, start=2, every=2)
+    ema = Ema(model, decay=0.9, start=2, every=2, warmup=False)
     history = []
     for step in range(6):
         with torch.no_grad():
@@ -199,6 +295,49 @@ def test_ema_follows_its_formula():
             assert torch.equal(after, before)  # only every 2 steps
 
 
+def test_ema_with_warmup_equals_diffusers_ema_model():
+    """The default EMA against diffusers' EMAModel(decay=0.999) stepped on the same parameter sequence:
+    decay_s = min(0.999, (1 + s) / (10 + s)), the first update copies."""
+    from diffusers.training_utils import EMAModel
+
+    from ditsr_plan.runtime.ema import Ema, ema_decay
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 3))
+    ours = Ema(model, decay=0.999)
+    theirs = EMAModel(model.parameters(), decay=0.999)
+    g = torch.Generator().manual_seed(1)
+    for step in range(300):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+        ours.update(model, step)
+        theirs.step(model.parameters())
+        if step in (0, 1, 5, 50, 299):
+            for a, b in zip(ours.model.parameters(), theirs.shadow_params, strict=True):
+                assert torch.allclose(a, b, rtol=0, atol=1e-7), step
+    assert ema_decay(0.999, 0, True) == 0.0 and ema_decay(0.999, 1, True) == pytest.approx(2 / 11)
+    assert ema_decay(0.999, 20_000, True) == 0.999 and ema_decay(0.999, 0, False) == 0.999
+    assert ours.state() == {"updates": 300}
+
+
+def test_ema_warmup_keeps_little_of_the_initialisation():
+    """After 200 steps the warmed-up EMA holds < 1 % of the initial weights (decay from s = 0: 82 %)."""
+    from ditsr_plan.runtime.ema import Ema
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    warm, cold = Ema(model, 0.999), Ema(model, 0.999, warmup=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)  # the trained weights moved away from the initialisation (1.0)
+    for step in range(200):
+        warm.update(model, step)
+        cold.update(model, step)
+    assert float(warm.model.weight) < 0.01
+    assert float(cold.model.weight) == pytest.approx(0.999**200, rel=1e-4)  # 0.82
+
+
 def test_a_patch_too_small_for_lpips_alex_stops_before_step_0(tmp_path):
     from ditsr_plan.runtime.terms import TermSetupError
     from tests.runtime_helpers import ALL_TERMS
@@ -211,18 +350,7 @@ def test_nonsaturating_gan_losses():
     from ditsr_plan.runtime.terms.patchgan import PatchGan
 
     torch.manual_seed(1)
-    settings = {
-        "layers": 2,
-        "ndf": 8,
-        "norm": "none",
-        "loss": "nonsat",
-        "r1": 0.0,
-        "r1_every": 1,
-        "lr": 1e-4,
-        "betas": [0.5, 0.999],
-        "wd": 0.0,
-        "d_warmup": 0,
-    }
+    settings = {**GAN_SETTINGS, "norm": "none", "loss": "nonsat", "r1": 0.0, "r1_every": 1, "wd": 0.0}
     term = PatchGan("gan", settings)
     fake, real = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     s = StepTensors(torch.tensor([1]), fake, fake, fake, fake, pred_patch=fake, gt_patch=real)
@@ -230,7 +358,7 @@ def test_nonsaturating_gan_losses():
         expected_g = F.softplus(-term.disc(fake)).mean()
         expected_d = F.softplus(-term.disc(real)).mean() + F.softplus(term.disc(fake)).mean()
     assert float(term(s).detach()) == pytest.approx(float(expected_g), rel=1e-6)
-    stats = term.train_discriminator(real, fake, step=1, lr=1e-4)
+    stats = term.train_discriminator([(real, fake)], step=1, lr=1e-4)
     assert stats["loss"] == pytest.approx(float(expected_d), rel=1e-6) and stats["r1"] is None
 
 
@@ -244,3 +372,38 @@ def test_gradient_diagnostics_norms_and_cosines(trainer):
     assert d["cosine"]["a|b"] == pytest.approx(-1.0)  # pulling in opposite directions
     expected = float((torch.arange(4.0).sum() * 32) / (n * (torch.arange(4.0) ** 2).sum().sqrt() * 32**0.5))
     assert d["cosine"]["a|c"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_generator_is_told_the_lr_augmentation_level(tmp_path):
+    """Level 0 is the transformer alone (the embedding is 0 there by construction and starts at 0
+    everywhere); once trained, two levels give different predictions for the same input."""
+    from ditsr_plan.runtime.run import run_plan
+    from tests.runtime_helpers import tiny_plan
+
+    trainer = tiny_trainer(tmp_path)
+    model = trainer.model.eval()
+    g = torch.Generator().manual_seed(0)
+    x, cond = torch.randn(2, 48, 8, 8, generator=g), torch.randn(2, 48, 8, 8, generator=g)
+    t = torch.tensor([500, 900])
+    level = lambda v: torch.full((2,), v)  # noqa: E731
+    with torch.no_grad():
+        alone = model.dit(torch.cat([x, cond], 1), timestep=t, class_labels=torch.zeros(2, dtype=torch.long)).sample
+        assert torch.equal(model(x, cond, t, level(0.0)), alone)
+        assert torch.equal(model(x, cond, t, level(0.1)), alone)  # untrained: the embedding starts at 0
+    plan = tiny_plan(tmp_path, steps=6, stages="stage A 0..: v 1; latent_l1 1\n")
+    run_plan(compile_plan_for(plan), tmp_path / "run")
+    from safetensors.torch import load_file
+
+    trained = tiny_trainer(tmp_path / "again").model.eval()
+    trained.load_state_dict(load_file(tmp_path / "run" / "checkpoints" / "step-00000006" / "generator.safetensors"))
+    with torch.no_grad():
+        a, b = trained(x, cond, t, level(0.0)), trained(x, cond, t, level(0.1))
+        assert not torch.allclose(a, b)
+        alone = trained.dit(torch.cat([x, cond], 1), timestep=t, class_labels=torch.zeros(2, dtype=torch.long)).sample
+        assert torch.allclose(a, alone, atol=1e-6)  # level 0 (validation) needs nothing but the transformer
+
+
+def compile_plan_for(path):
+    from ditsr_plan.compiler import compile_plan
+
+    return compile_plan(path)

@@ -68,3 +68,57 @@ def test_activation_checkpointing_gives_the_same_step(tmp_path):
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
     moved = trainer_for(tmp_path / "a" / "tiny.plan").model.state_dict()  # freshly initialised
     assert max(float((a[k] - moved[k]).abs().max()) for k in a) > 1e-5  # the step did change the weights
+
+
+def test_auto_threads_honours_omp_num_threads_and_leaves_busy_cores_alone(monkeypatch):
+    from ditsr_plan.runtime import device
+
+    monkeypatch.setattr(device, "_usable_cores", lambda: [0, 1, 2, 3])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert device.auto_threads(busy=0.0) == 4
+    assert device.auto_threads(busy=1.2) == 3  # a core kept busy by another program is left to it
+    assert device.auto_threads(busy=3.9) == 1  # never fewer than one
+    assert device.auto_threads(processes_here=2, busy=0.0) == 2  # torchrun's processes share the cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert device.auto_threads(busy=4.0) == 3
+
+
+def test_busy_cores_sees_a_spinning_process():
+    import subprocess
+    import sys
+    import time
+
+    from ditsr_plan.runtime.device import busy_cores
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert busy_cores(0.5) > 0.6
+    finally:
+        spinner.kill()
+
+
+def test_a_resumed_run_keeps_the_thread_count_it_started_with(tmp_path, monkeypatch):
+    import torch
+
+    from ditsr_plan.compiler import compile_plan
+    from ditsr_plan.runtime import device
+    from ditsr_plan.runtime.run import run_plan
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(device, "auto_threads", lambda processes_here=1, busy=None: 1)
+        run_plan(compile_plan(tiny_plan(tmp_path, steps=4, ckpt=2)), tmp_path / "run")
+        state = json.loads((tmp_path / "run" / "checkpoints" / "step-00000004" / "state.json").read_text())
+        assert state["threads"] == 1
+        (tmp_path / "run" / "summary.json").unlink()
+        monkeypatch.setattr(device, "auto_threads", lambda processes_here=1, busy=None: 2)
+        checkpoints = tmp_path / "run" / "checkpoints"
+        import shutil
+
+        shutil.rmtree(checkpoints / "step-00000004")
+        run_plan(compile_plan(tiny_plan(tmp_path, steps=4, ckpt=2)), tmp_path / "run", resume=True)
+        assert torch.get_num_threads() == 1  # auto on a resumed run: the count the run started with
+    finally:
+        torch.set_num_threads(before)

@@ -26,7 +26,14 @@ def _pair(value: Any) -> Any:
     return tuple(part.strip() for part in value.split(",")) if isinstance(value, str) else value
 
 
+def _whole(value: Any) -> Any:
+    """Digits as an int, for fields whose choices are numbers (``laplacian=4``) or ``auto``-or-a-number."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
 Steps = Annotated[int, BeforeValidator(_steps), StepQuantity()]
+Threads = Annotated[Literal["auto"] | Annotated[int, Field(ge=1, le=1024)], BeforeValidator(_whole)]
+Neighbours = Annotated[Literal[4, 8], BeforeValidator(_whole)]
 Pair = Annotated[tuple[float, float], BeforeValidator(_pair)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
@@ -71,6 +78,11 @@ class Flat(EdgeMaskSettings):
     """|Laplacian(pred)| inside the GT flat mask (1 - edge mask)."""
 
     reduce: Literal["mask", "all"] = "mask"
+    laplacian: Neighbours = Field(
+        4,
+        description="4: the 4-neighbour kernel [[0,1,0],[1,-4,1],[0,1,0]] (the reference scripts'); "
+        "8: kornia's 8-neighbour kernel (about 1.8x larger raw values)",
+    )
 
 
 class Ffl(EdgeMaskSettings):
@@ -89,6 +101,11 @@ class PatchGan(Schema):
     loss: Literal["hinge", "nonsat"] = "hinge"
     r1: float = Field(10.0, ge=0, description="R1 gamma; 0 turns R1 off")
     r1_every: Steps = Field(16, ge=1)
+    r1_lazy: Literal["scaled", "unscaled"] = Field(
+        "scaled",
+        description="scaled: (r1/2) E|grad|^2 x r1_every added to the D loss (StyleGAN2, BasicSR); unscaled: "
+        "r1 E|grad|^2 with the D loss and penalty halved together (the reference scripts; r1_every/2 x weaker)",
+    )
     lr: float = Field(1e-4, gt=0)
     betas: Pair = (0.5, 0.999)
     wd: float = Field(1e-4, ge=0)
@@ -116,11 +133,13 @@ PIXEL_KINDS = frozenset({"lpips", "edge", "flat", "ffl", "patchgan"})
 
 
 class Ema(Schema):
-    """EMA of the generator: ``ema = decay * ema + (1 - decay) * weights`` every ``every`` steps."""
+    """EMA of the generator: ``ema = d * ema + (1 - d) * weights`` every ``every`` steps; with ``warmup=on``
+    ``d = min(decay, (1 + s) / (10 + s))`` for the s-th update (diffusers' EMAModel: the first copies)."""
 
     decay: float = Field(0.999, ge=0, lt=1)
-    start: Steps = Field(0, ge=0)
+    start: Steps = Field(0, ge=0, description="steps before the first update (the EMA copies the weights until then)")
     every: Steps = Field(1, ge=1)
+    warmup: bool = Field(True, description="on: diffusers' EMAModel warm-up (1 + s) / (10 + s); off: decay from s = 0")
 
 
 class Pixel(Schema):
@@ -170,10 +189,14 @@ class VaeLatent(Schema):
 
 
 class Diffusion(Schema):
-    """diffusers' DDPMScheduler with v-prediction, and the SR conditioning of the LR latent."""
+    """diffusers' DDPMScheduler with v-prediction, and the SR conditioning of the LR latent. The default
+    schedule is PixArt's and DiT's (IDDPM ``linear`` 1e-4..0.02), which SD-VAE-latent PixArt/DiT checkpoints
+    were trained with; Stable Diffusion's is ``scaled_linear`` 0.00085..0.012."""
 
     train_steps: int = Field(1000, ge=2, le=100_000)
-    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    beta_start: float = Field(1e-4, gt=0, lt=1, description="first beta (linear and scaled_linear)")
+    beta_end: float = Field(0.02, gt=0, lt=1, description="last beta (linear and scaled_linear)")
     lr_noise: float = Field(0.15, ge=0, le=1, description="max std of the noise added to the LR latent")
     cond_dropout: float = Field(0.1, ge=0, le=1, description="probability of zeroing the LR latent")
 
@@ -232,6 +255,11 @@ class Run(Schema):
     compile_backend: Literal["inductor", "aot_eager", "eager"] = Field(
         "inductor", description="torch.compile backend; aot_eager/eager compile fast but do not speed up (for checks)"
     )
+    threads: Threads = Field(
+        "auto",
+        description="CPU threads of torch: auto (OMP_NUM_THREADS when set, else the cores this process may use, "
+        "divided among the processes of a torchrun) or a number",
+    )
 
 
 class Log(Schema):
@@ -265,7 +293,13 @@ class Eval(Schema):
     steps: int = Field(50, ge=1, le=1000, description="sampler steps")
     images: str = Field("builtin", description="builtin, or ROLE=PATH,ROLE=PATH,... (roles: any names)")
     size: int = Field(128, ge=16, le=4096, description="side of the builtin validation crops, in pixels")
-    lq_init: float = Field(0.0, ge=0, le=1, description="start from the LR latent noised to this strength; 0 = noise")
+    lq_init: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="fraction of the sampler's schedule skipped: start from the LR latent noised to "
+        "ts[round(lq_init x (steps - 1))] (the reference's strength); 0 = from pure noise",
+    )
     cfg: float = Field(1.0, ge=1, le=20, description="classifier-free guidance scale; 1 = none")
     seed: int = Field(0, ge=0)
     lpips: Literal["auto", "off"] = Field("auto", description="LPIPS metric when the pretrained trunk is cached")

@@ -20,7 +20,7 @@ import torch
 
 from . import faults
 
-FORMAT = 1
+FORMAT = 2  # 2: EMA warm-up counter in state.json
 PREFIX = "step-"
 
 

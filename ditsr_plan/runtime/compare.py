@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .logs import read_jsonl
+from .logs import read_evals
 
 LOWER_IS_BETTER = {"lpips"}
 MEAN_METRICS = ("psnr", "ssim", "lpips")
@@ -14,7 +14,7 @@ DEFOCUS = "defocus"
 
 
 def _evals(run: Path) -> list[dict]:
-    return read_jsonl(run / "eval.jsonl")
+    return read_evals(run / "eval.jsonl")
 
 
 def summarise(run: Path) -> dict:
@@ -42,7 +42,29 @@ def summarise(run: Path) -> dict:
     defocus = final["images"].get(DEFOCUS, {})
     row["defocus_esr"], row["defocus_fhr"] = defocus.get("esr"), defocus.get("fhr")
     row["images"] = final["images"]
+    row["bicubic"] = final.get("bicubic")
     return row
+
+
+def bicubic_rows(rows: list[dict]) -> list[dict]:
+    """One ``bicubic`` row per distinct baseline among the runs (one when they validate on the same images)."""
+    out: list[dict] = []
+    for r in rows:
+        base = r.get("bicubic")
+        if not base or any(o["images"] == {k: v for k, v in base.items() if k != "mean"} for o in out):
+            continue
+        mean = base["mean"]
+        defocus = base.get(DEFOCUS, {})
+        out.append(
+            {
+                "plan": "bicubic",
+                **{m: mean.get(m) for m in MEAN_METRICS},
+                "defocus_esr": defocus.get("esr"),
+                "defocus_fhr": defocus.get("fhr"),
+                "images": {k: v for k, v in base.items() if k != "mean"},
+            }
+        )
+    return out
 
 
 COLUMNS = [
@@ -69,6 +91,7 @@ def _cell(value) -> str:
 
 
 def table(rows: list[dict], markdown: bool = False) -> str:
+    rows = rows + bicubic_rows(rows)
     header = [title for _, title in COLUMNS]
     body = [[_cell(r.get(key)) for key, _ in COLUMNS] for r in rows]
     images = sorted({role for r in rows for role in r.get("images", {})})

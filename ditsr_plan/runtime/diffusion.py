@@ -3,6 +3,9 @@
 ``v = alpha_t * noise - sigma_t * x0`` (diffusers' ``get_velocity``) and the reconstruction
 ``x0_hat = alpha_t * x_t - sigma_t * v_hat``, with ``alpha_t = sqrt(alphas_cumprod[t])`` and
 ``sigma_t = sqrt(1 - alphas_cumprod[t])``. SNR is diffusers' ``compute_snr``.
+
+Training (DDPM) and validation (DDIM) schedulers are both built by :func:`make_scheduler` from the
+plan's ``diffusion`` settings, so that they share one noise schedule.
 """
 
 from __future__ import annotations
@@ -10,15 +13,28 @@ from __future__ import annotations
 import torch
 
 
-class Diffusion:
-    def __init__(self, settings: dict, device: torch.device):
+def make_scheduler(kind: str, settings: dict):
+    """A diffusers scheduler (``ddpm`` for training, ``ddim`` for sampling) of the plan's noise schedule,
+    predicting v."""
+    common = {
+        "num_train_timesteps": settings["train_steps"],
+        "beta_schedule": settings["beta_schedule"],
+        "beta_start": settings["beta_start"],
+        "beta_end": settings["beta_end"],
+        "prediction_type": "v_prediction",
+    }
+    if kind == "ddpm":
         from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
-        self.scheduler = DDPMScheduler(
-            num_train_timesteps=settings["train_steps"],
-            beta_schedule=settings["beta_schedule"],
-            prediction_type="v_prediction",
-        )
+        return DDPMScheduler(**common)
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+
+    return DDIMScheduler(**common, clip_sample=False)
+
+
+class Diffusion:
+    def __init__(self, settings: dict, device: torch.device):
+        self.scheduler = make_scheduler("ddpm", settings)
         self.train_steps = settings["train_steps"]
         alphas_cumprod = self.scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
         self.alpha = alphas_cumprod.sqrt()

@@ -5,15 +5,18 @@
   ``high_texture`` (immunohistochemistry: dense cell texture), ``low_texture`` (the rocket's sky) and
   ``defocus`` (the cat, whose background is out of focus); ``images=role=path,role=path`` uses your own.
 - The LR is made once by the run's degradation with a fixed seed, so every eval sees the same input.
-- Sampling: diffusers' ``DDIMScheduler`` with v-prediction over ``steps`` steps, from pure noise or
-  (``lq_init=s``) from the LR latent noised to strength ``s`` (the last ``s`` of the schedule, as
-  diffusers' img2img does); ``cfg`` > 1 mixes in the prediction without LR conditioning.
-  Deterministic for the eval seed.
+- Sampling: diffusers' ``DDIMScheduler`` with v-prediction over ``steps`` steps, built from the plan's
+  ``diffusion`` settings like the training scheduler. ``lq_init=s`` (the reference's ``strength``) skips
+  the fraction ``s`` of the schedule: with the descending timesteps ``ts``, ``start = round(s (len(ts) - 1))``,
+  the LR latent is noised to ``ts[start]`` and sampling runs ``ts[start:]`` (0.1 of 50 steps starts at
+  t = 880); ``lq_init=0`` starts from pure noise. ``cfg`` > 1 mixes in the prediction without LR
+  conditioning. The model is told augmentation level 0. Deterministic for the eval seed.
+- The bicubic baseline: the metrics of the LR upsampled by bicubic (the model's input), computed once and
+  written beside every eval's metrics, so that every number has its reference.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +26,11 @@ import torch
 from ditsr_plan.dsl.schemas import BUILTIN_EVAL_ROLES
 
 from .data import _fit_crop, degrade, load_image, to_tensor
-from .logs import read_jsonl
-from .metrics import all_metrics
+from .diffusion import make_scheduler
+from .logs import read_evals, write_jsonl_line
+from .metrics import all_metrics, mean_metrics
 from .seeds import generator
-from .terms.regions import edge_mask_from_gt, luma
+from .terms.regions import edge_mask_from_gt, laplacian, luma
 
 # role -> (scikit-image photo, centre (y, x) of the crop); the roles are the plan language's
 BUILTIN_EVAL = dict(
@@ -115,6 +119,7 @@ class Evaluator:
             settings["seed"],
         )
         self.lpips = pretrained_lpips(trainer.placement.device) if settings["lpips"] == "auto" else None
+        self.bicubic = self._bicubic_baseline()
         inputs = self.dir / "inputs"
         inputs.mkdir(parents=True, exist_ok=True)
         for image in self.images:  # for compare's side-by-side picture, and for people
@@ -126,41 +131,41 @@ class Evaluator:
             return "LPIPS (alex, pretrained)"
         return "LPIPS unavailable (pretrained AlexNet not in torchvision's cache; never from a random trunk)"
 
+    def _bicubic_baseline(self) -> dict[str, dict]:
+        """The metrics of the bicubic-upsampled LR (what the model is given), per role and their mean."""
+        scale = self.trainer.data.scale
+        rows = {image.role: all_metrics(image.lr_up, image.gt, scale, self.lpips)[0] for image in self.images}
+        return {"mean": mean_metrics(list(rows.values())), **rows}
+
     @torch.no_grad()
     def sample(self, lr_up: torch.Tensor) -> torch.Tensor:
         """SR of one LR image with the EMA generator (or the generator without EMA)."""
-        from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-
         t = self.trainer
         model = t.ema.model if t.ema is not None else t.model
         was_training = model.training
         model.eval()
-        diff = t.blocks["diffusion"]
-        sched = DDIMScheduler(
-            num_train_timesteps=diff["train_steps"],
-            beta_schedule=diff["beta_schedule"],
-            prediction_type="v_prediction",
-            clip_sample=False,
-        )
+        sched = make_scheduler("ddim", t.blocks["diffusion"])
         sched.set_timesteps(self.settings["steps"])
         device = t.placement.device
         cond = t.latent.encode(lr_up.to(device))
         g = generator(self.settings["seed"], "eval-noise")
         noise = torch.randn(cond.shape, generator=g).to(device)
         timesteps = sched.timesteps
-        if self.settings["lq_init"] > 0:
-            keep = max(1, int(len(timesteps) * self.settings["lq_init"]))
-            timesteps = timesteps[len(timesteps) - keep :]
+        strength = self.settings["lq_init"]
+        if strength > 0:
+            start = lq_init_start(len(timesteps), strength)
+            timesteps = timesteps[start:]
             x = sched.add_noise(cond, noise, timesteps[:1])
         else:
             x = noise * sched.init_noise_sigma
         cfg = self.settings["cfg"]
+        no_aug = torch.zeros(x.shape[0], device=device)
         with t.placement.autocast():
             for step_t in timesteps:
                 tt = step_t.expand(x.shape[0]).to(device)
-                v = model(x, cond, tt).float()
+                v = model(x, cond, tt, no_aug).float()
                 if cfg != 1:
-                    v_uncond = model(x, torch.zeros_like(cond), tt).float()
+                    v_uncond = model(x, torch.zeros_like(cond), tt, no_aug).float()
                     v = v_uncond + cfg * (v - v_uncond)
                 x = sched.step(v, step_t, x).prev_sample
             sr = t.latent.decode(x).float().clamp(-1, 1)
@@ -179,26 +184,30 @@ class Evaluator:
             per_image[image.role] = all_metrics(sr, image.gt.to(device), self.trainer.data.scale, self.lpips)[0]
             save_png(sr[0].cpu(), folder / f"{image.role}.png")
             results.append((image, sr[0].cpu()))
-        keys = next(iter(per_image.values())).keys()
-        mean = {k: _mean([r[k] for r in per_image.values()]) for k in keys}
-        record = {"step": step, "images": per_image, "mean": mean, "lpips": self.lpips is not None}
+        record = {
+            "step": step,
+            "images": per_image,
+            "mean": mean_metrics(list(per_image.values())),
+            "bicubic": self.bicubic,
+            "lpips": self.lpips is not None,
+        }
         from .pictures import eval_grid, progression_strips
 
-        eval_grid(results, per_image, step, self.dir / f"grid-{step:08d}.png")
+        eval_grid(results, per_image, self.bicubic, step, self.dir / f"grid-{step:08d}.png")
         progression_strips(self.dir, [im.role for im in self.images], {im.role: im.gt[0] for im in self.images})
         return record
 
     def append(self, record: dict) -> None:
-        with open(self.jsonl, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        write_jsonl_line(self.jsonl, record)
 
     def records(self) -> list[dict]:
-        return read_jsonl(self.jsonl)
+        return read_evals(self.jsonl)
 
 
-def _mean(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
+def lq_init_start(steps: int, strength: float) -> int:
+    """Index of the first timestep sampled with ``lq_init=strength`` among ``steps`` descending timesteps:
+    ``round(strength * (steps - 1))`` (the reference's ``get_lq_init_latents``; Python's rounding)."""
+    return round(strength * (steps - 1))
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
@@ -211,10 +220,8 @@ def save_png(image: torch.Tensor, path: Path) -> None:
 
 def flat_heat(sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """``(|lap SR| - |lap GT|) x flat mask`` (H x W): positive where SR invents texture in flat GT regions."""
-    import kornia
-
     mask = 1 - edge_mask_from_gt(gt[None])[0, 0]
-    lap = lambda x: kornia.filters.laplacian(luma(x[None]), 3)[0, 0].abs()  # noqa: E731
+    lap = lambda x: laplacian(luma(x[None]), 4)[0, 0].abs()  # noqa: E731
     return (lap(sr) - lap(gt)) * mask
 
 

@@ -84,6 +84,32 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
+SPECIAL = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _metric_values(values: dict) -> dict:
+    return {k: SPECIAL.get(v, v) if isinstance(v, str) else v for k, v in values.items()}
+
+
+def read_evals(path: Path) -> list[dict]:
+    """The records of an ``eval.jsonl``, their metric values as numbers again (a perfect image's PSNR is
+    written as the string "inf", as in metrics.jsonl, so that every line is valid JSON)."""
+    records = read_jsonl(path)
+    for record in records:
+        for group in ("images", "bicubic"):
+            if isinstance(record.get(group), dict):
+                record[group] = {role: _metric_values(v) for role, v in record[group].items()}
+        if isinstance(record.get("mean"), dict):
+            record["mean"] = _metric_values(record["mean"])
+    return records
+
+
+def write_jsonl_line(path: Path, record: dict) -> None:
+    """Append one record (NaN and infinities as strings) to a JSON lines file."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
+
+
 def step_of(line: str) -> int | None:
     """The step of a JSON lines record; None for a blank or cut-short line."""
     try:

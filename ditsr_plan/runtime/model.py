@@ -7,12 +7,22 @@ from torch import nn
 
 from ditsr_plan.dsl.schemas import DIT_PRESETS
 
+from .aug_level import AugLevelEmbedding, attach
+
+
+def _dit_levels(args: tuple, kwargs: dict):
+    """The DiT's timestep embedding is called as ``emb(timestep, class_labels, hidden_dtype=...)``: the
+    wrapper passes the augmentation levels as the class labels; the real label is a constant 0."""
+    timestep, levels = args[0], args[1]
+    return levels, (timestep, torch.zeros(levels.shape[0], dtype=torch.long, device=levels.device)), kwargs
+
 
 class SRDiT(nn.Module):
-    """Predicts the velocity of the noisy HR latent, conditioned on the LR latent.
+    """Predicts the velocity of the noisy HR latent, conditioned on the LR latent and its augmentation level.
 
     Input channels = 2 x latent channels (noisy latent, LR latent concatenated); output channels =
-    latent channels. Class conditioning is unused: every sample gets class 0, never dropped.
+    latent channels. The DiT's class conditioning carries nothing (every sample gets class 0, never
+    dropped); the LR augmentation level is added to the timestep embedding (``aug_level.py``).
     """
 
     def __init__(self, latent_channels: int, sample_size: int, settings: dict):
@@ -38,10 +48,19 @@ class SRDiT(nn.Module):
         for module in self.dit.modules():
             if hasattr(module, "dropout_prob") and hasattr(module, "token_drop"):
                 module.dropout_prob = 0.0
+        self.aug_level = AugLevelEmbedding(heads * head_dim)
+        attach([block.norm1.emb for block in self.dit.transformer_blocks], self.aug_level, _dit_levels)
         if settings.get("checkpointing"):
             self.dit.enable_gradient_checkpointing()
 
-    def forward(self, noisy: torch.Tensor, lr_latent: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        classes = torch.zeros(noisy.shape[0], dtype=torch.long, device=noisy.device)
+    def forward(
+        self,
+        noisy: torch.Tensor,
+        lr_latent: torch.Tensor,
+        timesteps: torch.Tensor,
+        aug_level: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if aug_level is None:
+            aug_level = noisy.new_zeros(noisy.shape[0])
         x = torch.cat([noisy, lr_latent], dim=1)
-        return self.dit(x, timestep=timesteps, class_labels=classes).sample
+        return self.dit(x, timestep=timesteps, class_labels=aug_level.float()).sample

@@ -22,9 +22,14 @@ def _plt():
     return plt
 
 
-def eval_grid(results, metrics: dict[str, dict], step: int, path: Path) -> None:
-    """One row per validation image: LR (upsampled), SR, GT, a zoom on the flattest (defocus) region
-    of SR next to GT's, and |Laplacian(SR)| - |Laplacian(GT)| inside the flat mask."""
+def _scores(m: dict) -> str:
+    return f"PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.3f}  ESR {m['esr']:.2f}"
+
+
+def eval_grid(results, metrics: dict[str, dict], bicubic: dict[str, dict], step: int, path: Path) -> None:
+    """One row per validation image: LR (bicubic-upsampled, with its metrics: the baseline), SR, GT, a zoom
+    on the flattest (defocus) region of SR next to GT's, and |Laplacian(SR)| - |Laplacian(GT)| inside the
+    flat mask (titled with FHR, the metric it shows)."""
     plt = _plt()
     rows = len(results)
     fig, axes = plt.subplots(rows, 5, figsize=(15, 3.2 * rows), squeeze=False)
@@ -36,17 +41,19 @@ def eval_grid(results, metrics: dict[str, dict], step: int, path: Path) -> None:
         pair = torch.cat([sr[:, y : y + zoom, x : x + zoom], gt[:, y : y + zoom, x : x + zoom]], dim=-1)
         heat = flat_heat(sr, gt).numpy()
         limit = max(1e-6, float(abs(heat).max()))
+        base = bicubic[image.role]
         panels = [
-            (_rgb(image.lr_up[0]), "LR (upsampled)"),
-            (_rgb(sr), f"SR  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.3f}"),
+            (_rgb(image.lr_up[0]), f"bicubic  {_scores(base)}"),
+            (_rgb(sr), f"SR  {_scores(m)}"),
             (_rgb(gt), "GT"),
-            (_rgb(pair), f"flattest region: SR | GT  (FHR {m['fhr']:.2f})"),
+            (_rgb(pair), "flattest region: SR | GT"),
         ]
         for c, (picture, title) in enumerate(panels):
             axes[r, c].imshow(picture, interpolation="nearest")
             axes[r, c].set_title(title, fontsize=8)
         im = axes[r, 4].imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit)
-        axes[r, 4].set_title(f"|lap SR|-|lap GT| in flat mask (ESR {m['esr']:.2f})", fontsize=8)
+        heat_title = f"|lap SR|-|lap GT| in flat mask (FHR {m['fhr']:.2f}, bicubic {base['fhr']:.2f})"
+        axes[r, 4].set_title(heat_title, fontsize=8)
         fig.colorbar(im, ax=axes[r, 4], fraction=0.046)
         axes[r, 0].set_ylabel(image.role, fontsize=10)
         for ax in axes[r]:

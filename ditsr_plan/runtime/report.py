@@ -11,9 +11,10 @@ import base64
 import html
 import io
 import json
+import math
 from pathlib import Path
 
-from .logs import read_jsonl
+from .logs import read_evals, read_jsonl
 
 
 def _plt():
@@ -46,14 +47,24 @@ def _stage_bands(ax, stages) -> None:
         ax.text((start + end) / 2, 1.0, name, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
 
 
-def _series_plot(stages, series: dict[str, tuple[list, list]], title: str, ylabel: str, log: bool = False) -> str:
+def _series_plot(
+    stages,
+    series: dict[str, tuple[list, list]],
+    title: str,
+    ylabel: str,
+    log: bool = False,
+    reference: tuple[str, float] | None = None,
+) -> str:
+    """Lines over the steps with the stages as bands; ``reference`` (label, value): a dashed horizontal line."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 3.6))
     _stage_bands(ax, stages)
     for name, (xs, ys) in series.items():
-        points = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+        points = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None and math.isfinite(y)]
         if points:
             ax.plot(*zip(*points, strict=True), label=name, linewidth=1.3)
+    if reference is not None and reference[1] is not None and math.isfinite(reference[1]):
+        ax.axhline(reference[1], color="0.3", linestyle="--", linewidth=1.0, label=reference[0])
     if log and ax.lines:
         ax.set_yscale("symlog", linthresh=1e-3)  # a hinge GAN loss can be negative
     ax.set_title(title, pad=14)
@@ -72,7 +83,7 @@ def build_report(run_dir: Path) -> str:
     graph = ScheduleGraph.from_json(json.loads((run_dir / "plan.json").read_text()))
     stages = [(s.name, s.start, s.end) for s in graph.stages]
     metrics = read_jsonl(run_dir / "metrics.jsonl")
-    evals = read_jsonl(run_dir / "eval.jsonl")
+    evals = read_evals(run_dir / "eval.jsonl")
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     steps = [m["step"] for m in metrics]
     sections: list[tuple[str, str]] = []
@@ -108,8 +119,10 @@ def build_report(run_dir: Path) -> str:
             series = {"mean": (eval_steps, [e["mean"].get(metric) for e in evals])}
             for role in evals[-1]["images"]:
                 series[role] = (eval_steps, [e["images"].get(role, {}).get(metric) for e in evals])
+            base = evals[-1].get("bicubic", {}).get("mean", {}).get(metric)
             if any(v is not None for _, ys in series.values() for v in ys):
-                figs.append(_img(_series_plot(stages, series, metric, metric), metric))
+                reference = ("bicubic (mean)", base)
+                figs.append(_img(_series_plot(stages, series, metric, metric, reference=reference), metric))
             else:
                 figs.append(f"<p>{metric}: unavailable in this run (no pretrained trunk).</p>")
         sections.append(("Validation metrics", "\n".join(figs)))
@@ -172,6 +185,10 @@ def build_report(run_dir: Path) -> str:
     if evals:
         last = evals[-1]["mean"]
         facts.append("last validation (mean): " + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if v is not None))
+        base = evals[-1].get("bicubic", {}).get("mean")
+        if base:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in base.items() if v is not None)
+            facts.append(f"bicubic baseline (mean): {shown}")
     toc = "".join(f'<li><a href="#s{i}">{html.escape(t)}</a></li>' for i, (t, _) in enumerate(sections))
     body = "".join(f'<section id="s{i}"><h2>{html.escape(t)}</h2>{c}</section>' for i, (t, c) in enumerate(sections))
     return f"""<!doctype html>

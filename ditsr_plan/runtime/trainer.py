@@ -111,7 +111,9 @@ class Trainer:
             **({"fused": True} if device.type == "cuda" else {}),
         )
         ema = blocks.get("ema")
-        self.ema = Ema(self.model, ema["decay"], ema["start"], ema["every"]) if ema and ema["decay"] > 0 else None
+        self.ema = None
+        if ema and ema["decay"] > 0:
+            self.ema = Ema(self.model, ema["decay"], ema["start"], ema["every"], ema["warmup"])
         self.patch, self.margin = self._patch_geometry(blocks["pixel"]["patch"], blocks["pixel"]["margin"])
         self.checked: set[str] = set()  # terms whose first live step passed the gradient check
         self._try_pixel_terms()
@@ -188,9 +190,10 @@ class Trainer:
         cond_std = torch.cat(stds).view(-1, 1, 1, 1).to(device)
         keep = torch.cat(keeps).view(-1, 1, 1, 1).to(device)
         cond = (cond + cond_std * torch.stack(cond_noises).to(device)) * keep
+        aug_level = (cond_std * keep).flatten()  # the model is told the augmentation (0 for a dropped LR)
         x_t = self.diffusion.add_noise(x0, noise, t)
         v = self.diffusion.velocity(x0, noise, t)
-        v_hat = self.net(x_t, cond, t)
+        v_hat = self.net(x_t, cond, t, aug_level)
         x0_hat = self.diffusion.reconstruct_x0(x_t, v_hat.float(), t)
         s = StepTensors(t=t, v=v, v_hat=v_hat, x0=x0, x0_hat=x0_hat)
         if decode:
@@ -210,6 +213,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         record = StepRecord(step, 0.0)
         first = None
+        patches = []  # every micro-batch's (GT, prediction) pixel patches, for the discriminator
         for micro, batch in enumerate(batches):
             last = micro == len(batches) - 1
             # under DDP the gradients are all-reduced once per optimiser step, in the last micro-batch
@@ -223,6 +227,8 @@ class Trainer:
                     if grads:
                         record.gradients = self.gradient_diagnostics(raw, weights, s)
                     first = s
+                if needs.discriminator:
+                    patches.append((s.gt_patch.detach(), s.pred_patch.detach()))
                 loss = sum(weights[n] * raw[n] for n in live) / len(batches)
                 if live:
                     loss.backward()
@@ -253,8 +259,7 @@ class Trainer:
             for name, term in self.terms.items():
                 if isinstance(term, PatchGan):
                     record.discriminator[name] = term.train_discriminator(
-                        first.gt_patch,
-                        first.pred_patch,
+                        patches,
                         step,
                         weights.get("lr_d", term.settings["lr"]),
                         lambda disc: average_gradients(self.ranks, disc),

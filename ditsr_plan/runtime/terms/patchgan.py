@@ -3,9 +3,13 @@
 Generator loss: ``hinge`` = ``-mean(D(fake))``; ``nonsat`` = ``mean(softplus(-D(fake)))``.
 Discriminator loss: ``hinge`` = ``mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))``; ``nonsat`` =
 ``mean(softplus(-D(real))) + mean(softplus(D(fake)))``.
-R1 (lazy, as StyleGAN2 and BasicSR do): every ``r1_every`` steps, on real patches,
-``(r1 / 2) * mean(|grad_x D(x)|^2) * r1_every`` -- multiplied by the interval so that the average
-penalty per step is the one asked for (the reference scripts did not multiply).
+R1 on real patches every ``r1_every`` steps, ``R = mean over the batch of sum |grad_x D(x)|^2``:
+- ``r1_lazy=scaled`` (lazy regularisation as StyleGAN2 and BasicSR do it): the D loss gets
+  ``(r1 / 2) * R * r1_every`` -- multiplied by the interval, so the average penalty per step is the one asked for;
+- ``r1_lazy=unscaled`` (the reference scripts): ``(D loss + r1 * R) / 2`` -- not multiplied by the interval,
+  and halved together with the D loss. Relative to the D loss the scaled penalty is ``r1_every / 2`` times the
+  unscaled one (8x at ``r1_every=16``).
+With several micro-batches (``optim accum``) D sees each of them: their losses are averaged into one D step.
 """
 
 from __future__ import annotations
@@ -76,36 +80,50 @@ class PatchGan(LossTerm):
             return -logits.mean()
         return F.softplus(-logits).mean()
 
-    def train_discriminator(
-        self, real: torch.Tensor, fake: torch.Tensor, step: int, lr: float, reduce_grads=None
-    ) -> dict:
-        """One D step on detached patches; R1 on steps that are multiples of ``r1_every``.
-        ``reduce_grads(disc)``, when given, runs between backward and the optimiser step (under DDP it
-        averages D's gradients over the ranks)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        real, fake = real.detach().float(), fake.detach().float()
+    def _d_loss(self, real: torch.Tensor, fake: torch.Tensor, with_r1: bool):
+        """D loss, R1 penalty (or None), the penalty as added to the D loss, the total to minimise, D(real), D(fake)."""
         d_real, d_fake = self.disc(real), self.disc(fake)
         if self.settings["loss"] == "hinge":
             loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
         else:
             loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-        r1 = r1_weighted = None
-        every, gamma = self.settings["r1_every"], self.settings["r1"]
-        total = loss
-        if gamma > 0 and step % every == 0:
-            r1 = r1_penalty(self.disc, real)
-            r1_weighted = (gamma / 2) * r1 * every
-            total = total + r1_weighted
+        gamma, every = self.settings["r1"], self.settings["r1_every"]
+        r1 = r1_penalty(self.disc, real) if with_r1 else None
+        if self.settings["r1_lazy"] == "scaled":
+            r1_added = None if r1 is None else (gamma / 2) * r1 * every
+            total = loss if r1_added is None else loss + r1_added
+        else:
+            r1_added = None if r1 is None else gamma * r1
+            total = 0.5 * (loss if r1_added is None else loss + r1_added)
+        return loss, r1, r1_added, total, d_real, d_fake
+
+    def train_discriminator(
+        self, pairs: list[tuple[torch.Tensor, torch.Tensor]], step: int, lr: float, reduce_grads=None
+    ) -> dict:
+        """One D step on the detached (real, fake) patches of every micro-batch, their losses averaged; R1 on
+        steps that are multiples of ``r1_every``. ``reduce_grads(disc)``, when given, runs between backward
+        and the optimiser step (under DDP it averages D's gradients over the ranks). Returns the micro-batches'
+        mean D loss, R1 penalty, R1 as added to the D loss, D(real) and D(fake)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with_r1 = self.settings["r1"] > 0 and step % self.settings["r1_every"] == 0
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        sums = {"loss": 0.0, "r1": 0.0, "r1_weighted": 0.0, "real": 0.0, "fake": 0.0}
+        for real, fake in pairs:
+            loss, r1, r1_added, total, d_real, d_fake = self._d_loss(
+                real.detach().float(), fake.detach().float(), with_r1
+            )
+            (total / len(pairs)).backward()
+            sums["loss"] += float(loss.detach())
+            sums["real"] += float(d_real.detach().mean())
+            sums["fake"] += float(d_fake.detach().mean())
+            if r1 is not None:
+                sums["r1"] += float(r1.detach())
+                sums["r1_weighted"] += float(r1_added.detach())
         if reduce_grads is not None:
             reduce_grads(self.disc)
         self.optimizer.step()
-        return {
-            "loss": float(loss.detach()),
-            "r1": None if r1 is None else float(r1.detach()),
-            "r1_weighted": None if r1_weighted is None else float(r1_weighted.detach()),
-            "real": float(d_real.detach().mean()),
-            "fake": float(d_fake.detach().mean()),
-        }
+        stats = {key: value / len(pairs) for key, value in sums.items()}
+        if not with_r1:
+            stats["r1"] = stats["r1_weighted"] = None
+        return stats
