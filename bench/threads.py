@@ -4,9 +4,9 @@ machine idle and with a competing busy process.
 ``python bench/threads.py [--steps N] [--plan plans/demo.plan] [--at STEP]``: builds the plan's trainer on
 the CPU and times ``--steps`` steps at step ``--at`` (default: inside stage C, every term live) for each
 of four cases, each in a fresh process (the thread count of a process is fixed once its first parallel
-region ran): {default threads, 1 thread} x {idle, one busy process spinning on a core}. Prints the
-median step time of each and the two ratios that matter: how much the competitor slows each setting
-down, and what ``run threads=auto`` chooses here.
+region ran): {torch's default thread count, 1 thread, ``run threads=auto``} x {idle, one busy process
+spinning on a core}. Prints the median step time of each and the ratios that matter: how much the
+competitor slows each setting down, and what ``auto`` chose.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import statistics
 import subprocess
 import sys
 
@@ -24,7 +23,10 @@ from ditsr_plan.compiler import compile_plan
 from ditsr_plan.runtime.device import place
 from ditsr_plan.runtime.trainer import Trainer
 threads, plan, at, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-if threads != "default":
+if threads == "auto":
+    from ditsr_plan.runtime.device import set_threads
+    set_threads("auto")
+elif threads != "default":
     torch.set_num_threads(int(threads))
 trainer = Trainer(compile_plan(plan), place("cpu", "fp32"))
 batches = [trainer.data.batch(at, micro) for micro in range(trainer.accum)]
@@ -70,25 +72,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     from ditsr_plan.compiler import compile_plan
-    from ditsr_plan.runtime.device import auto_threads
 
     graph = compile_plan(args.plan)
     at = args.at if args.at is not None else graph.stages[-1].start + 1
     print(f"plan {graph.name}, step {at}, {args.steps} timed steps, {os.cpu_count()} CPUs")
     results = {}
     for busy in (False, True):
-        for threads in ("default", "1"):
+        for threads in ("default", "1", "auto"):
             n, ms = _measure(threads, args.plan, at, args.steps, busy)
             results[threads, busy] = ms
             print(f"  {'busy' if busy else 'idle'}  {threads:>7} threads ({n}): {ms:8.1f} ms/step")
-    for threads in ("default", "1"):
+    for threads in ("default", "1", "auto"):
         print(f"  competitor slows '{threads}' down {results[threads, True] / results[threads, False]:.2f}x")
     print(
         f"  idle: 1 thread / default = {results['1', False] / results['default', False]:.2f}x; "
-        f"busy: default / 1 thread = {results['default', True] / results['1', True]:.2f}x"
+        f"busy: default / 1 thread = {results['default', True] / results['1', True]:.2f}x; "
+        f"busy: default / auto = {results['default', True] / results['auto', True]:.2f}x"
     )
-    print(f"  run threads=auto chooses {auto_threads()} thread(s) here (now, with nothing else running)")
-    _ = statistics  # (kept for readers who extend the table with spreads)
 
 
 if __name__ == "__main__":

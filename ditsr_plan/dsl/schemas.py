@@ -197,6 +197,11 @@ class Diffusion(Schema):
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
     beta_start: float = Field(1e-4, gt=0, lt=1, description="first beta (linear and scaled_linear)")
     beta_end: float = Field(0.02, gt=0, lt=1, description="last beta (linear and scaled_linear)")
+    target: Literal["x0", "residual"] = Field(
+        "x0",
+        description="what the diffusion generates: x0, the HR latent (the reference); residual, the HR latent minus "
+        "the LR latent (added back after sampling: SR diffusion on the detail only, learnt far faster from scratch)",
+    )
     lr_noise: float = Field(0.15, ge=0, le=1, description="max std of the noise added to the LR latent")
     cond_dropout: float = Field(0.1, ge=0, le=1, description="probability of zeroing the LR latent")
 

@@ -10,7 +10,9 @@
   the fraction ``s`` of the schedule: with the descending timesteps ``ts``, ``start = round(s (len(ts) - 1))``,
   the LR latent is noised to ``ts[start]`` and sampling runs ``ts[start:]`` (0.1 of 50 steps starts at
   t = 880); ``lq_init=0`` starts from pure noise. ``cfg`` > 1 mixes in the prediction without LR
-  conditioning. The model is told augmentation level 0. Deterministic for the eval seed.
+  conditioning. The model is told augmentation level 0. With ``diffusion target=residual`` the sampler
+  works on the residual (the LR-latent start is then the noised zero residual) and the LR latent is
+  added back before decoding. Deterministic for the eval seed.
 - The bicubic baseline: the metrics of the LR upsampled by bicubic (the model's input), computed once and
   written beside every eval's metrics, so that every number has its reference.
 """
@@ -148,6 +150,8 @@ class Evaluator:
         sched.set_timesteps(self.settings["steps"])
         device = t.placement.device
         cond = t.latent.encode(lr_up.to(device))
+        # target=residual: the sampler works on HR - LR latents; the LR latent is added back at the end
+        base = cond if t.blocks["diffusion"]["target"] == "residual" else torch.zeros_like(cond)
         g = generator(self.settings["seed"], "eval-noise")
         noise = torch.randn(cond.shape, generator=g).to(device)
         timesteps = sched.timesteps
@@ -155,7 +159,7 @@ class Evaluator:
         if strength > 0:
             start = lq_init_start(len(timesteps), strength)
             timesteps = timesteps[start:]
-            x = sched.add_noise(cond, noise, timesteps[:1])
+            x = sched.add_noise(cond - base, noise, timesteps[:1])
         else:
             x = noise * sched.init_noise_sigma
         cfg = self.settings["cfg"]
@@ -168,7 +172,7 @@ class Evaluator:
                     v_uncond = model(x, torch.zeros_like(cond), tt, no_aug).float()
                     v = v_uncond + cfg * (v - v_uncond)
                 x = sched.step(v, step_t, x).prev_sample
-            sr = t.latent.decode(x).float().clamp(-1, 1)
+            sr = t.latent.decode(x + base).float().clamp(-1, 1)
         model.train(was_training)
         return sr
 

@@ -174,7 +174,9 @@ class Trainer:
         n = hr.shape[0]
         diff = self.blocks["diffusion"]
         with torch.no_grad():
-            x0, cond = self.latent.encode(hr), self.latent.encode(lr_up)
+            x0, lr_latent = self.latent.encode(hr), self.latent.encode(lr_up)
+        # target=residual: the diffusion runs on HR latent - LR latent, and the LR latent is added back
+        base = lr_latent if diff["target"] == "residual" else torch.zeros_like(lr_latent)
         # every sample draws from its own generator (seed, step, micro, global sample index), so a
         # sample's timestep and noise do not depend on how the batch is split across DDP ranks
         ts, noises, stds, keeps, cond_noises = [], [], [], [], []
@@ -184,17 +186,17 @@ class Trainer:
             noises.append(torch.randn(x0.shape[1:], generator=g))
             stds.append(torch.rand(1, generator=g) * diff["lr_noise"])
             keeps.append((torch.rand(1, generator=g) >= diff["cond_dropout"]).float())
-            cond_noises.append(torch.randn(cond.shape[1:], generator=g))
+            cond_noises.append(torch.randn(lr_latent.shape[1:], generator=g))
         t = torch.cat(ts).to(device)
         noise = torch.stack(noises).to(device)
         cond_std = torch.cat(stds).view(-1, 1, 1, 1).to(device)
         keep = torch.cat(keeps).view(-1, 1, 1, 1).to(device)
-        cond = (cond + cond_std * torch.stack(cond_noises).to(device)) * keep
+        cond = (lr_latent + cond_std * torch.stack(cond_noises).to(device)) * keep
         aug_level = (cond_std * keep).flatten()  # the model is told the augmentation (0 for a dropped LR)
-        x_t = self.diffusion.add_noise(x0, noise, t)
-        v = self.diffusion.velocity(x0, noise, t)
+        x_t = self.diffusion.add_noise(x0 - base, noise, t)
+        v = self.diffusion.velocity(x0 - base, noise, t)
         v_hat = self.net(x_t, cond, t, aug_level)
-        x0_hat = self.diffusion.reconstruct_x0(x_t, v_hat.float(), t)
+        x0_hat = self.diffusion.reconstruct_x0(x_t, v_hat.float(), t) + base
         s = StepTensors(t=t, v=v, v_hat=v_hat, x0=x0, x0_hat=x0_hat)
         if decode:
             s.pred_patch, s.gt_patch = self.pixel_patch(x0_hat, hr, generator(self.seed, "patch", step, micro))
