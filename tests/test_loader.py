@@ -99,3 +99,58 @@ def test_non_utf8_file_is_a_clear_error(write_plan, tmp_path):
     path.write_bytes(b"plan \xff\xfe\n")
     with pytest.raises(PlanError, match="not UTF-8"):
         load_plan(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "col", "message"),
+    [
+        ("run.device=tpu", 12, "invalid value 'tpu' for 'device': expected one of auto, cpu, cuda, cuda:N"),
+        ("eval.lq_init=1.5", 14, "invalid value '1.5' for 'lq_init': lq_init must be in [0, 1]"),
+        ("gan.loss=wasserstein", 10, "invalid value 'wasserstein' for 'loss': expected one of hinge, nonsat"),
+        ("ema.decay=0.999k", 11, "invalid value '0.999k' for 'decay': expected a number in [0, 1)"),
+    ],
+)
+def test_set_overrides_get_the_files_messages_positioned_in_the_set_pseudo_file(override, col, message):
+    from ditsr_plan.compiler import compile_plan
+
+    with pytest.raises(PlanError) as exc:
+        compile_plan("plans/v10.plan", overrides=["run.seed=1", override])
+    (diag,) = exc.value.diagnostics
+    assert (diag.pos.file, diag.pos.line, diag.pos.col) == ("--set", 2, col)
+    assert diag.message == message
+
+
+def test_a_missing_required_key_names_the_key_and_what_it_expects(write_plan):
+    path = write_plan("steps 1k\nloss v vpred\ndata folder crop=64\nstage A 0..: v 1\n")
+    with pytest.raises(PlanError) as exc:
+        load_plan(path)
+    (diag,) = exc.value.diagnostics
+    assert diag.message == "data folder needs root=PATH (a folder of HR images)"
+    assert (diag.pos.line, diag.pos.col, diag.pos.length) == (3, 6, 6)  # the caret under the block's kind
+    assert "Field required" not in str(exc.value) and "Input should" not in exc.value.render()
+
+
+def _every_field():
+    from ditsr_plan.dsl.schemas import BLOCKS, TERM_KINDS
+
+    for kind, schema in TERM_KINDS.items():
+        for key in schema.model_fields:
+            yield f"loss x {kind}", schema, key
+    for block, kinds in BLOCKS.items():
+        for kind, schema in kinds.items():
+            for key in schema.model_fields:
+                yield f"{block} {kind or ''}".strip(), schema, key
+
+
+@pytest.mark.parametrize(("line", "schema", "key"), list(_every_field()), ids=lambda x: str(x))
+def test_no_setting_error_speaks_pydantic(write_plan, line, schema, key):
+    """A nonsense value for any key of any block or kind: a message in the plan's words, positioned."""
+    required = " ".join(f"{k}=x" for k, f in schema.model_fields.items() if f.is_required() and k != key)
+    path = write_plan(f"steps 1k\nloss v vpred\n{line} {required} {key}=@@\nstage A 0..: v 1\n")
+    try:
+        load_plan(path)
+    except PlanError as exc:
+        text = exc.render()
+        for phrase in ("Input should", "Field required", "String should", "valid number", "validation error"):
+            assert phrase not in text, text
+        assert all(d.pos is not None for d in exc.diagnostics)

@@ -27,6 +27,7 @@ from ditsr_plan.diagnostics import (
     Pos,
     did_you_mean,
 )
+from ditsr_plan.dsl import field_errors
 from ditsr_plan.dsl.parser import parse_plan
 from ditsr_plan.dsl.schemas import BLOCKS, DEFAULT_BLOCKS, TERM_KINDS
 from ditsr_plan.dsl.spec import BlockDecl, PlanSpec, StageDecl, TermDecl
@@ -311,7 +312,9 @@ class _Loader:
                 )
                 invalid.add(name)
                 continue
-            settings = self.validate_settings(schema, given, f"loss kind '{stmt.kind.text}'")
+            settings = self.validate_settings(
+                schema, given, f"loss kind '{stmt.kind.text}'", stmt.kind.pos, f"loss kind {stmt.kind.text}"
+            )
             if settings is not None:
                 terms[name] = TermDecl(stmt.name, stmt.kind, settings, given, stmt.pos)
             else:
@@ -343,7 +346,8 @@ class _Loader:
                         or ("kinds: " + ", ".join(named) if named else f"'{name}' takes only key=value"),
                     )
                 continue
-            settings = self.validate_settings(kinds[kind], given, f"block '{name}'")
+            at = stmt.kind.pos if stmt.kind else stmt.name.pos
+            settings = self.validate_settings(kinds[kind], given, f"block '{name}'", at, f"{name} {kind or ''}".strip())
             if settings is not None:
                 blocks[name] = BlockDecl(stmt.name, stmt.kind, settings, given, stmt.pos)
         if merged.steps is None and not self.diagnostics:
@@ -372,39 +376,34 @@ class _Loader:
             merged.keep,
         )
 
-    def validate_settings(self, schema: type[BaseModel], given: dict[str, Setting], what: str):
+    def validate_settings(self, schema: type[BaseModel], given: dict[str, Setting], what: str, at: Pos, who: str):
+        """The validated settings, or None after reporting every error in the plan's words: a missing key at
+        ``at`` (the block's kind), an unknown key at the key, a bad value at the value."""
         try:
             return schema.model_validate({k: s.value for k, s in given.items()})
         except ValidationError as exc:
             fields = list(schema.model_fields)
+            reported: set[str] = set()  # one message per key (a union field fails once per alternative)
             for err in exc.errors():
                 key = str(err["loc"][0]) if err["loc"] else ""
+                if key in reported:
+                    continue
+                reported.add(key)
                 setting = given.get(key)
-                pos = setting.value_pos if setting else None
                 if err["type"] == "extra_forbidden" and setting:
                     hint = did_you_mean(key, fields) or (
                         f"{what} takes: " + ", ".join(fields) if fields else f"{what} takes no settings"
                     )
                     self.error(NAME, f"unknown key '{key}' for {what}", setting.key.pos, hint)
-                    continue
-                message = str(err["msg"]).removeprefix("Value error, ")
-                self.error(
-                    VALUE,
-                    f"invalid value '{setting.value if setting else ''}' for '{key}': {message}",
-                    pos,
-                    _describe_field(schema, key),
-                )
+                elif setting is None and key in schema.model_fields:
+                    message, hint = field_errors.missing_key(schema, key, who)
+                    self.error(VALUE, message, at, hint)
+                elif key in schema.model_fields:
+                    message, hint = field_errors.value_error(schema, key, setting.value, err["type"])
+                    self.error(VALUE, message, setting.value_pos, hint)
+                else:  # a model-level check (none today): pydantic's message, at the statement
+                    self.error(VALUE, f"{what}: {str(err['msg']).removeprefix('Value error, ')}", at)
             return None
-
-
-def _describe_field(schema: type[BaseModel], key: str) -> str | None:
-    info = schema.model_fields.get(key)
-    if info is None:
-        return None
-    parts = [f"default {info.default!r}"] if info.default is not None else []
-    if info.description:
-        parts.insert(0, info.description)
-    return f"'{key}': " + "; ".join(parts) if parts else None
 
 
 def load_spec(

@@ -183,7 +183,10 @@ class PixelUnshuffleLatent(Schema):
 class VaeLatent(Schema):
     """A frozen diffusers AutoencoderKL: latents = posterior mean x scaling factor."""
 
-    path: str = Field(description="a local folder or a hub id, as AutoencoderKL.from_pretrained takes")
+    path: str = Field(
+        description="a local folder or a hub id, as AutoencoderKL.from_pretrained takes",
+        json_schema_extra={"metavar": "DIR"},
+    )
     subfolder: str | None = None
     scaling: float | None = Field(None, gt=0, description="default: the VAE config's scaling_factor")
 
@@ -223,7 +226,7 @@ class BuiltinData(Schema):
 class FolderData(Schema):
     """HR images in a folder (searched recursively); LR made on the fly."""
 
-    root: str
+    root: str = Field(description="a folder of HR images", json_schema_extra={"metavar": "PATH"})
     crop: int = Field(512, ge=16, le=8192)
     scale: int = Field(4, ge=1, le=8)
     batch: int = Field(1, ge=1, le=1024)
@@ -235,8 +238,10 @@ class FolderData(Schema):
 class PairedData(Schema):
     """HR and LR images with the same file names in two folders."""
 
-    hr: str
-    lr: str
+    hr: str = Field(description="a folder of HR images", json_schema_extra={"metavar": "PATH"})
+    lr: str = Field(
+        description="a folder of LR images with the HR images' file names", json_schema_extra={"metavar": "PATH"}
+    )
     crop: int = Field(512, ge=16, le=8192)
     scale: int = Field(4, ge=1, le=8)
     batch: int = Field(1, ge=1, le=1024)
@@ -248,7 +253,9 @@ class Run(Schema):
     """Where and how a run executes."""
 
     seed: int = Field(0, ge=0, le=2**63 - 1)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", json_schema_extra={"allowed": "auto, cpu, cuda, cuda:N"}
+    )
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     checkpoint_every: Steps = Field(1000, ge=1)
     keep: int = Field(3, ge=1, le=1000, description="checkpoints kept (the newest)")
