@@ -64,8 +64,8 @@ class PlanError(Exception):
         self.sources = dict(sources or {})
         super().__init__("\n".join(d.headline() for d in self.diagnostics))
 
-    def render(self) -> str:
-        return render_all(self.diagnostics, self.sources)
+    def render(self, color: bool = False) -> str:
+        return render_all(self.diagnostics, self.sources, color)
 
     @classmethod
     def merge(cls, errors: Iterable[PlanError]) -> PlanError:
@@ -78,7 +78,14 @@ def _sort_key(d: Diagnostic) -> tuple:
     return (d.pos.file, d.pos.line, d.pos.col) if d.pos else ("", 0, 0)
 
 
-def _excerpt(pos: Pos, sources: Mapping[str, str]) -> list[str]:
+STYLES = {"error": "1;31", "code": "1;33", "caret": "31", "note": "34", "hint": "36", "where": "1"}
+
+
+def _paint(text: str, style: str, color: bool) -> str:
+    return f"\033[{STYLES[style]}m{text}\033[0m" if color else text
+
+
+def _excerpt(pos: Pos, sources: Mapping[str, str], color: bool = False) -> list[str]:
     text = sources.get(pos.file)
     if text is None:
         return []
@@ -87,28 +94,34 @@ def _excerpt(pos: Pos, sources: Mapping[str, str]) -> list[str]:
         return []
     src = lines[pos.line - 1].expandtabs(1)
     gutter = f"{pos.line:>4} | "
-    caret = " " * (pos.col - 1) + "^" * max(1, min(pos.length, max(1, len(src) - pos.col + 1)))
+    caret = " " * (pos.col - 1) + _paint("^" * max(1, min(pos.length, max(1, len(src) - pos.col + 1))), "caret", color)
     return [gutter + src, " " * (len(gutter) - 2) + "| " + caret]
 
 
-def render(diag: Diagnostic, sources: Mapping[str, str]) -> str:
-    """``file:line:col: error: message``, the source line with a caret, notes and a hint."""
-    out = [diag.headline()]
+def render(diag: Diagnostic, sources: Mapping[str, str], color: bool = False) -> str:
+    """``file:line:col: error: message``, the source line with a caret, notes and a hint; ANSI colours
+    when ``color``."""
+    if color:
+        where = _paint(f"{diag.pos}:", "where", True) + " " if diag.pos else ""
+        label = _paint("error:", "error", True) if diag.severity == "error" else _paint(diag.code, "code", True)
+        out = [f"{where}{label} {diag.message}"]
+    else:
+        out = [diag.headline()]
     if diag.pos:
-        out += _excerpt(diag.pos, sources)
+        out += _excerpt(diag.pos, sources, color)
     for note in diag.notes:
         where = f" ({note.pos})" if note.pos else ""
-        out.append(f"   = note: {note.message}{where}")
+        out.append(_paint("   = note:", "note", color) + f" {note.message}{where}")
         if note.pos:
-            out += _excerpt(note.pos, sources)
+            out += _excerpt(note.pos, sources, color)
     if diag.hint:
-        out.append(f"   = hint: {diag.hint}")
+        out.append(_paint("   = hint:", "hint", color) + f" {diag.hint}")
     return "\n".join(out)
 
 
-def render_all(diagnostics: Iterable[Diagnostic], sources: Mapping[str, str]) -> str:
+def render_all(diagnostics: Iterable[Diagnostic], sources: Mapping[str, str], color: bool = False) -> str:
     diagnostics = list(diagnostics)
-    body = "\n\n".join(render(d, sources) for d in diagnostics)
+    body = "\n\n".join(render(d, sources, color) for d in diagnostics)
     errors = sum(d.severity == "error" for d in diagnostics)
     if errors > 1:
         body += f"\n\n{errors} errors"

@@ -154,3 +154,25 @@ def test_no_setting_error_speaks_pydantic(write_plan, line, schema, key):
         for phrase in ("Input should", "Field required", "String should", "valid number", "validation error"):
             assert phrase not in text, text
         assert all(d.pos is not None for d in exc.diagnostics)
+
+
+def test_one_bad_statement_does_not_hide_the_other_mistakes(write_plan):
+    """Five mistakes of four kinds (a bad number in a stage, a syntax error, three bad settings): all five
+    are reported at once."""
+    path = write_plan(
+        "plan five\nsteps 10k\nloss v vpred min_snr=abc\nema decay=0.999k\n"
+        "stage A 0..2k: v 1; v2 2k\nstage B 2k..: v 1 latent 2\nmodel dit preset=huge\n"
+    )
+    with pytest.raises(PlanError) as exc:
+        load_plan(path)
+    assert [d.pos.line for d in exc.value.diagnostics] == [3, 4, 5, 6, 7]
+    assert "the k suffix is only for step counts" in exc.value.diagnostics[1].hint
+
+
+def test_a_child_of_a_broken_parent_gets_no_spurious_errors(write_plan):
+    write_plan("plan parent\nsteps 10k\nloss v vpred\nstage A 0..5k: v 1\nstage C 5k.. v 1\n", "parent.plan")
+    child = write_plan('extends "parent.plan"\nplan child\namend stage C: v 0.5\n', "child.plan")
+    with pytest.raises(PlanError) as exc:
+        load_plan(child)
+    (only,) = exc.value.diagnostics  # the parent's syntax error, not "amend names stage 'C'"
+    assert only.pos.file.endswith("parent.plan") and only.pos.line == 5

@@ -43,7 +43,7 @@ def test_every_syntax_error_of_a_file_is_reported():
     with pytest.raises(PlanError) as exc:
         parse_plan(text, "f.plan")
     lines = [(d.pos.line, d.pos.col) for d in exc.value.diagnostics]
-    assert lines == [(2, 8), (3, 28), (4, 7)]
+    assert lines == [(2, 1), (3, 28), (4, 7)]  # "stag" itself is the mistake on line 2
     hints = [d.hint for d in exc.value.diagnostics]
     assert hints[0] == "did you mean 'stage'?"
     assert hints[1] == "did you mean 'linear'?"
@@ -59,3 +59,19 @@ def test_messages_name_terminals_in_words():
 def test_hash_inside_quotes_is_not_a_comment():
     plan = parse_plan('data folder root="/data/#1"\n', "f.plan")
     assert plan.statements[0].settings[0].value == "/data/#1"
+
+
+def test_a_misspelt_statement_word_is_the_error_not_what_follows():
+    with pytest.raises(PlanError) as exc:
+        parse_plan("plan p\nsteps 10\nstgae A 0..: v 1\n", "f.plan")
+    (d,) = exc.value.diagnostics
+    assert (d.pos.line, d.pos.col, d.pos.length) == (3, 1, 5)
+    assert d.message == "unknown statement 'stgae'" and d.hint == "did you mean 'stage'?"
+
+
+def test_an_indented_continuation_without_its_semicolon_says_so():
+    text = "plan p\nsteps 10\nstage A 0..: v 1\n    e 0->0.06 linear\n"
+    with pytest.raises(PlanError) as exc:
+        parse_plan(text, "f.plan")
+    (d,) = exc.value.diagnostics
+    assert d.pos.line == 4 and "does not end in ';'" in d.message and "end line 3 with ';'" in d.hint

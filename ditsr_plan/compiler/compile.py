@@ -37,3 +37,42 @@ def compile_plan(
     if cacheable:
         cache.store(path, time_scale, graph)
     return graph
+
+
+def load_graph(path: str | os.PathLike, time_scale: float = 1.0) -> ScheduleGraph:
+    """A schedule graph from a plan file, a compiled graph (``ditsr-plan compile -o G.json``) or a run folder
+    (its ``plan.json``), for the commands that read graphs (``show``, ``diff``). A compiled graph keeps the
+    time scale it was compiled with: asking for another is an error."""
+    import json
+    from pathlib import Path
+
+    from ditsr_plan.diagnostics import FILE, Diagnostic, PlanError
+
+    source = Path(path)
+    if source.is_dir():
+        if not (source / "plan.json").is_file():
+            raise PlanError(
+                [Diagnostic(FILE, f"'{path}' is a folder, but not a run folder (no plan.json in it)", None)]
+            )
+        source = source / "plan.json"
+    elif source.suffix.lower() != ".json":
+        return compile_plan(path, time_scale)
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+        graph = ScheduleGraph.from_json(data)
+    except FileNotFoundError:
+        raise PlanError([Diagnostic(FILE, f"no such file: '{source}'", None)]) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PlanError([Diagnostic(FILE, f"'{source}' is not a compiled schedule graph ({exc})", None)]) from None
+    if time_scale != 1 and time_scale != graph.time_scale:
+        raise PlanError(
+            [
+                Diagnostic(
+                    FILE,
+                    f"'{source}' was compiled at time scale {graph.time_scale:g}; a compiled graph cannot be "
+                    f"rescaled to {time_scale:g} (compile the plan again with --time-scale)",
+                    None,
+                )
+            ]
+        )
+    return graph

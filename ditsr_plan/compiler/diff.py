@@ -119,11 +119,18 @@ def _fmt(value) -> str:
     return "(none)" if value is None else str(value)
 
 
-def render_text(d: PlanDiff) -> str:
+def _source(path: str, label: str | None) -> str:
+    return path if label is None or label == path else f"{label} (compiled from {path})"
+
+
+def render_text(d: PlanDiff, labels: tuple[str, str] | None = None) -> str:
+    """The diff as text; ``labels``: what the user named (a run folder, a graph JSON), shown beside the plans."""
     a, b = d.a, d.b
     out = [
-        f"--- {a.path}  ({a.name}, {format_steps(a.total_steps)} steps, hash {a.hash})",
-        f"+++ {b.path}  ({b.name}, {format_steps(b.total_steps)} steps, hash {b.hash})",
+        f"--- {_source(a.path, labels[0] if labels else None)}  ({a.name}, {format_steps(a.total_steps)} steps, "
+        f"hash {a.hash})",
+        f"+++ {_source(b.path, labels[1] if labels else None)}  ({b.name}, {format_steps(b.total_steps)} steps, "
+        f"hash {b.hash})",
     ]
     if d.same:
         out.append("no difference in meaning: the plans compile to the same graph")

@@ -1,11 +1,12 @@
 """Weights over the steps with the stages as bands (matplotlib, imported only here).
 
-``path`` is a file name or a binary file object; the picture is a PNG.
+``path`` is a file name, whose suffix picks the format (.png, .svg, .pdf, .jpg), or a binary file object (PNG).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 from .graph import Knob, ScheduleGraph
 
@@ -61,13 +62,29 @@ def _draw(ax_w, ax_lr, graph: ScheduleGraph, names, style: str, label_suffix: st
     return colors
 
 
+FIGURE_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
+
+
+def figure_format(path) -> str:
+    """The image format a ``--plot`` file's suffix asks for (a file object gets PNG); ValueError otherwise."""
+    if not isinstance(path, str | os.PathLike):
+        return "png"
+    suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if suffix not in FIGURE_FORMATS:
+        raise ValueError(
+            f"cannot draw '{os.fspath(path)}': the file's suffix must name a format: "
+            + ", ".join(f".{f}" for f in FIGURE_FORMATS)
+        )
+    return suffix
+
+
 def _finish(fig, ax_w, ax_lr, path) -> None:
     ax_w.legend(loc="upper left", fontsize=8, ncol=max(1, math.ceil(len(ax_w.lines) / 8)))
     if ax_lr.lines:
         ax_lr.legend(loc="upper left", fontsize=8)
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
+    fig.savefig(path, dpi=110, format=figure_format(path))
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -49,7 +49,42 @@ def table_text(graph: ScheduleGraph) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     terms = "terms: " + ", ".join(f"{t.name} ({t.kind}{', pixel' if t.pixel else ''})" for t in graph.terms.values())
-    return "\n".join([header(graph), "", *lines, "", terms])
+    return "\n".join([header(graph), "", *lines, "", terms, "", *blocks_text(graph)])
+
+
+def _value_text(value) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(format_value(v) if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format_value(value)
+    return "-" if value is None else str(value)
+
+
+def blocks_json(graph: ScheduleGraph) -> dict:
+    """Every settings block as the run will use it: its kind, every value, and which were defaults."""
+    return {
+        name: {
+            "kind": block.kind,
+            "values": dict(block.values),
+            "defaults": sorted(k for k in block.values if k not in block.value_origins),
+        }
+        for name, block in graph.blocks.items()
+    }
+
+
+def blocks_text(graph: ScheduleGraph) -> list[str]:
+    """``model  dit: preset=tiny* patch=1 ...`` per block; ``*`` marks a default (not written in the plan)."""
+    width = max(len(n) for n in graph.blocks)
+    lines = ["settings (* = default, not written in the plan):"]
+    for name, block in graph.blocks.items():
+        values = " ".join(
+            f"{k}={_value_text(v)}{'' if k in block.value_origins else '*'}" for k, v in block.values.items()
+        )
+        kind = f"{block.kind}: " if block.kind else ""
+        lines.append(f"  {name.ljust(width)}  {kind}{values}".rstrip())
+    return lines
 
 
 def table_json(graph: ScheduleGraph) -> dict:
@@ -68,7 +103,7 @@ def table_json(graph: ScheduleGraph) -> dict:
             for s in graph.stages
         ],
         "terms": {n: {"kind": t.kind, "pixel": t.pixel, "settings": dict(t.settings)} for n, t in graph.terms.items()},
-        "blocks": {n: {"kind": b.kind, **b.values} for n, b in graph.blocks.items()},
+        "blocks": blocks_json(graph),
     }
 
 
@@ -90,9 +125,11 @@ def at_text(graph: ScheduleGraph, step: int) -> str:
     stage = graph.stage_at(step)
     lines = [header(graph), "", f"step {step} · stage {stage_label(stage)}"]
     width = max(len(n) for n in graph.knobs)
-    for name, value in {**data["weights"], **data["lr"]}.items():
+    values = {name: format_value(value) for name, value in {**data["weights"], **data["lr"]}.items()}
+    value_width = max(len(v) for v in values.values())
+    for name, value in values.items():
         mark = "live" if name in data["live"] else ""
-        lines.append(f"  {name.ljust(width)}  {format_value(value):<12} {mark}".rstrip())
+        lines.append(f"  {name.ljust(width)}  {value.ljust(value_width)}  {mark}".rstrip())
     needs = data["needs"]
     lines.append(
         f"needs: pixel patch {'yes' if needs['pixel'] else 'no'}, "

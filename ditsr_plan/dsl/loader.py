@@ -28,7 +28,7 @@ from ditsr_plan.diagnostics import (
     did_you_mean,
 )
 from ditsr_plan.dsl import field_errors
-from ditsr_plan.dsl.parser import parse_plan
+from ditsr_plan.dsl.parser import parse_plan_partial
 from ditsr_plan.dsl.schemas import BLOCKS, DEFAULT_BLOCKS, TERM_KINDS
 from ditsr_plan.dsl.spec import BlockDecl, PlanSpec, StageDecl, TermDecl
 from ditsr_plan.dsl.syntax import (
@@ -70,6 +70,7 @@ class _Merged:
     stages: dict[str, _Stage] = field(default_factory=dict)
     watches: list[WatchStmt] = field(default_factory=list)
     keep: KeepStmt | None = None
+    incomplete: bool = False  # a statement of this plan or a parent did not parse (or the parent is missing)
 
 
 class _Loader:
@@ -109,14 +110,11 @@ class _Loader:
         if text is None:
             text = self.read(path, via)
             if text is None:
-                return _Merged()
+                return _Merged(incomplete=True)
         text = text.replace("\r\n", "\n").lstrip("\ufeff")
         self.sources[path] = text
-        try:
-            plan_file = parse_plan(text, path)
-        except PlanError as exc:
-            self.diagnostics += exc.diagnostics
-            return _Merged()
+        plan_file, syntax_errors = parse_plan_partial(text, path)
+        self.diagnostics += syntax_errors
         statements = plan_file.statements
         parents = [s for s in statements if isinstance(s, ExtendsStmt)]
         for extra in parents[1:]:
@@ -129,6 +127,8 @@ class _Loader:
         merged = _Merged()
         if parents:
             merged = self.load_parent(path, parents[0], chain)
+        # a statement that did not parse is missing: checks across statements would report its absence
+        merged.incomplete = merged.incomplete or bool(syntax_errors)
         self.apply(merged, statements)
         # a plan is named by its own file, never by its parent's
         merged.name = next((s.name for s in statements if isinstance(s, PlanStmt)), None)
@@ -143,7 +143,7 @@ class _Loader:
                 ext.path_pos,
                 "write a path relative to this file, or an absolute path; URLs, '~' and variables are not expanded",
             )
-            return _Merged()
+            return _Merged(incomplete=True)
         parent = os.path.normpath(os.path.join(os.path.dirname(path), target))
         real = os.path.realpath(parent)
         if real in chain:
@@ -153,10 +153,10 @@ class _Loader:
                 ext.path_pos,
                 "a plan cannot be its own ancestor; remove one of the extends lines",
             )
-            return _Merged()
+            return _Merged(incomplete=True)
         if len(chain) >= MAX_EXTENDS_DEPTH:
             self.error(EXTENDS, f"extends chain deeper than {MAX_EXTENDS_DEPTH} plans", ext.path_pos)
-            return _Merged()
+            return _Merged(incomplete=True)
         return self.load(parent, None, (*chain, real), ext.path_pos)
 
     def apply(self, merged: _Merged, statements: tuple) -> None:
@@ -233,6 +233,8 @@ class _Loader:
         name = stmt.name.text
         if stmt.amend:
             stage = merged.stages.get(name)
+            if stage is None and merged.incomplete:
+                return  # the stage may be the one that did not parse: its error is reported already
             if stage is None:
                 self.error(
                     NAME,

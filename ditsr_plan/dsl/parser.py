@@ -97,11 +97,22 @@ def _indent(line: str) -> int:
 
 def parse_plan(text: str, path: str) -> PlanFile:
     """Parse a whole plan file; raise :class:`PlanError` with every syntax error in it."""
+    plan_file, diagnostics = parse_plan_partial(text, path)
+    if diagnostics:
+        raise PlanError(diagnostics, {path: text})
+    return plan_file
+
+
+def parse_plan_partial(text: str, path: str) -> tuple[PlanFile, list[Diagnostic]]:
+    """Parse a plan file as far as it goes: the statements that parse, and the errors of those that do not
+    (a bad statement is left out; the loader still validates the others, so one mistake does not hide the
+    rest)."""
     lines = text.splitlines()
     codes = [split_comment(line) for line in lines]
     layout: list[Chunk | Comment | None] = []
     statements: list[Statement] = []
     diagnostics: list[Diagnostic] = []
+    previous: tuple[str, int, int] | None = None  # the last statement's first word, indentation and line
     i = 0
     while i < len(lines):
         code, comment = codes[i]
@@ -119,14 +130,16 @@ def parse_plan(text: str, path: str) -> PlanFile:
             i += 1
         chunk_text = "\n".join(code for code, _ in codes[first : i + 1])
         comments = tuple(Comment(codes[n][1].strip(), n + 1) for n in range(first, i + 1) if codes[n][1])
+        before = len(diagnostics)
         stmt = _parse_statement(chunk_text, path, first, diagnostics)
+        if stmt is None and len(diagnostics) > before and previous is not None:
+            diagnostics[before:] = [_after_stage(d, previous, indent) for d in diagnostics[before:]]
+        previous = (codes[first][0].split(None, 1)[0], indent, first + 1)
         if stmt is not None:
             statements.append(stmt)
         layout.append(Chunk(stmt, first + 1, i + 1, comments))
         i += 1
-    if diagnostics:
-        raise PlanError(diagnostics, {path: text})
-    return PlanFile(path=path, text=text, statements=tuple(statements), layout=tuple(layout))
+    return PlanFile(path=path, text=text, statements=tuple(statements), layout=tuple(layout)), diagnostics
 
 
 def _parse_statement(text: str, path: str, line0: int, out: list[Diagnostic]) -> Statement | None:
@@ -136,6 +149,21 @@ def _parse_statement(text: str, path: str, line0: int, out: list[Diagnostic]) ->
         out.append(_syntax_diagnostic(exc, text, path, line0))
         return None
     return _Builder(path, line0, out).statement(tree)
+
+
+def _after_stage(diag: Diagnostic, previous: tuple[str, int, int], indent: int) -> Diagnostic:
+    """A more-indented line after a stage whose line does not end in ':' or ';' is a stage statement that
+    lost its ';': say so, instead of reading it as a settings line."""
+    word, prev_indent, line = previous
+    if diag.code != SYNTAX or word not in ("stage", "amend") or indent <= prev_indent:
+        return diag
+    return Diagnostic(
+        SYNTAX,
+        f"this indented line reads like the continuation of the stage on line {line}, but that line does not "
+        "end in ';'",
+        diag.pos,
+        f"end line {line} with ';' (a stage continues on more-indented lines only after ':' or ';')",
+    )
 
 
 ARTICLE = {"NAME": "a ", "NUMBER": "a ", "STRING": "a ", "KV": "a "}
@@ -156,7 +184,26 @@ def _describe_expected(names: set[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
+def _unknown_statement(text: str, path: str, line0: int) -> Diagnostic | None:
+    """A statement whose first word is neither a keyword nor a settings block, close to one of them
+    (``stgae A 0..:``): the first word is the mistake, not whatever the parser tripped on later."""
+    from ditsr_plan.dsl.schemas import BLOCKS
+
+    stripped = text.lstrip()
+    first_word = stripped.split(None, 1)[0] if stripped else ""
+    if not first_word or first_word in KEYWORDS or first_word in BLOCKS:
+        return None
+    close = did_you_mean(first_word, [*KEYWORDS, *BLOCKS])
+    if close is None:
+        return None
+    col = len(text.splitlines()[0]) - len(text.splitlines()[0].lstrip()) + 1
+    return Diagnostic(SYNTAX, f"unknown statement '{first_word}'", Pos(path, line0 + 1, col, len(first_word)), close)
+
+
 def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str, line0: int) -> Diagnostic:
+    unknown = _unknown_statement(text, path, line0)
+    if unknown is not None:
+        return unknown
     first_word = text.split(None, 1)[0] if text.strip() else ""
     if isinstance(exc, UnexpectedCharacters):
         pos = Pos(path, exc.line + line0, exc.column, 1)

@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 
 from . import faults
+from .errors import RunFailure
 
 FORMAT = 2  # 2: EMA warm-up counter in state.json
 PREFIX = "step-"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RunFailure):
     pass
 
 

@@ -160,5 +160,7 @@ def side_by_side(runs: list[Path], path: Path) -> None:
             if c == 0:
                 ax.set_ylabel(f"{run.name}\n({final.name if final else 'no eval'})", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    from ditsr_plan.compiler.plot import figure_format
+
+    fig.savefig(path, dpi=90, format=figure_format(path))
     plt.close(fig)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .errors import RunFailure
 from .seeds import generator
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -33,7 +34,7 @@ SCENE_SIZE = 256
 SCENE_SEED = 20261126  # the scenes are part of the data set: the same for every run
 
 
-class DataError(RuntimeError):
+class DataError(RunFailure):
     pass
 
 

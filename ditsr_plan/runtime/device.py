@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import RunFailure
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -24,7 +26,7 @@ class Placement:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
 
-class DeviceError(RuntimeError):
+class DeviceError(RunFailure):
     pass
 
 

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
+from .errors import RunFailure
 
-class DistributedError(RuntimeError):
+
+class DistributedError(RunFailure):
     """The ranks of a run disagree (plan, weights) or cannot be joined."""
 
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pretrained import load_pretrained
+
 
 class LatentSpace(nn.Module):
     channels: int
@@ -43,7 +45,7 @@ class VaeLatent(LatentSpace):
         super().__init__()
         from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
-        self.vae = AutoencoderKL.from_pretrained(path, subfolder=subfolder, low_cpu_mem_usage=False)
+        self.vae = load_pretrained(AutoencoderKL, path, subfolder, "latent vae path", low_cpu_mem_usage=False)
         self.vae.requires_grad_(False).eval()
         self.scaling = float(scaling if scaling is not None else self.vae.config.scaling_factor)
         self.channels = int(self.vae.config.latent_channels)

@@ -45,6 +45,7 @@ from .distributed import (
     sum_floats,
     weights_digest,
 )
+from .errors import RunFailure
 from .health import DiscriminatorHealth
 from .logs import MetricsLog, Progress, read_jsonl, step_of
 from .rules import Watches, update_best
@@ -52,7 +53,7 @@ from .terms.patchgan import PatchGan
 from .trainer import StepRecord, Trainer, compiled_graphs
 
 
-class RunError(RuntimeError):
+class RunError(RunFailure):
     """A run that cannot start or continue, for a reason the user can fix."""
 
 

@@ -24,6 +24,7 @@ from .device import Placement
 from .diffusion import Diffusion
 from .distributed import SINGLE, Ranks, average_gradients, sum_floats
 from .ema import Ema
+from .errors import RunFailure
 from .latent import build_latent
 from .model import SRDiT
 from .seeds import derive_seed, generator
@@ -48,7 +49,7 @@ def compiled_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-class TermCheckError(RuntimeError):
+class TermCheckError(RunFailure):
     """A term that became live but does not train the generator (the edge_gtmask bug)."""
 
 

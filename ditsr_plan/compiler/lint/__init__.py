@@ -84,13 +84,23 @@ def lint_graph(graph: ScheduleGraph, rules: Sequence[type[Rule]], params: dict |
     return sorted(findings, key=lambda f: (f.pos.file, f.pos.line, f.pos.col, f.code))
 
 
+class NoPlansError(ValueError):
+    """A folder named on the command line holds no plan file."""
+
+
 def plan_files(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """The plan files named, with directories expanded to every ``*.plan`` below them."""
+    """The plan files named, with directories expanded to every ``*.plan`` file below them (a folder that
+    happens to be called ``x.plan`` is a folder). A named folder without any plan file is an error."""
     out: list[str] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
-            out += sorted(str(f) for f in path.rglob("*.plan"))
+        if str(p) == "<stdin>":
+            out.append(str(p))
+        elif path.is_dir():
+            found = sorted(str(f) for f in path.rglob("*.plan") if f.is_file())
+            if not found:
+                raise NoPlansError(f"{p} is a folder with no *.plan file in it")
+            out += found
         else:
             out.append(str(path))
     return out
@@ -102,21 +112,32 @@ def lint_paths(
     ignore: Sequence[str] | None = None,
     params: dict | None = None,
     time_scale: float = 1.0,
+    texts: dict[str, str] | None = None,
 ) -> LintResult:
+    """Lint every plan of ``paths``. A finding in a parent file is reported once, at that file: when the
+    parent is linted too, as its own; otherwise with a note naming the child that found it. ``texts`` gives
+    the text of a plan that is not a file (``-``: standard input, named ``<stdin>``)."""
     result = LintResult()
     rules = selected_rules(select, ignore)
+    seen: dict[tuple, int] = {}  # a finding's identity -> its index in result.findings
     for path in plan_files(paths):
         result.files.append(path)
         try:
-            graph = compile_plan(path, time_scale)
+            graph = compile_plan(path, time_scale, text=(texts or {}).get(path))
         except PlanError as exc:
             found, sources = exc.diagnostics, exc.sources
         else:
             found, sources = lint_graph(graph, rules, params), dict(graph.sources)
         result.sources.update(sources)
         for f in found:
-            if f.pos and f.pos.file != path:
-                # a finding in a parent file, caused or kept by this plan
+            key = (f.code, f.pos, f.message)
+            own = f.pos is None or f.pos.file == path
+            if key in seen:
+                if own:  # the parent's own lint replaces what a child found in it
+                    result.findings[seen[key]] = f
+                continue
+            if not own:  # a finding in a parent file, caused or kept by this plan
                 f = replace(f, notes=(*f.notes, Note(f"found while linting {path}, which extends this file")))
+            seen[key] = len(result.findings)
             result.findings.append(f)
     return result

@@ -78,7 +78,9 @@ def _sarif(result: LintResult) -> dict:
     }
 
 
-def report(result: LintResult, fmt: str) -> str:
+def report(result: LintResult, fmt: str, color: bool = False, summary: bool = True) -> str:
+    """The findings in ``fmt``; text: rendered (ANSI colours when ``color``), then a summary line unless
+    ``summary`` is off (``lint -q``)."""
     findings = result.findings
     if fmt == "json":
         return json.dumps([_as_dict(f) for f in findings], indent=2) + "\n"
@@ -91,8 +93,10 @@ def report(result: LintResult, fmt: str) -> str:
             where = f"file={f.pos.file},line={f.pos.line},col={f.pos.col}," if f.pos else ""
             lines.append(f"::{level} {where}title={f.code} {_rule_name(f.code)}::{_escape_github(f.message)}")
         return "".join(line + "\n" for line in lines)
-    blocks = [render(f, result.sources) for f in findings]
+    blocks = [render(f, result.sources, color) for f in findings]
     files = len(result.files)
+    if not summary:
+        return "".join(block + "\n\n" for block in blocks)
     if findings:
         blocks.append(f"{len(findings)} finding{'s' * (len(findings) != 1)} in {files} plan{'s' * (files != 1)}")
     else:
@@ -100,10 +104,13 @@ def report(result: LintResult, fmt: str) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def rules_text() -> str:
-    """Every rule: ``CODE name``, its documentation, and its parameters with their defaults."""
+def rules_text(codes: list[str] | None = None) -> str:
+    """Every rule (or those whose code starts with one of ``codes``): ``CODE name``, its documentation, and
+    its parameters with their defaults."""
     out = []
     for rule in RULES:
+        if codes and not any(rule.code.startswith(c.upper()) for c in codes):
+            continue
         params = ", ".join(f"{k}={v:g}" for k, v in rule.params.items())
         block = [f"{rule.code} {rule.name}" + (f"  (parameters: {params})" if params else ""), ""]
         block += ["    " + line if line else "" for line in rule.docs().splitlines()]

@@ -9,6 +9,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..errors import RunFailure
+
 
 @dataclass
 class StepTensors:
@@ -27,7 +29,7 @@ class StepTensors:
     gt_patch: torch.Tensor | None = None
 
 
-class TermSetupError(RuntimeError):
+class TermSetupError(RunFailure):
     """A term cannot be built (e.g. a pretrained trunk that cannot be loaded); reported before step 0."""
 
 

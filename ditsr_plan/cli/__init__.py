@@ -1,0 +1,89 @@
+"""The ``ditsr-plan`` command line.
+
+Exit codes: 0 success; 1 findings (``lint``), differences (``diff``) or unformatted files (``fmt --check``,
+``--diff``); 2 bad input (a plan error, a usage error, a run that cannot start or go on) or an internal
+error; 128 + N after signal N (a run stopped by SIGINT/SIGTERM, 130/143, after writing a checkpoint; 141
+when the reader of standard output went away). Bad input is reported as ``file:line:col: error:
+message`` with the source line, a caret and a hint -- never a traceback (set ``DITSR_PLAN_DEBUG=1`` to
+see one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from ditsr_plan.diagnostics import PlanError
+
+from . import plans, runs
+from .arguments import build_parser
+from .output import Output, use_color
+from .plans import EXIT_FINDINGS, EXIT_OK, UsageError
+
+EXIT_ERROR = 2
+EXIT_CLOSED_STDOUT = 141  # 128 + SIGPIPE, what a tool killed by the closed pipe exits with
+
+COMMANDS = {
+    "compile": plans.cmd_compile,
+    "show": plans.cmd_show,
+    "lint": plans.cmd_lint,
+    "rules": plans.cmd_rules,
+    "diff": plans.cmd_diff,
+    "fmt": plans.cmd_fmt,
+    "run": runs.cmd_run,
+    "matrix": runs.cmd_matrix,
+    "compare": runs.cmd_compare,
+    "report": runs.cmd_report,
+}
+
+__all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "UsageError", "build_parser", "main"]
+
+
+def _closed_stdout() -> int:
+    """The reader of our standard output went away (``ditsr-plan show PLAN | head -1``): not an error.
+    Stop writing quietly; point stdout at /dev/null so that the interpreter's final flush is quiet too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_CLOSED_STDOUT
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """``No such file or directory: 'x.plan'`` when the OS said both; else what the error says."""
+    if exc.strerror and exc.filename:
+        return f"{exc.strerror}: '{exc.filename}'"
+    return str(exc) or exc.strerror or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Output(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
+    debug = bool(os.environ.get("DITSR_PLAN_DEBUG"))
+    try:
+        return COMMANDS[args.command](args, out)
+    except PlanError as exc:
+        sys.stderr.write(exc.render(color=use_color()) + "\n")
+        return EXIT_ERROR
+    except UsageError as exc:
+        sys.stderr.write(f"ditsr-plan {args.command}: error: {exc}\n")
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return _closed_stdout()
+    except OSError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"ditsr-plan {args.command}: error: {_describe_os_error(exc)}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        sys.stderr.write(
+            f"ditsr-plan {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in ditsr-plan; rerun with DITSR_PLAN_DEBUG=1 for details and report it.\n"
+        )
+        return EXIT_ERROR

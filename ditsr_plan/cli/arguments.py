@@ -1,0 +1,190 @@
+"""The command line's grammar: every command, its positionals and options, with their help texts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ditsr_plan import __version__
+
+PLAN_HELP = "a plan file; '-' reads it from standard input"
+GRAPH_HELP = "a plan file, a compiled graph (.json from 'compile -o') or a run folder; '-' reads a plan from stdin"
+
+
+def _time_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"time scale must be a positive number, not {text}")
+    return value
+
+
+def _step(text: str) -> int:
+    from ditsr_plan.dsl.numbers import NumberError, parse_steps
+
+    try:
+        return parse_steps(text)
+    except NumberError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _codes(text: str) -> list[str]:
+    return [c.strip().upper() for c in text.split(",") if c.strip()]
+
+
+def _figure(text: str) -> str:
+    from ditsr_plan.compiler.plot import figure_format
+
+    try:
+        figure_format(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _add_time_scale(p: argparse.ArgumentParser, default: float | None = 1.0) -> None:
+    p.add_argument(
+        "--time-scale",
+        type=_time_scale,
+        default=default,
+        metavar="F",
+        help="multiply every step quantity by F (rounded to whole steps), keeping the shape"
+        + ("" if default else "; --resume reuses the run's own"),
+    )
+
+
+def _add_set(p: argparse.ArgumentParser, resume: bool = False) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=None if resume else [],
+        metavar="NAME.KEY=VALUE",
+        help="override a setting of a block or a term, validated like the file (repeatable)"
+        + ("; --resume reuses the run's own" if resume else ""),
+    )
+
+
+def _add_format(p: argparse.ArgumentParser, choices: dict[str, str]) -> None:
+    p.add_argument(
+        "--format",
+        choices=tuple(choices),
+        default=next(iter(choices)),
+        help="; ".join(f"{name}: {what}" for name, what in choices.items()),
+    )
+
+
+def _add_plot(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--plot", type=_figure, metavar="FILE.png", help=f"{what} (.png, .svg, .pdf or .jpg, by suffix)")
+
+
+def _verbosity() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
+    group.add_argument("-v", "--verbose", action="store_true", help="also print what is being done")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ditsr-plan",
+        description="Plan files for diffusion-transformer super-resolution training: compile, show, lint, "
+        "diff and format loss schedules; run, validate and compare trainings.",
+        epilog="Exit codes: 0 success; 1 findings (lint), differences (diff) or unformatted files (fmt --check, "
+        "--diff); 2 bad input or an error; 130/143 a run stopped by SIGINT/SIGTERM after writing a checkpoint.",
+    )
+    parser.add_argument("--version", action="version", version=f"ditsr-plan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = [_verbosity()]
+
+    p = sub.add_parser("compile", parents=common, help="compile a plan to its schedule graph (JSON)")
+    p.add_argument("plan", help=PLAN_HELP)
+    _add_time_scale(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write the JSON here instead of standard output")
+
+    p = sub.add_parser("show", parents=common, help="what a plan trains: stages x terms, settings, or one step")
+    p.add_argument("plan", help=GRAPH_HELP)
+    _add_time_scale(p)
+    p.add_argument("--at", type=_step, metavar="STEP", help="the values at this step (3000, 3k, 1.5k)")
+    _add_format(p, {"text": "tables for people", "json": "the same as JSON"})
+    _add_plot(p, "also draw every weight over the steps, stages as bands")
+
+    p = sub.add_parser("lint", parents=common, help="find the schedule mistakes of the loss notes")
+    p.add_argument(
+        "paths", nargs="*", default=["."], metavar="PLAN|DIR", help="plans, or folders searched for *.plan (default .)"
+    )
+    _add_time_scale(p)
+    _add_format(
+        p,
+        {
+            "text": "findings with their lines and hints",
+            "json": "a list of findings",
+            "github": "GitHub workflow commands",
+            "sarif": "SARIF 2.1.0",
+        },
+    )
+    p.add_argument(
+        "--select", type=_codes, default=None, metavar="CODES", help="only these rules (codes or prefixes: G,W001)"
+    )
+    p.add_argument("--ignore", type=_codes, default=None, metavar="CODES", help="skip these rules")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="CODE.NAME=VALUE",
+        help="change a rule's threshold, e.g. G001.max=0.08 (see 'ditsr-plan rules')",
+    )
+
+    p = sub.add_parser("rules", parents=common, help="the lint rules with their documentation")
+    p.add_argument("codes", nargs="*", metavar="CODE", help="only these rules (codes or prefixes: G001, G)")
+
+    p = sub.add_parser("diff", parents=common, help="what changes in training between two plans")
+    p.add_argument("a", help=GRAPH_HELP)
+    p.add_argument("b", help=GRAPH_HELP)
+    _add_time_scale(p)
+    _add_format(p, {"text": "per term, the step ranges where the plans differ", "json": "the same as JSON"})
+    _add_plot(p, "also draw the knobs that differ (a solid, b dashed)")
+
+    p = sub.add_parser("fmt", parents=common, help="rewrite plans in the canonical format")
+    p.add_argument("paths", nargs="+", metavar="PLAN|DIR", help="plans or folders; '-': stdin to stdout")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not formatted")
+    p.add_argument(
+        "--diff", action="store_true", help="change nothing; print what would change as a unified diff (exit 1 if any)"
+    )
+
+    p = sub.add_parser("run", parents=common, help="train a plan (CUDA when present, CPU otherwise)")
+    p.add_argument("plan", help="a plan file")
+    _add_time_scale(p, default=None)
+    p.add_argument("--out", metavar="DIR", help="run folder (default: run out=..., else runs/<plan>-<time>)")
+    _add_set(p, resume=True)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint (of --out, else the newest runs/<plan>-*)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="resume even if the plan changed (what changed is printed first)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="start again in a run folder that is not empty")
+
+    p = sub.add_parser(
+        "matrix", parents=common, help="run several plans one after another (skips finished runs, resumes one)"
+    )
+    p.add_argument("plans", nargs="+", metavar="PLAN", help="plan files; each runs in OUT/<plan name>")
+    _add_time_scale(p)
+    p.add_argument("--out", metavar="DIR", default=os.path.join("runs", "matrix"), help="default: runs/matrix")
+    _add_set(p)
+    p.add_argument("--overwrite", action="store_true", help="run every plan again from step 0")
+
+    p = sub.add_parser("compare", parents=common, help="final and best validation metrics of runs side by side")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    _add_format(p, {"text": "aligned columns", "markdown": "a Markdown table", "json": "one object per run"})
+    _add_plot(p, "the validation images of every run side by side")
+
+    p = sub.add_parser("report", parents=common, help="write a run's self-contained HTML report")
+    p.add_argument("run", metavar="RUN", help="a run folder")
+    p.add_argument("-o", "--output", metavar="FILE.html", help="default: RUN/report.html")
+    return parser

@@ -1,0 +1,102 @@
+"""The commands on runs: run, matrix, compare, report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from ditsr_plan.diagnostics import PlanError
+
+from .output import Output, write_json
+from .plans import EXIT_OK, UsageError
+
+
+def _run_dir(args: argparse.Namespace, graph) -> str:
+    if args.out:
+        return args.out
+    if graph.blocks["run"].values.get("out"):
+        return graph.blocks["run"].values["out"]
+    if args.resume:
+        previous = sorted(Path("runs").glob(f"{graph.name}-*"), key=lambda p: p.stat().st_mtime)
+        if not previous:
+            raise UsageError(f"--resume: no runs/{graph.name}-* folder here; name the run folder with --out")
+        return str(previous[-1])
+    return os.path.join("runs", f"{graph.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def cmd_run(args: argparse.Namespace, out: Output) -> int:
+    from ditsr_plan.compiler import compile_plan
+
+    graph = compile_plan(args.plan, args.time_scale or 1.0, overrides=args.overrides or [])
+    run_dir = Path(_run_dir(args, graph))
+    from ditsr_plan.runtime.errors import RunFailure
+    from ditsr_plan.runtime.run import RunInterrupted, run_plan
+
+    try:
+        run_plan(graph, run_dir, resume=args.resume, force=args.force, overwrite=args.overwrite)
+    except RunFailure as exc:
+        raise UsageError(str(exc)) from None
+    except RunInterrupted as exc:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 speaks for the run
+            sys.stderr.write(f"ditsr-plan run: {exc}\n")
+        return 128 + exc.signum
+    return EXIT_OK
+
+
+def cmd_matrix(args: argparse.Namespace, out: Output) -> int:
+    from ditsr_plan.compiler import compile_plan
+
+    graphs, errors = [], []
+    for plan in args.plans:
+        try:
+            graphs.append(compile_plan(plan, args.time_scale, overrides=args.overrides))
+        except PlanError as exc:
+            errors.append(exc)
+    if errors:
+        raise PlanError.merge(errors)
+    from ditsr_plan.runtime.errors import RunFailure
+    from ditsr_plan.runtime.matrix import run_matrix
+
+    try:
+        folders = run_matrix(graphs, Path(args.out), args.overwrite)
+    except RunFailure as exc:
+        raise UsageError(str(exc)) from None
+    print("compare them: ditsr-plan compare " + " ".join(str(f) for f in folders))
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace, out: Output) -> int:
+    from ditsr_plan.runtime.compare import side_by_side, summarise, table
+
+    runs = [Path(r) for r in args.runs]
+    missing = [str(r) for r in runs if not (r / "plan.json").is_file()]
+    if missing:
+        raise UsageError(f"not run folders (no plan.json): {', '.join(missing)}")
+    rows = [summarise(r) for r in runs]
+    if args.format == "json":
+        write_json(rows)
+    else:
+        sys.stdout.write(table(rows, markdown=args.format == "markdown"))
+    if args.plot:
+        try:
+            side_by_side(runs, Path(args.plot))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        out.info(f"wrote {args.plot}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, out: Output) -> int:
+    from ditsr_plan.runtime.report import write_report
+
+    run_dir = Path(args.run)
+    if not (run_dir / "plan.json").is_file():
+        raise UsageError(f"{run_dir} is not a run folder (no plan.json)")
+    try:
+        print(f"wrote {write_report(run_dir, Path(args.output) if args.output else None)}")
+    except ValueError as exc:  # a plan.json of another version of the tool
+        raise UsageError(f"{run_dir}: {exc}") from None
+    return EXIT_OK
