@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 
 from ditsr_plan.compiler import compile_plan
-from ditsr_plan.runtime.device import place
 from ditsr_plan.runtime.distributed import barrier, from_env, gather_objects, join, leave
-from ditsr_plan.runtime.trainer import Trainer
+from ditsr_plan.runtime.train.device import place
+from ditsr_plan.runtime.train.trainer import Trainer
 
 
 def main() -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from ditsr_plan.compiler import compile_plan
-from ditsr_plan.runtime.device import place
-from ditsr_plan.runtime.trainer import Trainer
+from ditsr_plan.runtime.train.device import place
+from ditsr_plan.runtime.train.trainer import Trainer
+from ditsr_plan.testing import make_vae
 
 PLAN = """plan bench
 steps 30k
@@ -43,29 +44,10 @@ SIZES = {
 }
 
 
-def make_vae(folder: Path, widths: tuple[int, ...]) -> Path:
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=widths,
-        down_block_types=("DownEncoderBlock2D",) * len(widths),
-        up_block_types=("UpDecoderBlock2D",) * len(widths),
-        layers_per_block=2,
-        norm_num_groups=32,
-        sample_size=256,
-    )
-    vae.save_pretrained(folder / "vae")
-    return folder / "vae"
-
-
 def build(size: str, device: str = "auto") -> Trainer:
     preset, crop, batch, patch, margin, widths = SIZES[size]
     folder = Path(tempfile.mkdtemp(prefix="ditsr-bench-"))
-    vae = make_vae(folder, widths)
+    vae = make_vae(folder, widths, layers_per_block=2)
     plan = folder / "bench.plan"
     plan.write_text(PLAN.format(preset=preset, vae=vae, crop=crop, batch=batch, patch=patch, margin=margin))
     graph = compile_plan(plan)

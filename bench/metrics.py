@@ -1,7 +1,7 @@
 """Time the validation metrics of one 512 px image on the CPU (target: all of them under 150 ms).
 
 ``python bench/metrics.py [--size 512] [--runs 15]``: median wall time of each metric of
-``ditsr_plan.runtime.metrics`` on a scikit-image photograph against its bicubic x4 reconstruction, their
+``ditsr_plan.runtime.validate.metrics`` on a scikit-image photograph against its bicubic x4 reconstruction, their
 sum (``all_metrics``), and SSIM with the full 11 x 11 window (one 2-D convolution: what the metric did
 before it used two 1-D passes) side by side with the separable SSIM. LPIPS is not included: offline
 there is no pretrained trunk to time (it is reported as unavailable, never computed from a random trunk).
@@ -17,7 +17,7 @@ import skimage.data
 import torch
 import torch.nn.functional as F
 
-from ditsr_plan.runtime import metrics
+from ditsr_plan.runtime.validate import metrics
 
 
 def _median_ms(fn, runs: int) -> float:

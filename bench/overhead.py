@@ -27,7 +27,7 @@ def hand_written_step(trainer, step: int, batch, weights: dict[str, float], live
     torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), 1.0)
     trainer.optimizer.step()
     trainer.ema.update(trainer.model, step)
-    trainer.terms["gan"].train_discriminator(s.gt_patch, s.pred_patch, step, 1e-4)
+    trainer.terms["gan"].after_step([(s.gt_patch, s.pred_patch)], step, 1e-4)
 
 
 def main() -> None:

@@ -20,11 +20,11 @@ import sys
 CHILD = r"""
 import statistics, sys, time, torch
 from ditsr_plan.compiler import compile_plan
-from ditsr_plan.runtime.device import place
-from ditsr_plan.runtime.trainer import Trainer
+from ditsr_plan.runtime.train.device import place
+from ditsr_plan.runtime.train.trainer import Trainer
 threads, plan, at, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 if threads == "auto":
-    from ditsr_plan.runtime.device import set_threads
+    from ditsr_plan.runtime.train.device import set_threads
     set_threads("auto")
 elif threads != "default":
     torch.set_num_threads(int(threads))

@@ -43,8 +43,8 @@ class Diagnostic:
     def headline(self) -> str:
         """``file:line:col: error: message`` for errors, ``file:line:col: G001 message`` for findings."""
         where = f"{self.pos}: " if self.pos else ""
-        label = "error" if self.severity == "error" else self.code
-        return f"{where}{label}: {self.message}"
+        label = "error:" if self.severity == "error" else self.code
+        return f"{where}{label} {self.message}"
 
 
 # Error codes of the language (lint rules have their own codes, see compiler/lint).

@@ -99,7 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ditsr-plan {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = [_verbosity()]
+    _plan_commands(sub, common)
+    _run_commands(sub, common)
+    return parser
 
+
+def _plan_commands(sub, common: list) -> None:
+    """compile, show, lint, rules, diff, fmt: commands on plans."""
     p = sub.add_parser("compile", parents=common, help="compile a plan to its schedule graph (JSON)")
     p.add_argument("plan", help=PLAN_HELP)
     _add_time_scale(p)
@@ -155,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--diff", action="store_true", help="change nothing; print what would change as a unified diff (exit 1 if any)"
     )
 
+
+def _run_commands(sub, common: list) -> None:
+    """run, matrix, compare, report: commands that train or read run folders."""
     p = sub.add_parser("run", parents=common, help="train a plan (CUDA when present, CPU otherwise)")
     p.add_argument("plan", help="a plan file")
     _add_time_scale(p, default=None)
@@ -187,4 +196,3 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", parents=common, help="write a run's self-contained HTML report")
     p.add_argument("run", metavar="RUN", help="a run folder")
     p.add_argument("-o", "--output", metavar="FILE.html", help="default: RUN/report.html")
-    return parser

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
-import time
 from pathlib import Path
 
 from ditsr_plan.diagnostics import PlanError
@@ -14,29 +14,12 @@ from .output import Output, write_json
 from .plans import EXIT_OK, UsageError
 
 
-def _run_dir(args: argparse.Namespace, graph) -> str:
-    if args.out:
-        return args.out
-    if graph.blocks["run"].values.get("out"):
-        return graph.blocks["run"].values["out"]
-    if args.resume:
-        previous = sorted(Path("runs").glob(f"{graph.name}-*"), key=lambda p: p.stat().st_mtime)
-        if not previous:
-            raise UsageError(f"--resume: no runs/{graph.name}-* folder here; name the run folder with --out")
-        return str(previous[-1])
-    return os.path.join("runs", f"{graph.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
-    from ditsr_plan.compiler import compile_plan
-
-    graph = compile_plan(args.plan, args.time_scale or 1.0, overrides=args.overrides or [])
-    run_dir = Path(_run_dir(args, graph))
     from ditsr_plan.runtime.errors import RunFailure
-    from ditsr_plan.runtime.run import RunInterrupted, run_plan
+    from ditsr_plan.runtime.run import RunInterrupted, launch
 
     try:
-        run_plan(graph, run_dir, resume=args.resume, force=args.force, overwrite=args.overwrite)
+        launch(args.plan, args.out, args.time_scale, args.overrides, args.resume, args.force, args.overwrite, out.quiet)
     except RunFailure as exc:
         raise UsageError(str(exc)) from None
     except RunInterrupted as exc:
@@ -58,24 +41,34 @@ def cmd_matrix(args: argparse.Namespace, out: Output) -> int:
     if errors:
         raise PlanError.merge(errors)
     from ditsr_plan.runtime.errors import RunFailure
-    from ditsr_plan.runtime.matrix import run_matrix
+    from ditsr_plan.runtime.run import RunInterrupted
+    from ditsr_plan.runtime.run.matrix import run_matrix
 
     try:
-        folders = run_matrix(graphs, Path(args.out), args.overwrite)
+        folders = run_matrix(graphs, Path(args.out), args.overwrite, tuple(args.overrides), out.quiet)
     except RunFailure as exc:
         raise UsageError(str(exc)) from None
+    except RunInterrupted as exc:
+        again = shlex.join(["ditsr-plan", "matrix", *sys.argv[2:]]) if len(sys.argv) > 2 else "the same matrix"
+        sys.stderr.write(
+            f"ditsr-plan matrix: {str(exc).split('; continue with:')[0]}; run the matrix again to continue "
+            f"(finished runs are skipped, this one resumes): {again}\n"
+        )
+        return 128 + exc.signum
     print("compare them: ditsr-plan compare " + " ".join(str(f) for f in folders))
     return EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace, out: Output) -> int:
-    from ditsr_plan.runtime.compare import side_by_side, summarise, table
+    from ditsr_plan.runtime.analysis.compare import eval_settings_differ, side_by_side, summarise, table
 
     runs = [Path(r) for r in args.runs]
     missing = [str(r) for r in runs if not (r / "plan.json").is_file()]
     if missing:
         raise UsageError(f"not run folders (no plan.json): {', '.join(missing)}")
     rows = [summarise(r) for r in runs]
+    for warning in eval_settings_differ(rows):
+        print(warning, file=sys.stderr)
     if args.format == "json":
         write_json(rows)
     else:
@@ -90,7 +83,7 @@ def cmd_compare(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_report(args: argparse.Namespace, out: Output) -> int:
-    from ditsr_plan.runtime.report import write_report
+    from ditsr_plan.runtime.analysis.report import write_report
 
     run_dir = Path(args.run)
     if not (run_dir / "plan.json").is_file():

@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 from ditsr_plan.diagnostics import NAME, SCHEDULE, VALUE, Diagnostic, Note, PlanError, Pos, did_you_mean
 from ditsr_plan.dsl.numbers import format_steps
-from ditsr_plan.dsl.schemas import BLOCKS, DEFAULT_BLOCKS, EVAL_METRICS, PIXEL_KINDS, eval_roles, step_fields
+from ditsr_plan.dsl.schemas import (
+    BLOCKS,
+    DEFAULT_BLOCKS,
+    DIT_PRESETS,
+    EVAL_METRICS,
+    TERM_KINDS,
+    eval_roles,
+    step_fields,
+)
 from ditsr_plan.dsl.spec import PlanSpec, StageDecl
 from ditsr_plan.dsl.syntax import MetricRef, TermStmt, WatchStmt
 
@@ -69,6 +77,10 @@ class _Compiler:
         terms = self.terms()
         blocks = self.blocks()
         defaults = self.knob_defaults()
+        terms = {
+            name: replace(t, lr_knob=TERM_KINDS[t.kind].lr_knob) if TERM_KINDS[t.kind].lr_knob in defaults else t
+            for name, t in terms.items()
+        }
         self.check_knob_names(stages, defaults)
         # knobs are built even after errors above, so that ramp errors are reported with them
         scaled_total = self.scale.at(self.total)
@@ -203,10 +215,11 @@ class _Compiler:
             name: Term(
                 name,
                 decl.kind.text,
-                decl.kind.text in PIXEL_KINDS,
+                TERM_KINDS[decl.kind.text].pixel,
                 self.scaled_settings(decl.settings),
                 decl.pos,
                 {k: s.key.pos for k, s in decl.given.items()},
+                implementation=TERM_KINDS[decl.kind.text].implementation,
             )
             for name, decl in self.spec.terms.items()
         }
@@ -225,16 +238,27 @@ class _Compiler:
         for name, kind in DEFAULT_BLOCKS.items():
             if name not in blocks:
                 blocks[name] = Block(name, kind, self.scaled_settings(BLOCKS[name][kind]()))
+        model = blocks["model"]
+        if model.kind == "dit":  # the preset resolved: the runtime reads depth, heads and head_dim
+            preset = dict(zip(("depth", "heads", "head_dim"), DIT_PRESETS[model.values["preset"]], strict=True))
+            values = {k: preset[k] if k in preset and v is None else v for k, v in model.values.items()}
+            blocks["model"] = Block("model", model.kind, values, model.origin, model.value_origins)
         return dict(sorted(blocks.items()))
 
     def knob_defaults(self) -> dict[str, float]:
-        """``lr`` (the optimiser's), and ``lr_d`` when the plan has one discriminator."""
+        """``lr`` (the optimiser's), and a kind's own learning-rate knob (``lr_d``) when exactly one term of
+        such a kind is declared, starting at that term's ``lr``."""
         optim = self.spec.blocks.get("optim")
         defaults = {"lr": optim.settings.lr if optim else BLOCKS["optim"][None]().lr}
-        gans = [t for t in self.spec.terms.values() if t.kind.text == "patchgan"]
-        if len(gans) == 1:
-            defaults["lr_d"] = gans[0].settings.lr
+        for knob in self.lr_knobs():
+            owners = [t for t in self.spec.terms.values() if TERM_KINDS[t.kind.text].lr_knob == knob]
+            if len(owners) == 1:
+                defaults[knob] = owners[0].settings.lr
         return defaults
+
+    @staticmethod
+    def lr_knobs() -> list[str]:
+        return sorted({k.lr_knob for k in TERM_KINDS.values() if k.lr_knob})
 
     def check_knob_names(self, stages: list[StageDecl], defaults: dict[str, float]) -> None:
         known = [*self.spec.terms, *self.spec.invalid_terms, *defaults]
@@ -242,23 +266,23 @@ class _Compiler:
             for knob, stmt in stage.terms.items():
                 if knob in self.spec.terms or knob in defaults or knob in self.spec.invalid_terms:
                     continue
-                if knob == "lr_d":
-                    gans = sum(t.kind.text == "patchgan" for t in self.spec.terms.values())
+                if knob in self.lr_knobs():
+                    kinds = [k.kind for k in TERM_KINDS.values() if k.lr_knob == knob]
+                    owners = sum(t.kind.text in kinds for t in self.spec.terms.values())
                     reason = (
-                        "no patchgan term is declared"
-                        if gans == 0
-                        else "several patchgan terms are declared; set each one's lr instead"
+                        f"no {' or '.join(kinds)} term is declared"
+                        if owners == 0
+                        else f"several {' or '.join(kinds)} terms are declared; set each one's lr instead"
                     )
                     self.error(
                         NAME,
-                        f"'lr_d' schedules the discriminator's learning rate, but {reason}",
+                        f"'{knob}' schedules the learning rate of a {' or '.join(kinds)} term, but {reason}",
                         stmt.pos,
-                        "declare one 'loss NAME patchgan ...'" if gans == 0 else None,
+                        f"declare one 'loss NAME {kinds[0]} ...'" if owners == 0 else None,
                     )
                 else:
                     hint = did_you_mean(knob, known) or (
-                        f"declare it first: 'loss {knob} KIND ...' (kinds: vpred, latent_l1, lpips, edge, "
-                        "flat, ffl, patchgan)"
+                        f"declare it first: 'loss {knob} KIND ...' (kinds: {', '.join(TERM_KINDS)})"
                     )
                     self.error(NAME, f"unknown term '{knob}' in stage {stage.name.text}", stmt.pos, hint)
 
@@ -384,14 +408,16 @@ class _Compiler:
         return v1
 
     def discriminator_ranges(self, terms: dict[str, Term], knobs: dict[str, Knob]) -> tuple[tuple[int, int], ...]:
-        """Steps where D trains: while its GAN term is live, and ``d_warmup`` steps before it first is."""
+        """Steps where a term's own modules train after the generator's step (a GAN's D): while the term is
+        live, and its warm-up's steps before it first is."""
         ranges: list[tuple[int, int]] = []
         for term in terms.values():
-            if term.kind != "patchgan":
+            kind = TERM_KINDS[term.kind]
+            if not kind.after_step:
                 continue
             live = knobs[term.name].live
             ranges += live
-            warmup = term.settings["d_warmup"]
+            warmup = term.settings[kind.warmup] if kind.warmup else 0
             if live and warmup:
                 first = live[0][0]
                 ranges.append((max(0, first - warmup), first))

@@ -121,7 +121,8 @@ class Stage:
 
 @dataclass(frozen=True)
 class Term:
-    """A declared loss term: its kind, whether it works on the pixel patch, its full settings."""
+    """A declared loss term: its kind, whether it works on the pixel patch, its full settings, and the
+    runtime class that computes it (``module:Class``; where the code lives is not part of the meaning)."""
 
     name: str
     kind: str
@@ -129,6 +130,8 @@ class Term:
     settings: Mapping[str, Any]
     origin: Pos | None = field(default=None, compare=False)
     setting_origins: Mapping[str, Pos] = field(default_factory=dict, compare=False, repr=False)
+    implementation: str = field(default="", compare=False)
+    lr_knob: str | None = field(default=None, compare=False)  # the knob scheduling its own modules' lr (lr_d)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
@@ -158,9 +161,9 @@ class MetricName:
     def __str__(self) -> str:
         return f"{self.image}.{self.metric}" if self.image else self.metric
 
-    def of(self, record: dict) -> float | None:
-        """The value in an eval.jsonl record."""
-        values = record["images"].get(self.image, {}) if self.image else record["mean"]
+    def of(self, record) -> float | None:
+        """The value in an eval record (anything with ``images`` and ``mean``, as ``runtime.records.EvalRecord``)."""
+        values = record.images.get(self.image, {}) if self.image else record.mean
         return values.get(self.metric)
 
 
@@ -291,6 +294,8 @@ class ScheduleGraph:
             time_scale=self.time_scale,
             term_order=list(self.terms),
             pixel_terms=[n for n, t in self.terms.items() if t.pixel],
+            implementations={n: t.implementation for n, t in self.terms.items()},
+            lr_knobs={n: t.lr_knob for n, t in self.terms.items() if t.lr_knob},
             pixel_ranges=[list(r) for r in self.pixel_ranges],
             discriminator_ranges=[list(r) for r in self.discriminator_ranges],
             origins={
@@ -345,7 +350,15 @@ class ScheduleGraph:
                 for n, k in data["knobs"].items()
             },
             terms={
-                n: Term(n, data["terms"][n]["kind"], n in pixel, data["terms"][n]["settings"], *origins(term_at, n))
+                n: Term(
+                    n,
+                    data["terms"][n]["kind"],
+                    n in pixel,
+                    data["terms"][n]["settings"],
+                    *origins(term_at, n),
+                    implementation=data.get("implementations", {}).get(n, ""),
+                    lr_knob=data.get("lr_knobs", {}).get(n),
+                )
                 for n in data["term_order"]
             },
             blocks={n: Block(n, b["kind"], b["values"], *origins(block_at, n)) for n, b in data["blocks"].items()},

@@ -103,7 +103,15 @@ class _Loader:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            self.error(FILE, f"'{path}' is not UTF-8 text (byte {exc.start})", via, "plan files are UTF-8 text")
+            line = data.count(b"\n", 0, exc.start) + 1
+            col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+            self.sources[path] = data.decode("utf-8", errors="replace")
+            self.error(
+                FILE,
+                f"'{path}' is not UTF-8 text (byte {exc.start} cannot be decoded)",
+                Pos(path, line, col),
+                "plan files are UTF-8 text",
+            )
             return None
 
     def load(self, path: str, text: str | None, chain: tuple[str, ...], via: Pos | None) -> _Merged:
@@ -300,58 +308,8 @@ class _Loader:
         names are kept in ``invalid_terms``) so that the compiler can still report its own errors.
         """
         fatal = bool(self.diagnostics)
-        terms = {}
-        invalid = set()
-        for name, stmt in merged.losses.items():
-            given = {s.key.text: s for s in stmt.settings}
-            schema = TERM_KINDS.get(stmt.kind.text)
-            if schema is None:
-                self.error(
-                    NAME,
-                    f"unknown loss kind '{stmt.kind.text}'",
-                    stmt.kind.pos,
-                    did_you_mean(stmt.kind.text, TERM_KINDS) or "kinds: " + ", ".join(TERM_KINDS),
-                )
-                invalid.add(name)
-                continue
-            settings = self.validate_settings(
-                schema, given, f"loss kind '{stmt.kind.text}'", stmt.kind.pos, f"loss kind {stmt.kind.text}"
-            )
-            if settings is not None:
-                terms[name] = TermDecl(stmt.name, stmt.kind, settings, given, stmt.pos)
-            else:
-                invalid.add(name)
-        blocks = {}
-        for name, (stmt, given) in merged.blocks.items():
-            kinds = BLOCKS.get(name)
-            if kinds is None:
-                self.error(
-                    NAME,
-                    f"unknown settings block '{name}'",
-                    stmt.name.pos,
-                    did_you_mean(name, [*BLOCKS, "plan", "steps", "extends", "loss", "stage", "amend"])
-                    or "blocks: " + ", ".join(BLOCKS),
-                )
-                continue
-            kind = stmt.kind.text if stmt.kind else None
-            if kind not in kinds:
-                at = stmt.kind.pos if stmt.kind else stmt.name.pos
-                named = [k for k in kinds if k]
-                if kind is None:
-                    self.error(VALUE, f"block '{name}' needs a kind", at, "kinds: " + ", ".join(named))
-                else:
-                    self.error(
-                        NAME,
-                        f"unknown kind '{kind}' for block '{name}'",
-                        at,
-                        did_you_mean(kind, named)
-                        or ("kinds: " + ", ".join(named) if named else f"'{name}' takes only key=value"),
-                    )
-                continue
-            at = stmt.kind.pos if stmt.kind else stmt.name.pos
-            settings = self.validate_settings(kinds[kind], given, f"block '{name}'", at, f"{name} {kind or ''}".strip())
-            if settings is not None:
-                blocks[name] = BlockDecl(stmt.name, stmt.kind, settings, given, stmt.pos)
+        terms, invalid = self.validate_terms(merged)
+        blocks = self.validate_blocks(merged)
         if merged.steps is None and not self.diagnostics:
             self.error(
                 VALUE,
@@ -377,6 +335,64 @@ class _Loader:
             tuple(merged.watches),
             merged.keep,
         )
+
+    def validate_terms(self, merged: _Merged) -> tuple[dict[str, TermDecl], set[str]]:
+        """The loss declarations with valid settings, and the names of those without."""
+        terms, invalid = {}, set()
+        for name, stmt in merged.losses.items():
+            given = {s.key.text: s for s in stmt.settings}
+            schema = TERM_KINDS.get(stmt.kind.text)
+            if schema is None:
+                self.error(
+                    NAME,
+                    f"unknown loss kind '{stmt.kind.text}'",
+                    stmt.kind.pos,
+                    did_you_mean(stmt.kind.text, TERM_KINDS) or "kinds: " + ", ".join(TERM_KINDS),
+                )
+                invalid.add(name)
+                continue
+            settings = self.validate_settings(
+                schema, given, f"loss kind '{stmt.kind.text}'", stmt.kind.pos, f"loss kind {stmt.kind.text}"
+            )
+            if settings is not None:
+                terms[name] = TermDecl(stmt.name, stmt.kind, settings, given, stmt.pos)
+            else:
+                invalid.add(name)
+        return terms, invalid
+
+    def validate_blocks(self, merged: _Merged) -> dict[str, BlockDecl]:
+        """The settings blocks with a known name and kind and valid settings."""
+        blocks = {}
+        for name, (stmt, given) in merged.blocks.items():
+            kinds = BLOCKS.get(name)
+            if kinds is None:
+                self.error(
+                    NAME,
+                    f"unknown settings block '{name}'",
+                    stmt.name.pos,
+                    did_you_mean(name, [*BLOCKS, "plan", "steps", "extends", "loss", "stage", "amend"])
+                    or "blocks: " + ", ".join(BLOCKS),
+                )
+                continue
+            kind = stmt.kind.text if stmt.kind else None
+            at = stmt.kind.pos if stmt.kind else stmt.name.pos
+            if kind not in kinds:
+                named = [k for k in kinds if k]
+                if kind is None:
+                    self.error(VALUE, f"block '{name}' needs a kind", at, "kinds: " + ", ".join(named))
+                else:
+                    self.error(
+                        NAME,
+                        f"unknown kind '{kind}' for block '{name}'",
+                        at,
+                        did_you_mean(kind, named)
+                        or ("kinds: " + ", ".join(named) if named else f"'{name}' takes only key=value"),
+                    )
+                continue
+            settings = self.validate_settings(kinds[kind], given, f"block '{name}'", at, f"{name} {kind or ''}".strip())
+            if settings is not None:
+                blocks[name] = BlockDecl(stmt.name, stmt.kind, settings, given, stmt.pos)
+        return blocks
 
     def validate_settings(self, schema: type[BaseModel], given: dict[str, Setting], what: str, at: Pos, who: str):
         """The validated settings, or None after reporting every error in the plan's words: a missing key at

@@ -7,7 +7,7 @@ can scale them. New blocks (the runtime's ``model``, ``data``, ...) are added to
 without touching the grammar.
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -45,25 +45,57 @@ class Schema(BaseModel):
 # ---- loss-term kinds -------------------------------------------------------------------------
 
 
-class VPred(Schema):
-    """v-prediction MSE, Min-SNR weighted (``formula=v``: min(snr,g)/(snr+1); ``eps``: min(snr,g)/snr)."""
+class TermKind(Schema):
+    """A loss-term kind: its settings (the fields), and what the compiler and the runtime need to know.
 
+    ``kind`` is its name in plans; ``implementation`` names the runtime's class (``module:Class``, imported by
+    the runtime only); ``pixel``: computed on the decoded pixel patch; ``after_step``: it trains modules of its
+    own after the generator's step (a discriminator), from ``warmup`` (the name of its setting) steps before
+    the term is first live; ``lr_knob``: a learning rate stages may schedule, starting at its ``lr`` setting.
+    """
+
+    kind: ClassVar[str]
+    implementation: ClassVar[str]
+    pixel: ClassVar[bool] = False
+    after_step: ClassVar[bool] = False
+    warmup: ClassVar[str | None] = None
+    lr_knob: ClassVar[str | None] = None
+
+
+TERMS_PACKAGE = "ditsr_plan.runtime.train.terms"
+
+
+class VPred(TermKind):
+    """v-prediction MSE, Min-SNR weighted per sample."""
+
+    kind = "vpred"
+    implementation = f"{TERMS_PACKAGE}.vpred:VPred"
     min_snr: float = Field(5.0, ge=0, description="Min-SNR gamma; 0 turns the weighting off")
-    formula: Literal["v", "eps"] = "v"
+    formula: Literal["v", "eps"] = Field(
+        "v", description="v: min(snr,g)/(snr+1), the published form for v-prediction; eps: min(snr,g)/snr, the scripts'"
+    )
 
 
-class LatentL1(Schema):
+class LatentL1(TermKind):
     """L1 between the reconstructed and the true x0 in latent space."""
 
+    kind = "latent_l1"
+    implementation = f"{TERMS_PACKAGE}.latent_l1:LatentL1"
 
-class Lpips(Schema):
+
+class Lpips(TermKind):
     """LPIPS on the decoded pixel patch."""
 
-    net: Literal["vgg", "alex", "squeeze"] = "vgg"
-    backbone: Literal["pretrained", "random"] = "pretrained"
+    kind = "lpips"
+    implementation = f"{TERMS_PACKAGE}.lpips_term:Lpips"
+    pixel = True
+    net: Literal["vgg", "alex", "squeeze"] = Field("vgg", description="the torchvision trunk")
+    backbone: Literal["pretrained", "random"] = Field(
+        "pretrained", description="pretrained (torchvision's cache or download) or random (offline, tests)"
+    )
 
 
-class EdgeMaskSettings(Schema):
+class EdgeMaskSettings(TermKind):
     q: Fraction = Field(0.90, description="per-image quantile of the Sobel magnitude that maps to mask 1")
     pow: float = Field(0.5, gt=0, description="exponent applied to the clamped mask")
 
@@ -71,13 +103,23 @@ class EdgeMaskSettings(Schema):
 class Edge(EdgeMaskSettings):
     """Sobel-gradient L1 inside the soft GT edge mask."""
 
-    reduce: Literal["mask", "all"] = "mask"
+    kind = "edge"
+    implementation = f"{TERMS_PACKAGE}.regions:Edge"
+    pixel = True
+    reduce: Literal["mask", "all"] = Field(
+        "mask", description="mask: mean over the mask's own area, per image; all: over all pixels (the scripts')"
+    )
 
 
 class Flat(EdgeMaskSettings):
     """|Laplacian(pred)| inside the GT flat mask (1 - edge mask)."""
 
-    reduce: Literal["mask", "all"] = "mask"
+    kind = "flat"
+    implementation = f"{TERMS_PACKAGE}.regions:Flat"
+    pixel = True
+    reduce: Literal["mask", "all"] = Field(
+        "mask", description="mask: mean over the flat mask's own area, per image; all: over all pixels"
+    )
     laplacian: Neighbours = Field(
         4,
         description="4: the 4-neighbour kernel [[0,1,0],[1,-4,1],[0,1,0]] (the reference scripts'); "
@@ -86,47 +128,46 @@ class Flat(EdgeMaskSettings):
 
 
 class Ffl(EdgeMaskSettings):
-    """Focal Frequency Loss; ``mask=edge`` restricts it to the GT edge mask."""
+    """Focal Frequency Loss (the focal-frequency-loss package) on the pixel patch."""
 
-    alpha: float = Field(1.0, ge=0)
-    mask: Literal["none", "edge"] = "none"
+    kind = "ffl"
+    implementation = f"{TERMS_PACKAGE}.ffl:Ffl"
+    pixel = True
+    alpha: float = Field(1.0, ge=0, description="the focal exponent")
+    mask: Literal["none", "edge"] = Field("none", description="edge: both images multiplied by the GT edge mask first")
 
 
-class PatchGan(Schema):
-    """PatchGAN (pix2pix NLayer) adversarial loss with lazy R1 and its own optimiser."""
+class PatchGan(TermKind):
+    """PatchGAN (pix2pix NLayer) adversarial loss, its discriminator trained with R1 and its own optimiser."""
 
-    layers: int = Field(3, ge=1, le=6)
-    ndf: int = Field(64, ge=1, le=1024)
-    norm: Literal["instance", "batch", "none"] = "instance"
-    loss: Literal["hinge", "nonsat"] = "hinge"
+    kind = "patchgan"
+    implementation = f"{TERMS_PACKAGE}.patchgan:PatchGan"
+    pixel = True
+    after_step = True
+    warmup = "d_warmup"
+    lr_knob = "lr_d"
+    layers: int = Field(3, ge=1, le=6, description="stride-2 convolution blocks")
+    ndf: int = Field(64, ge=1, le=1024, description="filters of the first convolution")
+    norm: Literal["instance", "batch", "none"] = Field("instance", description="normalisation after each block")
+    loss: Literal["hinge", "nonsat"] = Field("hinge", description="hinge: -mean D(fake); nonsat: softplus")
     r1: float = Field(10.0, ge=0, description="R1 gamma; 0 turns R1 off")
-    r1_every: Steps = Field(16, ge=1)
+    r1_every: Steps = Field(16, ge=1, description="steps between R1 penalties")
     r1_lazy: Literal["scaled", "unscaled"] = Field(
         "scaled",
         description="scaled: (r1/2) E|grad|^2 x r1_every added to the D loss (StyleGAN2, BasicSR); unscaled: "
         "r1 E|grad|^2 with the D loss and penalty halved together (the reference scripts; r1_every/2 x weaker)",
     )
-    lr: float = Field(1e-4, gt=0)
-    betas: Pair = (0.5, 0.999)
-    wd: float = Field(1e-4, ge=0)
+    lr: float = Field(1e-4, gt=0, description="D's AdamW learning rate (stages may schedule it as lr_d)")
+    betas: Pair = Field((0.5, 0.999), description="D's AdamW betas")
+    wd: float = Field(1e-4, ge=0, description="D's AdamW weight decay")
     d_warmup: Steps = Field(0, ge=0, description="steps D trains alone before the GAN weight is > 0")
     d_collapse: float = Field(0.05, ge=0, description="D loss below this for d_patience D steps: flagged collapsed")
     d_explode: float = Field(10.0, gt=0, description="D loss above this (or not finite) for d_patience: flagged")
     d_patience: int = Field(100, ge=1, le=10_000_000, description="consecutive D steps before a D flag")
 
 
-TERM_KINDS: dict[str, type[Schema]] = {
-    "vpred": VPred,
-    "latent_l1": LatentL1,
-    "lpips": Lpips,
-    "edge": Edge,
-    "flat": Flat,
-    "ffl": Ffl,
-    "patchgan": PatchGan,
-}
-
-# Kinds computed on the decoded pixel patch (they make a step decode it).
-PIXEL_KINDS = frozenset({"lpips", "edge", "flat", "ffl", "patchgan"})
+# The registry of loss-term kinds: adding a kind is its class above, its runtime module, and one line here.
+TERM_KINDS: dict[str, type[TermKind]] = {k.kind: k for k in (VPred, LatentL1, Lpips, Edge, Flat, Ffl, PatchGan)}
 
 
 # ---- settings blocks -------------------------------------------------------------------------
@@ -136,9 +177,9 @@ class Ema(Schema):
     """EMA of the generator: ``ema = d * ema + (1 - d) * weights`` every ``every`` steps; with ``warmup=on``
     ``d = min(decay, (1 + s) / (10 + s))`` for the s-th update (diffusers' EMAModel: the first copies)."""
 
-    decay: float = Field(0.999, ge=0, lt=1)
+    decay: float = Field(0.999, ge=0, lt=1, description="the EMA's decay (its largest, with warmup)")
     start: Steps = Field(0, ge=0, description="steps before the first update (the EMA copies the weights until then)")
-    every: Steps = Field(1, ge=1)
+    every: Steps = Field(1, ge=1, description="steps between updates")
     warmup: bool = Field(True, description="on: diffusers' EMAModel warm-up (1 + s) / (10 + s); off: decay from s = 0")
 
 
@@ -152,9 +193,9 @@ class Pixel(Schema):
 class Optim(Schema):
     """The generator's AdamW. ``lr`` is the default of the schedulable ``lr`` knob."""
 
-    lr: float = Field(1e-4, gt=0)
-    betas: Pair = (0.9, 0.999)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: float = Field(1e-4, gt=0, description="learning rate (stages may schedule it as lr)")
+    betas: Pair = Field((0.9, 0.999), description="AdamW betas")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 turns clipping off")
     accum: int = Field(1, ge=1, le=4096, description="gradient-accumulation steps per optimiser step")
 
@@ -162,10 +203,12 @@ class Optim(Schema):
 class DitModel(Schema):
     """diffusers' DiTTransformer2DModel. A preset sets depth, heads and width; keys given override it."""
 
-    preset: Literal["tiny", "s", "b", "xl"] = "tiny"
-    depth: int | None = Field(None, ge=1, le=64)
-    heads: int | None = Field(None, ge=1, le=64)
-    head_dim: int | None = Field(None, ge=8, le=256)
+    preset: Literal["tiny", "s", "b", "xl"] = Field(
+        "tiny", description="tiny 2 x 2 heads x 32; s 12 x 6 x 64; b 12 x 12 x 64 (DiT-B); xl 28 x 16 x 72 (DiT-XL)"
+    )
+    depth: int | None = Field(None, ge=1, le=64, description="transformer blocks (default: the preset's)")
+    heads: int | None = Field(None, ge=1, le=64, description="attention heads (default: the preset's)")
+    head_dim: int | None = Field(None, ge=8, le=256, description="width of a head (default: the preset's)")
     patch: int = Field(2, ge=1, le=8, description="transformer patch size, in latent pixels")
     checkpointing: bool = Field(False, description="activation checkpointing in the transformer blocks")
 
@@ -177,7 +220,7 @@ DIT_PRESETS = {"tiny": (2, 2, 32), "s": (12, 6, 64), "b": (12, 12, 64), "xl": (2
 class PixelUnshuffleLatent(Schema):
     """Exact, invertible space-to-depth: 3 x H x W pixels -> 3 f^2 x H/f x W/f (the CPU demo's latent)."""
 
-    factor: int = Field(4, ge=1, le=16)
+    factor: int = Field(4, ge=1, le=16, description="pixels per latent pixel along each side")
 
 
 class VaeLatent(Schema):
@@ -187,8 +230,8 @@ class VaeLatent(Schema):
         description="a local folder or a hub id, as AutoencoderKL.from_pretrained takes",
         json_schema_extra={"metavar": "DIR"},
     )
-    subfolder: str | None = None
-    scaling: float | None = Field(None, gt=0, description="default: the VAE config's scaling_factor")
+    subfolder: str | None = Field(None, description="the VAE's subfolder in a whole pipeline's folder (vae)")
+    scaling: float | None = Field(None, gt=0, description="latent scaling; default: the VAE config's scaling_factor")
 
 
 class Diffusion(Schema):
@@ -196,8 +239,10 @@ class Diffusion(Schema):
     schedule is PixArt's and DiT's (IDDPM ``linear`` 1e-4..0.02), which SD-VAE-latent PixArt/DiT checkpoints
     were trained with; Stable Diffusion's is ``scaled_linear`` 0.00085..0.012."""
 
-    train_steps: int = Field(1000, ge=2, le=100_000)
-    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    train_steps: int = Field(1000, ge=2, le=100_000, description="diffusion timesteps")
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field(
+        "linear", description="diffusers' beta schedule (the same for training and validation)"
+    )
     beta_start: float = Field(1e-4, gt=0, lt=1, description="first beta (linear and scaled_linear)")
     beta_end: float = Field(0.02, gt=0, lt=1, description="last beta (linear and scaled_linear)")
     target: Literal["x0", "residual"] = Field(
@@ -216,22 +261,22 @@ class BuiltinData(Schema):
     """scikit-image's photographs plus procedural defocus scenes; nothing to download."""
 
     crop: int = Field(64, ge=16, le=2048, description="HR crop side in pixels")
-    scale: int = Field(4, ge=1, le=8)
-    batch: int = Field(2, ge=1, le=1024)
-    degrade: Degrade = "bicubic"
+    scale: int = Field(4, ge=1, le=8, description="super-resolution factor")
+    batch: int = Field(2, ge=1, le=1024, description="samples per micro-batch (per process under torchrun)")
+    degrade: Degrade = Field("bicubic", description="how the LR is made: bicubic, or highorder (the reference's)")
     scenes: int = Field(8, ge=0, le=1000, description="procedural defocus scenes added to the photos")
-    workers: int = Field(0, ge=0, le=64)
+    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: in the training process)")
 
 
 class FolderData(Schema):
     """HR images in a folder (searched recursively); LR made on the fly."""
 
     root: str = Field(description="a folder of HR images", json_schema_extra={"metavar": "PATH"})
-    crop: int = Field(512, ge=16, le=8192)
-    scale: int = Field(4, ge=1, le=8)
-    batch: int = Field(1, ge=1, le=1024)
-    degrade: Degrade = "highorder"
-    workers: int = Field(0, ge=0, le=64)
+    crop: int = Field(512, ge=16, le=8192, description="HR crop side in pixels")
+    scale: int = Field(4, ge=1, le=8, description="super-resolution factor")
+    batch: int = Field(1, ge=1, le=1024, description="samples per micro-batch (per process under torchrun)")
+    degrade: Degrade = Field("highorder", description="how the LR is made: bicubic, or highorder (the reference's)")
+    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: in the training process)")
     strict: bool = Field(False, description="a corrupt image is an error instead of skipped and counted")
 
 
@@ -242,22 +287,27 @@ class PairedData(Schema):
     lr: str = Field(
         description="a folder of LR images with the HR images' file names", json_schema_extra={"metavar": "PATH"}
     )
-    crop: int = Field(512, ge=16, le=8192)
-    scale: int = Field(4, ge=1, le=8)
-    batch: int = Field(1, ge=1, le=1024)
-    workers: int = Field(0, ge=0, le=64)
-    strict: bool = False
+    crop: int = Field(512, ge=16, le=8192, description="HR crop side in pixels")
+    scale: int = Field(4, ge=1, le=8, description="super-resolution factor: HR = scale x LR")
+    batch: int = Field(1, ge=1, le=1024, description="samples per micro-batch (per process under torchrun)")
+    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: in the training process)")
+    strict: bool = Field(False, description="a corrupt image is an error instead of skipped and counted")
 
 
 class Run(Schema):
     """Where and how a run executes."""
 
-    seed: int = Field(0, ge=0, le=2**63 - 1)
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="every random draw of the run derives from it")
     device: str = Field(
-        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", json_schema_extra={"allowed": "auto, cpu, cuda, cuda:N"}
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto: CUDA when present, else the CPU",
+        json_schema_extra={"allowed": "auto, cpu, cuda, cuda:N"},
     )
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    checkpoint_every: Steps = Field(1000, ge=1)
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on the CPU"
+    )
+    checkpoint_every: Steps = Field(1000, ge=1, description="steps between checkpoints")
     keep: int = Field(3, ge=1, le=1000, description="checkpoints kept (the newest)")
     out: str | None = Field(None, description="run folder; default runs/<plan>-<time>")
     nan_steps: int = Field(
@@ -277,12 +327,14 @@ class Run(Schema):
 class Log(Schema):
     """What is logged, and how often."""
 
-    every: Steps = Field(10, ge=1)
+    every: Steps = Field(10, ge=1, description="steps between metrics lines")
     shadow: bool = Field(False, description="also compute non-live terms' raw values at log steps, without gradient")
     grads: Literal["auto", "on", "off"] = Field(
         "auto", description="gradient diagnostics at log steps; auto: on for CPU runs, off on GPU runs"
     )
-    tensorboard: Literal["auto", "on", "off"] = "auto"
+    tensorboard: Literal["auto", "on", "off"] = Field(
+        "auto", description="TensorBoard events beside metrics.jsonl; auto: when tensorboard is installed"
+    )
 
 
 # The validation images of eval images=builtin, by role, and the metrics every eval reports.
@@ -300,8 +352,8 @@ def eval_roles(images: str) -> tuple[str, ...]:
 class Eval(Schema):
     """Validation with the EMA weights on fixed images (no eval line, no validation)."""
 
-    every: Steps = Field(1000, ge=1)
-    sampler: Literal["ddim"] = "ddim"
+    every: Steps = Field(1000, ge=1, description="steps between evals (and one at the end)")
+    sampler: Literal["ddim"] = Field("ddim", description="diffusers' DDIMScheduler with v-prediction")
     steps: int = Field(50, ge=1, le=1000, description="sampler steps")
     images: str = Field("builtin", description="builtin, or ROLE=PATH,ROLE=PATH,... (roles: any names)")
     size: int = Field(128, ge=16, le=4096, description="side of the builtin validation crops, in pixels")
@@ -313,7 +365,7 @@ class Eval(Schema):
         "ts[round(lq_init x (steps - 1))] (the reference's strength); 0 = from pure noise",
     )
     cfg: float = Field(1.0, ge=1, le=20, description="classifier-free guidance scale; 1 = none")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="the validation LR and the sampler's start noise derive from it")
     lpips: Literal["auto", "off"] = Field("auto", description="LPIPS metric when the pretrained trunk is cached")
 
 

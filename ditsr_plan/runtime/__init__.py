@@ -1,5 +1,15 @@
 """Executes a compiled schedule graph: trains a DiT super-resolution model term by term.
 
-Only the terms live at a step are computed; the pixel patch is decoded only when a pixel-space term
-(or the discriminator's warm-up) needs it. CUDA (bf16 autocast) when present, the same code on CPU.
+Four rooms, each a job (docs/architecture.md):
+
+- ``train/``: what one step computes -- the trainer, the loss terms, the generator, the latent space, the
+  diffusion, the EMA, the data;
+- ``run/``: the loop around the steps -- run folders, checkpoints, resume, signals, DDP, faults, logs,
+  watch/keep, the matrix;
+- ``validate/``: sampling, metrics and pictures of validation;
+- ``analysis/``: report and compare, which read run folders only (no torch, nothing of ``train``).
+
+Besides them: ``records.py`` (the typed lines of metrics.jsonl and eval.jsonl), ``errors.py`` (the one base
+class of the runtime's errors) and ``seeds.py``. The runtime sees the compiled graph, never the plan
+language (``dsl``).
 """

@@ -1,0 +1,58 @@
+"""The lines a run prints before its first step: what it trains, on what, where it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ditsr_plan import __version__
+from ditsr_plan.compiler.graph import ScheduleGraph
+from ditsr_plan.compiler.show import format_steps
+
+from .invocation import Invocation
+
+
+def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, invocation: Invocation) -> str:
+    p, data, blocks = trainer.placement, trainer.data, graph.blocks
+    scale = f" (time scale {graph.time_scale:g})" if graph.time_scale != 1 else ""
+    compiled = f", torch.compile {blocks['run'].values['compile_backend']}" if trainer.compiled else ""
+    lines = [
+        f"ditsr-plan {__version__} · plan {graph.name} · hash {graph.hash} · {format_steps(graph.total_steps)} steps"
+        + scale
+        + (f" · --set {' '.join(invocation.overrides)}" if invocation.overrides else ""),
+        f"device {p.device} ({p.precision}, {torch.get_num_threads()} CPU threads{compiled}) · data "
+        f"{blocks['data'].kind} ({len(data)} images, crop {data.crop}, batch {data.batch_size} x accum "
+        f"{trainer.accum}) · latent {blocks['latent'].kind} (x{trainer.latent.factor}, {trainer.latent.channels} "
+        f"ch) · pixel patch {trainer.patch.size} px (margin {trainer.patch.margin})",
+    ]
+    if data.stats.skipped:
+        lines.append(f"data: {len(data.stats.skipped)} unreadable image(s) skipped so far")
+    if trainer.ranks.enabled:
+        r = trainer.ranks
+        lines.append(
+            f"DDP: {r.world} processes ({r.backend}); global batch {data.batch_size * r.world * trainer.accum} "
+            f"= {data.batch_size} per rank x {r.world} ranks x accum {trainer.accum}; rank 0 logs and checkpoints"
+        )
+    lines.append("parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in trainer.parameter_counts().items()))
+    for stage in graph.stages:
+        live = [n for n in graph.terms if any(a < stage.end and b > stage.start for a, b in graph.knobs[n].live)]
+        lines.append(
+            f"  stage {stage.name} {format_steps(stage.start)}..{format_steps(stage.end)}: "
+            f"{', '.join(live) or 'nothing live'}"
+        )
+    never = [n for n in graph.terms if not graph.knobs[n].live]
+    if never:
+        lines.append(f"  never live (never computed): {', '.join(never)}")
+    if evaluator is not None:
+        ev = blocks["eval"].values
+        lines.append(
+            f"eval every {format_steps(ev['every'])} steps on {', '.join(i.role for i in evaluator.images)} "
+            f"(DDIM {ev['steps']} steps, EMA weights); {evaluator.lpips_note()}"
+        )
+    lines.append(
+        f"writing to {run_dir}/ (metrics.jsonl, {'eval.jsonl, eval/, ' if evaluator else ''}checkpoints/, final/)"
+    )
+    if start:
+        lines.append(f"resuming after step {start} (checkpoint step-{start:08d})")
+    return "\n".join(lines)

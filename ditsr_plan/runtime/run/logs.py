@@ -1,0 +1,125 @@
+"""Run output: one :class:`~ditsr_plan.runtime.records.MetricsRecord` per log step in ``metrics.jsonl``,
+TensorBoard events beside it when tensorboard is installed, and progress on the console (a tqdm bar on a
+terminal, a line every 10 % otherwise).
+
+Step numbers: a step is named by its index in the schedule (0-based: the numbering of stage bounds and of
+``show --at``); a state -- a checkpoint, an eval -- by the number of steps done before it, which is the
+index of the next step. ``metrics.jsonl``'s last line of a 1200-step run is step 1199; its last eval and
+checkpoint are "after 1200 steps" (``step-00001200``); the console says ``1200/1200 steps (step 1199)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..records import MetricsRecord, json_safe, truncate_jsonl
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path, resume_step: int | None, tensorboard: str):
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step is not None:
+            # drop what was logged after the checkpoint: the resumed run logs those steps again
+            truncate_jsonl(self.path, lambda step: step < resume_step)
+        self.fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - open for the run's lifetime
+        self.tb = None
+        if tensorboard != "off":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step)
+            except ImportError:
+                if tensorboard == "on":
+                    raise
+
+    def write(self, record: MetricsRecord) -> None:
+        self.fh.write(json.dumps(json_safe(record.to_json()), allow_nan=False) + "\n")
+        self.fh.flush()
+        if self.tb is None or record.skipped:
+            return
+        step = record.step
+        self.tb.add_scalar("loss", record.loss, step)
+        for name, term in record.terms.items():
+            self.tb.add_scalar(f"weight/{name}", term.weight, step)
+            if term.raw is not None:
+                self.tb.add_scalar(f"raw/{name}", term.raw, step)
+                self.tb.add_scalar(f"weighted/{name}", term.weighted, step)
+        for name, value in record.lr.items():
+            self.tb.add_scalar(f"lr/{name}", value, step)
+        if record.grad_norm is not None:
+            self.tb.add_scalar("grad_norm", record.grad_norm, step)
+        for name, d in (record.discriminator or {}).items():
+            for key, value in d.items():
+                if value is not None:
+                    self.tb.add_scalar(f"d/{name}/{key}", value, step)
+
+    def close(self) -> None:
+        self.fh.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class NoLog:
+    """What ranks other than 0 log: nothing."""
+
+    def write(self, record: MetricsRecord) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Progress:
+    """Steps done of the total, the step, stage, it/s, ETA and loss. The ETA counts the evals still to
+    come at the measured time per eval, not only the training steps. ``quiet``: nothing at all."""
+
+    def __init__(self, total: int, start: int, evals_left=lambda done: 0, quiet: bool = False, stream=None):
+        self.stream = stream or sys.stderr
+        self.total, self.start, self.quiet = total, start, quiet
+        self.evals_left = evals_left  # done -> how many evals remain after that many steps
+        self.t0 = time.perf_counter()
+        self.eval_seconds: list[float] = []
+        self.bar = None
+        self.next_line = start
+        if self.stream.isatty() and not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, file=self.stream, unit="step", dynamic_ncols=True)
+
+    def evaluated(self, seconds: float) -> None:
+        self.eval_seconds.append(seconds)
+
+    def eta(self, done: int) -> float:
+        training = time.perf_counter() - self.t0 - sum(self.eval_seconds)
+        rate = (done - self.start) / training if training > 0 else 0.0
+        steps = (self.total - done) / rate if rate > 0 else float("inf")
+        per_eval = sum(self.eval_seconds) / len(self.eval_seconds) if self.eval_seconds else 0.0
+        return steps + per_eval * self.evals_left(done)
+
+    def update(self, step: int, stage: str, loss: float) -> None:
+        if self.quiet:
+            return
+        done = step + 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(
+                f"step {step} stage {stage} loss {loss:.4f} ETA {self.eta(done):.0f}s", refresh=False
+            )
+            self.bar.update(1)
+            return
+        if done >= self.next_line or done == self.total:
+            training = time.perf_counter() - self.t0 - sum(self.eval_seconds)
+            rate = (done - self.start) / training if training > 0 else 0.0
+            print(
+                f"{done}/{self.total} steps (step {step}, stage {stage})  {rate:.2f} it/s  "
+                f"ETA {self.eta(done):.0f}s  loss {loss:.4f}",
+                file=self.stream,
+                flush=True,
+            )
+            self.next_line = done + max(1, self.total // 10)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

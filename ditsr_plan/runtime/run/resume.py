@@ -1,0 +1,73 @@
+"""``--resume``: the newest complete checkpoint, put back into the trainer -- or a message that says why not.
+
+A checkpoint made from another schedule graph is refused, naming what differs: the time scale, the
+``--set`` overrides (both kept in ``run.json``), or the plan file itself. ``--force`` resumes anyway and
+says where the step lands in the new schedule.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ditsr_plan.compiler.graph import ScheduleGraph
+from ditsr_plan.compiler.show import format_steps
+
+from ..distributed import barrier
+from .checkpoint import Checkpoint, newest_complete, remove_partial
+from .console import say
+from .folder import RunError
+from .invocation import Invocation
+
+
+def _why_different(run_dir: Path, graph: ScheduleGraph, invocation: Invocation | None) -> str:
+    before = Invocation.load(run_dir)
+    if before is not None and invocation is not None:
+        differences = invocation.differences(before)
+        if differences:
+            return "; ".join(differences)
+    return (
+        f"the plan changed since the run started (ditsr-plan diff {run_dir} {graph.path} shows how)"
+        if before is None or invocation is None or before.plan == invocation.plan
+        else "the plan differs"
+    )
+
+
+def _landing(run_dir: Path, graph: ScheduleGraph, step: int) -> str:
+    """Where step ``step`` of the run's own schedule lands in ``graph``'s."""
+    old = ScheduleGraph.from_json(json.loads((run_dir / "plan.json").read_text()))
+
+    def where(g: ScheduleGraph) -> str:
+        if step >= g.total_steps:
+            return f"past the end of its {format_steps(g.total_steps)} steps"
+        return f"in stage {g.stage_at(step).name} of {format_steps(g.total_steps)} steps"
+
+    return f"after step {step}: the run was {where(old)}; it continues {where(graph)}"
+
+
+def resume(
+    trainer, graph: ScheduleGraph, run_dir: Path, force: bool, invocation: Invocation | None
+) -> Checkpoint | None:
+    """Restore the newest complete checkpoint and return it (None when there is none: start at step 0)."""
+    if trainer.ranks.main:
+        for partial in remove_partial(run_dir / "checkpoints"):
+            say(f"--resume: removed {partial.name}, a checkpoint whose write never finished")
+    barrier(trainer.ranks)
+    ckpt = newest_complete(run_dir / "checkpoints", report=say)
+    if ckpt is None:
+        if not (run_dir / "plan.json").exists():
+            raise RunError(f"--resume: {run_dir} holds no run to resume")
+        say(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
+        return None
+    state = ckpt.state()
+    if state["plan_hash"] != graph.hash:
+        why = _why_different(run_dir, graph, invocation)
+        if not force:
+            raise RunError(
+                f"checkpoint {ckpt.path} was made from another schedule (hash {state['plan_hash']}, now "
+                f"{graph.hash}): {why}. Resume with the run's own settings, or --force to continue in this "
+                "schedule"
+            )
+        say(f"--force: resuming in another schedule ({why}); {_landing(run_dir, graph, ckpt.step)}")
+    trainer.load_state_dict(ckpt.tensors, state["trainer"])
+    return ckpt

@@ -1,0 +1,75 @@
+"""The generator: diffusers' DiTTransformer2DModel with the LR latent as extra input channels.
+
+The model block's preset is resolved by the compiler (depth, heads and head_dim are in the graph)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .aug_level import AugLevelEmbedding, attach
+
+
+def _dit_levels(args: tuple, kwargs: dict):
+    """The DiT's timestep embedding is called as ``emb(timestep, class_labels, hidden_dtype=...)``: the
+    wrapper passes the augmentation levels as the class labels; the real label is a constant 0."""
+    timestep, levels = args[0], args[1]
+    return levels, (timestep, torch.zeros(levels.shape[0], dtype=torch.long, device=levels.device)), kwargs
+
+
+class SRDiT(nn.Module):
+    """Predicts the velocity of the noisy HR latent, conditioned on the LR latent and its augmentation level.
+
+    Input channels = 2 x latent channels (noisy latent, LR latent concatenated); output channels =
+    latent channels. The DiT's class conditioning carries nothing (every sample gets class 0, never
+    dropped); the LR augmentation level is added to the timestep embedding (``aug_level.py``).
+    """
+
+    def __init__(self, latent_channels: int, sample_size: int, settings: dict):
+        super().__init__()
+        from diffusers.models.transformers.dit_transformer_2d import DiTTransformer2DModel
+
+        depth, heads, head_dim = settings["depth"], settings["heads"], settings["head_dim"]
+        self.dit = DiTTransformer2DModel(
+            num_attention_heads=heads,
+            attention_head_dim=head_dim,
+            in_channels=2 * latent_channels,
+            out_channels=latent_channels,
+            num_layers=depth,
+            sample_size=sample_size,
+            patch_size=settings["patch"],
+            num_embeds_ada_norm=1,
+        )
+        # the class label is a constant 0: diffusers' label dropout (10 %, drawn per batch from the global
+        # generator) would only add noise, and would make a sample's result depend on its batch
+        for module in self.dit.modules():
+            if hasattr(module, "dropout_prob") and hasattr(module, "token_drop"):
+                module.dropout_prob = 0.0
+        self.aug_level = AugLevelEmbedding(heads * head_dim)
+        attach([block.norm1.emb for block in self.dit.transformer_blocks], self.aug_level, _dit_levels)
+        if settings.get("checkpointing"):
+            self.dit.enable_gradient_checkpointing()
+
+    def save_final(self, folder) -> None:
+        """The trained transformer in diffusers' format (``DiTTransformer2DModel.from_pretrained``); at
+        augmentation level 0 (validation) it is the whole generator."""
+        self.dit.save_pretrained(folder, safe_serialization=True)
+
+    def forward(
+        self,
+        noisy: torch.Tensor,
+        lr_latent: torch.Tensor,
+        timesteps: torch.Tensor,
+        aug_level: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if aug_level is None:
+            aug_level = noisy.new_zeros(noisy.shape[0])
+        x = torch.cat([noisy, lr_latent], dim=1)
+        return self.dit(x, timestep=timesteps, class_labels=aug_level.float()).sample
+
+
+def build_generator(block, latent, latent_size: int) -> nn.Module:
+    """The generator a plan's ``model`` block describes, for ``latent`` (its channels) at ``latent_size``."""
+    if block.kind == "dit":
+        return SRDiT(latent.channels, latent_size, dict(block.values))
+    raise ValueError(f"unknown model kind {block.kind!r}")

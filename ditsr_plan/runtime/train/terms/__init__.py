@@ -1,0 +1,26 @@
+"""One module per loss-term kind, one interface (:class:`~.base.LossTerm`).
+
+There is no registry here: the compiled graph names each term's class (``Term.implementation``, from the
+kind's schema in ``dsl/schemas.py``, the registry of kinds), and :func:`build_term` imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import LossTerm, StepTensors, TermContext, TermSetupError
+
+__all__ = ["LossTerm", "StepTensors", "TermContext", "TermSetupError", "build_term", "term_class"]
+
+
+def term_class(implementation: str) -> type[LossTerm]:
+    """The class ``module:Class`` names."""
+    module, _, name = implementation.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, LossTerm)):
+        raise TypeError(f"{implementation} is not a LossTerm")
+    return cls
+
+
+def build_term(name: str, implementation: str, settings: dict, context: TermContext) -> LossTerm:
+    return term_class(implementation)(name, settings, context)
