@@ -33,7 +33,7 @@ from ditsr_plan.dsl.syntax import MetricRef, TermStmt, WatchStmt
 
 from .graph import Block, Keep, Knob, MetricName, Piece, ScheduleGraph, Stage, Term, Watch, merge_ranges
 
-LR_KNOBS = ("lr", "lr_d")
+MAX_SCALED_EVALS = 5  # under --time-scale below 1, 'eval every' is never below 1/5 of the run
 
 
 @dataclass
@@ -238,6 +238,13 @@ class _Compiler:
         for name, kind in DEFAULT_BLOCKS.items():
             if name not in blocks:
                 blocks[name] = Block(name, kind, self.scaled_settings(BLOCKS[name][kind]()))
+        if "eval" in blocks and self.scale.factor < 1:
+            # a shortened run keeps at most MAX_SCALED_EVALS evals: every eval samples its full number of
+            # sampler steps, which --time-scale does not shorten
+            ev = blocks["eval"]
+            floor = math.ceil(self.scale.at(self.total) / MAX_SCALED_EVALS)
+            if ev.values["every"] < floor:
+                blocks["eval"] = Block("eval", ev.kind, {**ev.values, "every": floor}, ev.origin, ev.value_origins)
         model = blocks["model"]
         if model.kind == "dit":  # the preset resolved: the runtime reads depth, heads and head_dim
             preset = dict(zip(("depth", "heads", "head_dim"), DIT_PRESETS[model.values["preset"]], strict=True))

@@ -191,3 +191,121 @@ def test_show_at_keeps_its_columns_aligned_with_long_decimals(tmp_path, capsys):
     assert main(["show", str(plan), "--at", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.endswith("live")]
     assert len(rows) == 2 and len({row.index("live") for row in rows}) == 1
+
+
+# ---- 2-4, 6, 9: runs that stop and resume ------------------------------------------------------------
+
+
+def _run_until_progress(args: list[str], sig=None) -> subprocess.CompletedProcess:
+    """Start ``ditsr-plan ARGS``, send ``sig`` (SIGINT) at its first progress line, wait for it."""
+    import signal
+
+    proc = subprocess.Popen([EXE, *args], stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if " steps (step " in line:
+            proc.send_signal(sig or signal.SIGINT)
+            break
+    lines += proc.stderr.readlines()
+    proc.wait(timeout=300)
+    proc.stderr.close()
+    return subprocess.CompletedProcess(args, proc.returncode, "", "".join(lines))
+
+
+def test_ctrl_c_during_matrix_is_an_interrupted_run_not_a_bug(tmp_path):
+    from ditsr_plan.testing import tiny_plan
+
+    plan = tiny_plan(tmp_path, steps=200, ckpt=100, log="every=50 tensorboard=off")
+    done = _run_until_progress(["matrix", str(plan), "--out", str(tmp_path / "m")])
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "internal error" not in done.stderr and "interrupted after" in done.stderr
+    assert "run the matrix again to continue" in done.stderr
+    assert any((tmp_path / "m" / "tiny" / "checkpoints").glob("step-*"))
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_folder(tmp_path):
+    out = tmp_path / "run"
+    done = _cli("run", "plans/v10.plan", "--out", str(out), env={"TORCH_HOME": str(tmp_path / "empty")})
+    assert done.returncode == 2 and "cannot be loaded" in done.stderr
+    assert not out.exists()
+
+
+def test_resume_reuses_the_runs_time_scale_and_settings_and_names_what_differs(tmp_path):
+    from ditsr_plan.testing import tiny_plan
+
+    plan = tiny_plan(tmp_path, steps=400, ckpt=100, log="every=20 tensorboard=off")
+    run = tmp_path / "run"
+    first = _run_until_progress(["run", str(plan), "--out", str(run), "--time-scale", "0.5", "--set", "run.seed=3"])
+    assert first.returncode == 130, first.stderr[-2000:]
+    command = f"ditsr-plan run {plan} --out {run} --time-scale 0.5 --set run.seed=3 --resume"
+    assert f"continue with: {command}" in first.stderr  # the exact command
+    # the report of the interrupted run says so
+    assert _cli("report", str(run)).returncode == 0
+    assert "unfinished: " in (run / "report.html").read_text()
+    # a mismatch names what differs
+    other = _cli("run", str(plan), "--out", str(run), "--time-scale", "1", "--resume")
+    assert other.returncode == 2 and "the time scale: the run's is 0.5, this one 1" in other.stderr
+    other = _cli("run", str(plan), "--out", str(run), "--set", "run.seed=4", "--resume")
+    assert "the --set overrides: added run.seed=4; missing run.seed=3" in other.stderr
+    # the plain resume command continues with the run's own settings, and the summary keeps the first loss
+    done = _cli("run", str(plan), "--out", str(run), "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 200 and summary["first_loss"] == lines[0]["loss"] and lines[0]["step"] == 0
+    # step numbers: the last line is step 199; the console's last progress line and the checkpoint say 200
+    assert lines[-1]["step"] == 199
+    assert "200/200 steps (step 199, stage B)" in done.stderr
+    assert (run / "checkpoints" / "step-00000200").is_dir()
+
+
+def test_force_says_where_the_step_lands_in_the_new_schedule(tmp_path):
+    from ditsr_plan.testing import tiny_plan
+
+    plan = tiny_plan(tmp_path, steps=400, ckpt=100, log="every=20 tensorboard=off")
+    run = tmp_path / "run"
+    first = _run_until_progress(["run", str(plan), "--out", str(run), "--time-scale", "0.25"])
+    assert first.returncode == 130, first.stderr[-2000:]
+    done = _run_until_progress(["run", str(plan), "--out", str(run), "--time-scale", "1", "--resume", "--force"])
+    assert "--force: resuming in another schedule (the time scale: the run's is 0.25, this one 1)" in done.stderr
+    assert "the run was in stage A of 100 steps; it continues in stage A of 400 steps" in done.stderr
+
+
+# ---- 8. evaluation under a time scale ---------------------------------------------------------------
+
+
+def test_eval_spacing_has_a_floor_under_a_time_scale_and_the_eta_counts_evals(capsys):
+    from ditsr_plan.compiler import compile_plan
+    from ditsr_plan.runtime.run.logs import Progress
+
+    graph = compile_plan("plans/v10.plan", 0.002)  # 30 steps; eval every 1k would be every 2
+    assert graph.blocks["eval"].values["every"] == 6  # at most 5 evals
+    assert compile_plan("plans/v10.plan").blocks["eval"].values["every"] == 1000  # unscaled: as written
+    progress = Progress(total=30, start=0, evals_left=lambda done: (30 - done) // 6, quiet=True)
+    progress.evaluated(10.0)  # one eval took 10 s
+    assert progress.eta(6) >= 4 * 10.0  # four evals to come
+
+
+# ---- 18. an unreadable image is named on the console ------------------------------------------------
+
+
+def test_an_unreadable_image_is_named_on_the_console_once(tmp_path):
+    from PIL import Image
+
+    from ditsr_plan.testing import tiny_plan
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 64), (40 * i, 90, 200)).save(images / f"ok{i}.png")
+    (images / "broken.png").write_bytes(b"\x89PNG not really")
+    plan = tiny_plan(tmp_path, steps=30, ckpt=30)
+    plan.write_text(
+        plan.read_text().replace(
+            "data   builtin crop=32 batch=2 scenes=2", f"data folder root={images} crop=32 batch=2"
+        )
+    )
+    done = _cli("run", str(plan), "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("data: skipping unreadable image") == 1 and "broken.png" in done.stderr

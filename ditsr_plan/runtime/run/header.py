@@ -17,12 +17,13 @@ def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, 
     p, data, blocks = trainer.placement, trainer.data, graph.blocks
     scale = f" (time scale {graph.time_scale:g})" if graph.time_scale != 1 else ""
     compiled = f", torch.compile {blocks['run'].values['compile_backend']}" if trainer.compiled else ""
+    files = "images" if blocks["data"].kind == "builtin" else "image files"
     lines = [
         f"ditsr-plan {__version__} · plan {graph.name} · hash {graph.hash} · {format_steps(graph.total_steps)} steps"
         + scale
         + (f" · --set {' '.join(invocation.overrides)}" if invocation.overrides else ""),
         f"device {p.device} ({p.precision}, {torch.get_num_threads()} CPU threads{compiled}) · data "
-        f"{blocks['data'].kind} ({len(data)} images, crop {data.crop}, batch {data.batch_size} x accum "
+        f"{blocks['data'].kind} ({len(data)} {files}, crop {data.crop}, batch {data.batch_size} x accum "
         f"{trainer.accum}) · latent {blocks['latent'].kind} (x{trainer.latent.factor}, {trainer.latent.channels} "
         f"ch) · pixel patch {trainer.patch.size} px (margin {trainer.patch.margin})",
     ]

@@ -125,6 +125,7 @@ class Run:
         self.evaluator = None
         self.watches = Watches(graph.watches)
         self.eval_every = graph.blocks["eval"].values["every"] if "eval" in graph.blocks else 0
+        self._said_skipped: dict[str, bool] = {}
 
     # ---- before the first step --------------------------------------------------------------------
 
@@ -197,14 +198,22 @@ class Run:
             shuffle=False,
             num_workers=data.settings.get("workers", 0),
         )
-        from ..train.data import Batch
-
         pending = []
-        for step, micro, hr, lr_up in loader:
-            pending.append(Batch(hr, lr_up))
+        for step, micro, batch in loader:
+            self._note_skipped(batch.skipped)
+            pending.append(batch)
             if micro == accum - 1:
                 yield int(step), pending
                 pending = []
+
+    def _note_skipped(self, skipped: dict[str, str]) -> None:
+        """An unreadable image (found by this process or a worker): said once, with its name, and counted."""
+        known = self.trainer.data.stats.skipped
+        for path, why in skipped.items():
+            if path not in known or not self._said_skipped.get(path):
+                say(f"data: skipping unreadable image {path} ({why})")
+                self._said_skipped[path] = True
+            known[path] = why
 
     def _evals_left(self, done: int) -> int:
         if not self.eval_every:

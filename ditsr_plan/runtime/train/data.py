@@ -42,6 +42,7 @@ class DataError(RunFailure):
 class Batch:
     hr: torch.Tensor
     lr_up: torch.Tensor
+    skipped: dict[str, str] = field(default_factory=dict)  # files found unreadable while making it: why
 
 
 def to_tensor(array) -> torch.Tensor:
@@ -287,6 +288,7 @@ class TrainingData:
         from its own generator, seeded by (seed, step, micro, i): under DDP rank ``r`` takes samples
         ``r * batch ..``, so N ranks of batch b see exactly the samples of one process of batch N x b."""
         hrs, lrs = [], []
+        known = set(self.stats.skipped)
         for i in range(first, first + self.batch_size):
             g = generator(self.seed, "data", step, micro, i)
             image, lr_image = self._sample(g)
@@ -307,7 +309,8 @@ class TrainingData:
                 lr_up = degrade(hr[None], self.scale, self.settings["degrade"], g)[0]
             hrs.append(hr)
             lrs.append(lr_up)
-        return Batch(torch.stack(hrs).contiguous(), torch.stack(lrs).contiguous())
+        skipped = {path: why for path, why in self.stats.skipped.items() if path not in known}
+        return Batch(torch.stack(hrs).contiguous(), torch.stack(lrs).contiguous(), skipped)
 
     def _paired_crop(self, hr: torch.Tensor, lr: torch.Tensor, g: torch.Generator):
         s, c = self.scale, self.crop // self.scale
@@ -332,7 +335,6 @@ class StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return (self.total - self.start) * self.accum
 
-    def __getitem__(self, i: int) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[int, int, Batch]:
         step, micro = self.start + i // self.accum, i % self.accum
-        b = self.data.batch(step, micro, self.first)
-        return step, micro, b.hr, b.lr_up
+        return step, micro, self.data.batch(step, micro, self.first)
