@@ -15,7 +15,7 @@ import torch
 from ditsr_plan.compiler import compile_plan
 from ditsr_plan.runtime.train.device import place
 from ditsr_plan.runtime.train.trainer import Trainer
-from ditsr_plan.testing import make_vae
+from ditsr_plan.testing import make_pixart, make_vae
 
 PLAN = """plan bench
 steps 30k
@@ -52,6 +52,76 @@ def build(size: str, device: str = "auto") -> Trainer:
     plan.write_text(PLAN.format(preset=preset, vae=vae, crop=crop, batch=batch, patch=patch, margin=margin))
     graph = compile_plan(plan)
     return Trainer(graph, place(device, "auto"))
+
+
+PIXART_PLAN = """plan bench_pixart
+steps 15k
+loss v         vpred     min_snr=5
+loss latent_l1 latent_l1
+loss lpips     lpips     net=vgg backbone=random
+loss edge      edge      q=0.90 pow=0.5
+loss flat      flat      q=0.90 pow=0.5
+loss gan       patchgan  layers=3 loss=hinge r1=10 r1_every=16 lr=1e-4
+ema    decay=0.999
+model  pixart path={model} lora=16 lora_alpha=16 cond=concat+adapter checkpointing={checkpointing}
+latent vae path={vae}
+data   builtin crop={crop} batch={batch} scenes=2
+pixel  patch={patch} margin={margin}
+run    seed=0 precision={precision}
+stage A 0..3k:  v 1; latent_l1 1
+stage B 3k..9k: lpips 0->0.35 linear; edge 0->0.06 linear; flat 0->0.08 linear
+stage C 9k..:   gan 0->0.03 linear over 4k; lpips 0.35->0.45 linear over 4k; flat 0.08->0.10 linear over 4k
+"""
+PIXART_STAGES = {"A": (100, 3_000), "B": (5_000, 6_000), "C": (12_001, 6_000)}  # a step inside, steps in v10
+
+PIXART_SIZES = {
+    # name: (transformer config, HR crop, batch, pixel patch, margin, VAE widths, precision)
+    # PixArt-alpha XL/2 at 512 px: 28 blocks, 16 heads x 72 = 1152 wide, T5 captions of 4096 channels, SD-VAE
+    "pixart-xl": (
+        {
+            "num_layers": 28,
+            "num_attention_heads": 16,
+            "attention_head_dim": 72,
+            "cross_attention_dim": 1152,
+            "caption_channels": 4096,
+            "sample_size": 64,
+        },
+        512,
+        4,
+        256,
+        32,
+        (128, 256, 512, 512),
+        "bf16",
+    ),
+    # the same code path at a size a CPU runs in seconds (a check of the benchmark, not a figure)
+    "pixart-cpu": ({}, 128, 1, 64, 16, (32, 64, 64, 64), "fp32"),
+}
+
+
+def build_pixart(size: str, checkpointing: bool, folder: Path | None = None, device: str = "auto") -> Trainer:
+    """A trainer of the v10 schedule on a randomly initialised PixArt of the size's shape (built once per
+    folder: the second call reuses the saved model and VAE)."""
+    config, crop, batch, patch, margin, widths, precision = PIXART_SIZES[size]
+    folder = folder or Path(tempfile.mkdtemp(prefix="ditsr-bench-"))
+    model, vae = folder / "pixart", folder / "vae"
+    if not model.exists():
+        make_pixart(folder, **config)
+    if not vae.exists():
+        make_vae(folder, widths, layers_per_block=2)
+    plan = folder / "bench.plan"
+    plan.write_text(
+        PIXART_PLAN.format(
+            model=model,
+            vae=vae,
+            crop=crop,
+            batch=batch,
+            patch=patch,
+            margin=margin,
+            checkpointing=str(checkpointing).lower(),
+            precision=precision,
+        )
+    )
+    return Trainer(compile_plan(plan), place(device, precision))
 
 
 def sync(trainer: Trainer) -> None:

@@ -8,19 +8,31 @@ EMA), comparing in one process:
 each eager and under ``torch.compile`` (the generator compiled, as ``run compile=true`` does).
 On CPU (no CUDA) it runs at a reduced size (tiny DiT, 128 px) and reports no memory figure.
 
+``--model pixart-xl``: the reference's generator instead -- a PixArt-alpha XL/2-shaped transformer (28 blocks,
+1152 wide, random weights, ~610M parameters) with LoRA r16 on its attention, the LR latent concatenated and
+the LR adapter, SD-VAE-shaped VAE, 512 px crops (64 x 64 latent), bf16, batch 4, the v10 schedule; activation
+checkpointing off and on. Per stage of v10 it times the runtime's step, and the step of the reference scripts
+(decode and every term, every step), and reports images/s, peak memory, model FLOP utilisation (FLOPs counted
+by torch's FlopCounterMode on the step without checkpointing, so recomputation is not counted) and the ratio
+over the whole plan (stage times weighted by the stages' lengths). ``--model pixart-cpu`` runs the same code
+at a toy size (a check of the benchmark, not a figure).
+
     python bench/gpu_step.py [--size cpu|gpu] [--steps 20] [--backend inductor] [--no-compile]
+    python bench/gpu_step.py --model pixart-xl [--steps 10] [--batch 4] [--peak-tflops 989]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _setup import alternate, build, device_name, sync
+from _setup import PIXART_SIZES, PIXART_STAGES, alternate, build, build_pixart, device_name, sync
 from live_set import naive_step
 
 STEP_A, STEP_C = 100, 25_001  # inside stage A; inside stage C, not an R1 step (r1_every=16)
@@ -37,13 +49,98 @@ def _peak_memory(trainer, fn) -> float | None:
     return torch.cuda.max_memory_allocated(trainer.placement.device) / 2**30
 
 
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "4090": 165.0}  # dense
+
+
+def _peak_tflops(name: str, given: float | None) -> float | None:
+    if given:
+        return given
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def _step_flops(trainer, step: int, batch) -> float:
+    """Floating-point operations of one training step, as torch's FlopCounterMode counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(step, [batch])
+    return float(counter.get_total_flops())
+
+
+def _measure_pixart(trainer, steps: int, count_flops: bool) -> dict:
+    """Per variant: median seconds and peak memory; the plan-weighted runtime step; the step's FLOPs."""
+    step_c = PIXART_STAGES["C"][0]
+    batches = {stage: trainer.data.batch(step) for stage, (step, _) in PIXART_STAGES.items()}
+    trainer.train_step(step_c, [batches["C"]])  # first-live checks once, before timing
+    flops = _step_flops(trainer, step_c, batches["C"]) if count_flops else None
+    variants = {"scripts (every term, every step)": lambda: naive_step(trainer, step_c, batches["C"])}
+    for stage, (step, _) in PIXART_STAGES.items():
+        variants[f"runtime stage {stage}"] = lambda s=step, b=batches[stage]: trainer.train_step(s, [b])
+    memory = {name: _peak_memory(trainer, fn) for name, fn in variants.items()}
+    reserved = torch.cuda.max_memory_reserved() / 2**30 if torch.cuda.is_available() else None
+    medians = alternate(trainer, variants, steps)
+    total = sum(n for _, n in PIXART_STAGES.values())
+    plan = sum(medians[f"runtime stage {s}"] * n for s, (_, n) in PIXART_STAGES.items()) / total
+    return {"medians": medians, "memory": memory, "reserved": reserved, "plan": plan, "flops": flops}
+
+
+def pixart(args) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="ditsr-bench-pixart-"))
+    rows, flops = [], None
+    for checkpointing in (False, True):
+        print(f"building {args.model} (checkpointing {checkpointing}) ...", file=sys.stderr, flush=True)
+        trainer = build_pixart(args.model, checkpointing, folder)
+        row = _measure_pixart(trainer, args.steps, count_flops=flops is None)
+        flops = flops or row["flops"]
+        rows.append((checkpointing, row))
+        dev, batch = device_name(trainer), trainer.data.batch_size
+        params = sum(p.numel() for p in trainer.model.parameters())
+        trained = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        del trainer
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+    peak = _peak_tflops(dev, args.peak_tflops)
+    config = PIXART_SIZES[args.model]
+    print(
+        f"device {dev} · {args.model}: {params / 1e6:.0f}M parameters, {trained / 1e6:.1f}M trained (LoRA r16, "
+        f"input layer, adapter) · {config[1]} px crops · batch {batch} · {config[6]} · {args.steps} steps each, "
+        f"medians · stage-C step {flops / 1e12:.2f} TFLOP (FlopCounterMode)"
+    )
+    print(f"{'checkpointing':14} {'variant':34} {'ms/step':>9} {'images/s':>9} {'MFU':>6} {'peak GiB':>9}")
+    for checkpointing, row in rows:
+        medians, memory, plan, reserved = row["medians"], row["memory"], row["plan"], row["reserved"]
+        for name, seconds in medians.items():
+            mfu = "" if peak is None or "stage C" not in name else f"{flops / seconds / (peak * 1e12):.1%}"
+            mem = "n/a" if memory[name] is None else f"{memory[name]:.2f}"
+            print(f"{checkpointing!s:14} {name:34} {seconds * 1000:9.1f} {batch / seconds:9.2f} {mfu:>6} {mem:>9}")
+        naive = medians["scripts (every term, every step)"]
+        fits = (
+            ""
+            if reserved is None
+            else f"; max reserved {reserved:.2f} GiB ({'fits' if reserved < 22.0 else 'does NOT fit'} a 24 GB card)"
+        )
+        print(
+            f"{'':14} whole v10 plan: runtime {plan * 1000:.1f} ms/step (stages weighted by length) vs scripts "
+            f"{naive * 1000:.1f} -> {naive / plan:.2f}x (target >= 1.5x){fits}"
+        )
+    if peak is None:
+        print("MFU: peak bf16 FLOP/s of this device unknown (give --peak-tflops)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("dit", "pixart-xl", "pixart-cpu"), default="dit")
     parser.add_argument("--size", choices=("cpu", "gpu"), default="gpu" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--backend", default="inductor", help="torch.compile backend (inductor, aot_eager, ...)")
     parser.add_argument("--no-compile", action="store_true", help="eager variants only")
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
     args = parser.parse_args()
+    if args.model != "dit":
+        pixart(args)
+        return
     trainer = build(args.size)
     assert trainer.graph.live_terms(STEP_A) == ["v", "latent_l1"]
     batch_a, batch_c = trainer.data.batch(STEP_A), trainer.data.batch(STEP_C)

@@ -50,12 +50,13 @@ def tiny_plan(
 
 
 def trainer_for(plan: Path, overrides=(), device: str = "cpu"):
-    """A trainer of the plan at ``plan`` (CPU, fp32 by default)."""
+    """A trainer of the plan at ``plan``: on CPU in fp32, elsewhere in the plan's ``run precision``."""
     from ditsr_plan.compiler import compile_plan
     from ditsr_plan.runtime.train.device import place
     from ditsr_plan.runtime.train.trainer import Trainer
 
-    return Trainer(compile_plan(plan, overrides=overrides), place(device, "fp32" if device == "cpu" else "auto"))
+    graph = compile_plan(plan, overrides=overrides)
+    return Trainer(graph, place(device, "fp32" if device == "cpu" else graph.blocks["run"].values["precision"]))
 
 
 def tiny_trainer(folder: Path, **kwargs):
@@ -82,3 +83,61 @@ def make_vae(folder: Path, widths: tuple[int, ...] = (8, 16), layers_per_block: 
     )
     vae.save_pretrained(folder / "vae")
     return folder / "vae"
+
+
+def make_pixart(folder: Path, in_channels: int = 4, out_channels: int = 8, seed: int = 0, **config) -> Path:
+    """A tiny randomly initialised PixArtTransformer2DModel (2 blocks, 16 wide; learned variance like the
+    512 px checkpoints: out channels 2 x in) saved to ``folder/pixart``."""
+    import torch
+    from diffusers import PixArtTransformer2DModel
+
+    torch.manual_seed(seed)
+    options = {
+        "num_attention_heads": 2,
+        "attention_head_dim": 8,
+        "num_layers": 2,
+        "cross_attention_dim": 16,
+        "caption_channels": 8,
+        "sample_size": 8,
+        "patch_size": 2,
+        **config,
+    }
+    model = PixArtTransformer2DModel(in_channels=in_channels, out_channels=out_channels, **options)
+    model.save_pretrained(folder / "pixart")
+    return folder / "pixart"
+
+
+def make_dit(folder: Path, in_channels: int = 4, out_channels: int = 8, seed: int = 0) -> Path:
+    """A tiny randomly initialised class-conditional DiTTransformer2DModel saved to ``folder/dit``."""
+    import torch
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(seed)
+    model = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        num_layers=2,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=10,
+    )
+    model.save_pretrained(folder / "dit")
+    return folder / "dit"
+
+
+def pretrained_plan(folder: Path, model_line: str, steps: int = 4, ckpt: int = 2, extra: str = "") -> Path:
+    """``folder/pretrained.plan``: the tiny VAE latent (made in ``folder``), a model line of your own, every term
+    kind (stage A reconstruction only, then everything live), EMA."""
+    vae = make_vae(folder)
+    half = steps // 2
+    path = folder / "pretrained.plan"
+    path.write_text(
+        f"plan pretrained\nsteps {steps}\n{ALL_TERMS}{model_line}\nlatent vae path={vae}\n"
+        "data   builtin crop=32 batch=2 scenes=2\npixel  patch=16 margin=0\nema    decay=0.9\n"
+        f"run    seed=7 checkpoint_every={ckpt} keep=5\nlog    every=1 tensorboard=off\n{extra}"
+        f"stage A 0..{half}: v 1; latent_l1 1\n"
+        f"stage B {half}..: lpips 0.3; edge 0.05; flat 0.08; ffl 0.01; gan 0.03\n"
+    )
+    return path

@@ -35,6 +35,7 @@ COMMANDS = {
     "matrix": runs.cmd_matrix,
     "compare": runs.cmd_compare,
     "report": runs.cmd_report,
+    "export": runs.cmd_export,
 }
 
 __all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "UsageError", "build_parser", "main"]

@@ -193,6 +193,13 @@ def _run_commands(sub, common: list) -> None:
     _add_format(p, {"text": "aligned columns", "markdown": "a Markdown table", "json": "one object per run"})
     _add_plot(p, "the validation images of every run side by side")
 
+    p = sub.add_parser(
+        "export", parents=common, help="a run's generator as one diffusers folder (LoRA merged, conditioning in)"
+    )
+    p.add_argument("run", metavar="RUN", help="a finished run folder of a pretrained model (model pixart|dit path=)")
+    p.add_argument("--merge", metavar="OUT", required=True, help="the folder to write (from_pretrained loads it)")
+    p.add_argument("--no-ema", action="store_true", help="the trained weights themselves, not their EMA")
+
     p = sub.add_parser("report", parents=common, help="write a run's self-contained HTML report")
     p.add_argument("run", metavar="RUN", help="a run folder")
     p.add_argument("-o", "--output", metavar="FILE.html", help="default: RUN/report.html")

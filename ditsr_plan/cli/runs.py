@@ -93,3 +93,18 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
     except ValueError as exc:  # a plan.json of another version of the tool
         raise UsageError(f"{run_dir}: {exc}") from None
     return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace, out: Output) -> int:
+    from ditsr_plan.runtime.errors import RunFailure
+    from ditsr_plan.runtime.run.export import export_merged
+
+    target = Path(args.merge)
+    if target.exists() and any(target.iterdir()):
+        raise UsageError(f"{target} exists and is not empty")
+    try:
+        export_merged(Path(args.run), target, ema=not args.no_ema)
+    except RunFailure as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {target}")
+    return EXIT_OK

@@ -24,6 +24,7 @@ from ditsr_plan.dsl.schemas import (
     DEFAULT_BLOCKS,
     DIT_PRESETS,
     EVAL_METRICS,
+    FROM_SCRATCH,
     TERM_KINDS,
     eval_roles,
     step_fields,
@@ -246,9 +247,16 @@ class _Compiler:
             if ev.values["every"] < floor:
                 blocks["eval"] = Block("eval", ev.kind, {**ev.values, "every": floor}, ev.origin, ev.value_origins)
         model = blocks["model"]
-        if model.kind == "dit":  # the preset resolved: the runtime reads depth, heads and head_dim
-            preset = dict(zip(("depth", "heads", "head_dim"), DIT_PRESETS[model.values["preset"]], strict=True))
-            values = {k: preset[k] if k in preset and v is None else v for k, v in model.values.items()}
+        if model.kind == "dit":  # the keys of the DiT that runs: the preset resolved, or the pretrained one's
+            if model.values["path"] is None:
+                preset = dict(zip(("depth", "heads", "head_dim"), DIT_PRESETS[model.values["preset"]], strict=True))
+                values = {
+                    k: preset[k] if k in preset and v is None else v
+                    for k, v in model.values.items()
+                    if k in FROM_SCRATCH or k == "checkpointing"
+                }
+            else:
+                values = {k: v for k, v in model.values.items() if k not in FROM_SCRATCH}
             blocks["model"] = Block("model", model.kind, values, model.origin, model.value_origins)
         return dict(sorted(blocks.items()))
 

@@ -75,13 +75,14 @@ def blocks_json(graph: ScheduleGraph) -> dict:
 
 
 def blocks_text(graph: ScheduleGraph) -> list[str]:
-    """``model  dit: preset=tiny* patch=1 ...`` per block; ``*`` marks a default (not written in the plan)."""
+    """``model  dit: patch=1 ... preset=tiny* ...`` per block: the values the plan writes, then the defaults,
+    marked ``*``."""
     width = max(len(n) for n in graph.blocks)
     lines = ["settings (* = default, not written in the plan):"]
     for name, block in graph.blocks.items():
-        values = " ".join(
-            f"{k}={_value_text(v)}{'' if k in block.value_origins else '*'}" for k, v in block.values.items()
-        )
+        given = [(k, v, "") for k, v in block.values.items() if k in block.value_origins]
+        defaults = [(k, v, "*") for k, v in block.values.items() if k not in block.value_origins]
+        values = " ".join(f"{k}={_value_text(v)}{mark}" for k, v, mark in given + defaults)
         kind = f"{block.kind}: " if block.kind else ""
         lines.append(f"  {name.ljust(width)}  {kind}{values}".rstrip())
     return lines

@@ -201,9 +201,18 @@ def _unknown_statement(text: str, path: str, line0: int) -> Diagnostic | None:
 
 
 def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str, line0: int) -> Diagnostic:
-    unknown = _unknown_statement(text, path, line0)
+    first = text.split(None, 1)[0] if text.strip() else ""
+    unknown = None if "=" in first else _unknown_statement(text, path, line0)
     if unknown is not None:
         return unknown
+    if "=" in first and first.split("=", 1)[0].isidentifier():
+        col = len(text.splitlines()[0]) - len(text.splitlines()[0].lstrip()) + 1
+        return Diagnostic(
+            SYNTAX,
+            f"a line starts with the setting '{first}': settings belong on their block's line",
+            Pos(path, line0 + 1, col, len(first)),
+            "write the whole block on one line (BLOCK [KIND] key=value ...); only stages continue on indented lines",
+        )
     first_word = text.split(None, 1)[0] if text.strip() else ""
     if isinstance(exc, UnexpectedCharacters):
         pos = Pos(path, exc.line + line0, exc.column, 1)

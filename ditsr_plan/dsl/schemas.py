@@ -9,7 +9,7 @@ without touching the grammar.
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ditsr_plan.dsl.numbers import parse_steps
 
@@ -200,9 +200,54 @@ class Optim(Schema):
     accum: int = Field(1, ge=1, le=4096, description="gradient-accumulation steps per optimiser step")
 
 
-class DitModel(Schema):
-    """diffusers' DiTTransformer2DModel. A preset sets depth, heads and width; keys given override it."""
+class PretrainedSettings(Schema):
+    """What a generator loaded from a diffusers folder shares: its source, LR conditioning, LoRA, training."""
 
+    subfolder: str | None = Field(None, description="the transformer's subfolder in a whole pipeline's folder")
+    cond: Literal["concat", "adapter", "concat+adapter"] = Field(
+        "concat",
+        description="LR conditioning: concat (the LR latent as extra input channels, new weights at 0), adapter "
+        "(an LR encoder's features added to every block through zero-initialised projections), or both",
+    )
+    adapter_width: int = Field(256, ge=8, le=4096, description="channels of the LR adapter's encoder")
+    lora: int = Field(0, ge=0, le=1024, description="LoRA rank (peft); 0: no LoRA")
+    lora_alpha: float | None = Field(None, gt=0, description="LoRA alpha (default: the rank)")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA path")
+    lora_targets: str = Field(
+        "to_q,to_k,to_v,to_out.0",
+        description="linear layers that get LoRA, comma-separated (matched as a suffix of their names)",
+    )
+    train: Literal["auto", "lora", "lora+cond", "full"] = Field(
+        "auto",
+        description="what trains: lora (the adapters), lora+cond (and the conditioning), full (everything); "
+        "auto: lora+cond with LoRA, else full",
+    )
+    checkpointing: bool = Field(False, description="activation checkpointing in the transformer blocks")
+
+    @model_validator(mode="after")
+    def _lora_needs_a_rank(self):
+        if self.train in ("lora", "lora+cond") and not self.lora:
+            raise ValueError(f"train={self.train} needs lora=RANK (the LoRA rank, e.g. 16)")
+        if self.train == "lora" and "concat" in self.cond:
+            raise ValueError(
+                "train=lora with cond=concat keeps the LR input weights at 0, so the model never sees the LR: "
+                "use train=lora+cond"
+            )
+        return self
+
+
+FROM_SCRATCH = ("preset", "depth", "heads", "head_dim", "patch")
+
+
+class DitModel(PretrainedSettings):
+    """diffusers' DiTTransformer2DModel: trained from scratch (a preset sets depth, heads and width; keys given
+    override it), or pretrained from a diffusers folder with ``path=``."""
+
+    path: str | None = Field(
+        None,
+        description="a DiTTransformer2DModel folder (or hub id) to fine-tune; none: trained from scratch",
+        json_schema_extra={"metavar": "DIR"},
+    )
     preset: Literal["tiny", "s", "b", "xl"] = Field(
         "tiny", description="tiny 2 x 2 heads x 32; s 12 x 6 x 64; b 12 x 12 x 64 (DiT-B); xl 28 x 16 x 72 (DiT-XL)"
     )
@@ -210,7 +255,44 @@ class DitModel(Schema):
     heads: int | None = Field(None, ge=1, le=64, description="attention heads (default: the preset's)")
     head_dim: int | None = Field(None, ge=8, le=256, description="width of a head (default: the preset's)")
     patch: int = Field(2, ge=1, le=8, description="transformer patch size, in latent pixels")
-    checkpointing: bool = Field(False, description="activation checkpointing in the transformer blocks")
+
+    @model_validator(mode="after")
+    def _scratch_or_pretrained(self):
+        given = [k for k in FROM_SCRATCH if k in self.model_fields_set]
+        if self.path is not None and given:
+            verb = "describes" if len(given) == 1 else "describe"
+            raise ValueError(
+                f"{', '.join(given)} {verb} a DiT trained from scratch; with path= the folder's config decides"
+            )
+        pretrained = [k for k in PretrainedSettings.model_fields if k != "checkpointing" and k in self.model_fields_set]
+        if self.path is None and pretrained:
+            raise ValueError(f"{', '.join(pretrained)} need a pretrained model: give path=DIR")
+        return self
+
+
+class PixartModel(PretrainedSettings):
+    """diffusers' PixArtTransformer2DModel from a local folder (e.g. PixArt-XL-2-512x512 with
+    subfolder=transformer), fine-tuned for SR: LR conditioning, a fixed caption, LoRA."""
+
+    path: str = Field(
+        description="a PixArtTransformer2DModel folder (or a whole pipeline's, with subfolder=transformer)",
+        json_schema_extra={"metavar": "DIR"},
+    )
+    caption: str = Field(
+        "null",
+        description="null: one token of zeros (fixed); or a .safetensors file holding the empty prompt's "
+        "T5 embedding, as the reference uses",
+    )
+
+
+class CustomModel(Schema):
+    """Your own generator: a factory function returning an nn.Module (see docs/runtime.md); every other key
+    is passed to it (numbers and true/false converted)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False, defer_build=True)
+
+    factory: str = Field(description="package.module:function", json_schema_extra={"metavar": "MODULE:FUNCTION"})
+    file: str | None = Field(None, description="a Python file that defines the factory's module (else imported)")
 
 
 # (depth, heads, head_dim) of each preset; DiT-S/B/XL as in the DiT paper
@@ -374,7 +456,7 @@ BLOCKS: dict[str, dict[str | None, type[Schema]]] = {
     "ema": {None: Ema},
     "pixel": {None: Pixel},
     "optim": {None: Optim},
-    "model": {"dit": DitModel},
+    "model": {"dit": DitModel, "pixart": PixartModel, "custom": CustomModel},
     "latent": {"pixel_unshuffle": PixelUnshuffleLatent, "vae": VaeLatent},
     "diffusion": {None: Diffusion},
     "data": {"builtin": BuiltinData, "folder": FolderData, "paired": PairedData},

@@ -124,12 +124,13 @@ def average_gradients(ranks: Ranks, module: torch.nn.Module) -> None:
         offset += g.numel()
 
 
-def weights_digest(modules: list[torch.nn.Module]) -> str:
-    """An exact checksum of the bits of every parameter and buffer (computed where they live): two ranks
-    with the same digest hold the same weights."""
+def weights_digest(groups: list) -> str:
+    """An exact checksum of the bits of every tensor (computed where they live): two ranks with the same
+    digest hold the same weights. ``groups``: modules (their parameters and buffers) or dicts of tensors."""
     total = torch.zeros((), dtype=torch.int64)
-    for m_index, module in enumerate(modules):
-        for index, t in enumerate([*module.parameters(), *module.buffers()]):
+    for m_index, group in enumerate(groups):
+        tensors = group.values() if isinstance(group, dict) else [*group.parameters(), *group.buffers()]
+        for index, t in enumerate(tensors):
             t = t.detach().contiguous()
             if t.dtype.is_floating_point and t.element_size() == 8:
                 bits = t.view(torch.int64)

@@ -35,7 +35,8 @@ def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, 
             f"DDP: {r.world} processes ({r.backend}); global batch {data.batch_size * r.world * trainer.accum} "
             f"= {data.batch_size} per rank x {r.world} ranks x accum {trainer.accum}; rank 0 logs and checkpoints"
         )
-    lines.append("parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in trainer.parameter_counts().items()))
+    lines.append(generator_line(trainer))
+    lines.append("parameters: " + ", ".join(f"{k} {v}" for k, v in trainer.parameter_counts().items()))
     for stage in graph.stages:
         live = [n for n in graph.terms if any(a < stage.end and b > stage.start for a, b in graph.knobs[n].live)]
         lines.append(
@@ -57,3 +58,22 @@ def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, 
     if start:
         lines.append(f"resuming after step {start} (checkpoint step-{start:08d})")
     return "\n".join(lines)
+
+
+def generator_line(trainer) -> str:
+    """What generator trains: kind, source, what trains of it (LoRA rank and targets)."""
+    from ..train.generators import describe
+
+    info = describe(trainer.model)
+    parts = [f"generator {info['kind']}: {info.get('source', '')}".rstrip(": ")]
+    if info.get("train"):
+        parts.append(f"train={info['train']}, cond={info.get('cond')}")
+    if info.get("lora"):
+        parts.append(f"LoRA {info['lora']}")
+    line = " · ".join(parts)
+    if info["kind"] == "dit" and "from scratch" in info.get("source", "") and info["parameters"] < 5e6:
+        line += (
+            "\nnote: this trains the built-in tiny DiT from scratch (the default model): for the reference's "
+            "pretrained PixArt-XL/2 + LoRA see plans/reference/pixart_v10.plan"
+        )
+    return line

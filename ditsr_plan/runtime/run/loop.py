@@ -330,7 +330,7 @@ class Run:
 
     def _check_same_weights(self, done: int) -> list[str]:
         """Every rank's weights digest; a run whose ranks disagree stops (DDP keeps them identical)."""
-        digests = gather_objects(self.ranks, weights_digest(list(self.trainer.trained_modules().values())))
+        digests = gather_objects(self.ranks, weights_digest(list(self.trainer.trained_tensors().values())))
         if len(set(digests)) > 1:
             raise DistributedError(
                 f"after {done} steps the ranks hold different weights (digests {', '.join(map(str, digests))}); "
@@ -360,7 +360,8 @@ class Run:
         self.trainer.model.save_final(final / "generator")
         fault_point("final", total)
         if self.trainer.ema is not None:
-            self.trainer.ema.model.save_final(final / "generator_ema")
+            with self.trainer.ema.applied(self.trainer.model):
+                self.trainer.model.save_final(final / "generator_ema")
         (self.run_dir / "summary.json").write_text(json.dumps(self.summary(steps_done, stopped), indent=1))
         from ..analysis.report import write_report
 

@@ -69,5 +69,21 @@ def resume(
                 "schedule"
             )
         say(f"--force: resuming in another schedule ({why}); {_landing(run_dir, graph, ckpt.step)}")
+    _check_base(trainer, ckpt, state["trainer"].get("base"))
     trainer.load_state_dict(ckpt.tensors, state["trainer"])
     return ckpt
+
+
+def _check_base(trainer, ckpt: Checkpoint, base: dict | None) -> None:
+    """A checkpoint of a fine-tune holds only the trained tensors: it fits only the base it was made on."""
+    from ..train.generators import fingerprint
+
+    now = fingerprint(trainer.model)
+    if (base or {}).get("digest") != (now or {}).get("digest"):
+        was = f"base {base['digest']} ({base.get('class')})" if base else "a model trained from scratch"
+        raise RunError(
+            f"checkpoint {ckpt.path} was made on {was}, but the model now loads base "
+            f"{now['digest'] if now else '(none: from scratch)'}"
+            f"{' (' + str(now.get('class')) + ')' if now else ''}: its trained tensors fit only their own base. "
+            "Point model path= at the base the run started with"
+        )

@@ -29,7 +29,7 @@ from .data import Batch, TrainingData
 from .device import Placement
 from .diffusion import Diffusion
 from .ema import Ema
-from .generator import build_generator
+from .generators import build_generator, describe, fingerprint, trainable_parameters, trainable_state_dict
 from .latent import build_latent
 from .optimizer_state import optimizer_from_flat, optimizer_to_flat
 from .pixel_patch import PixelPatch
@@ -80,7 +80,9 @@ class Trainer:
         self.patch = PixelPatch.fitted(
             blocks["pixel"]["patch"], blocks["pixel"]["margin"], self.data.crop, self.latent.factor
         )
-        self.model = build_generator(graph.blocks["model"], self.latent, self.patch.latent_size).to(device)
+        self.model = build_generator(
+            graph.blocks["model"], self.latent, self.patch.latent_size, self.data.crop, device
+        ).to(device)
         self.net = self._wrapped(self.model)  # what the step calls: the model, under DDP and torch.compile
         self.first_sample = ranks.rank * self.data.batch_size  # this rank's first sample of a step
         self.diffusion = Diffusion(blocks["diffusion"], device)
@@ -92,7 +94,7 @@ class Trainer:
         optim = blocks["optim"]
         self.accum, self.grad_clip = optim["accum"], optim["grad_clip"]
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
+            trainable_parameters(self.model),
             lr=optim["lr"],
             betas=tuple(optim["betas"]),
             weight_decay=optim["weight_decay"],
@@ -288,7 +290,7 @@ class Trainer:
         return out
 
     def _clip(self) -> float:
-        params = [p for p in self.model.parameters() if p.grad is not None]
+        params = [p for p in trainable_parameters(self.model) if p.grad is not None]
         if not params:
             return 0.0
         if self.grad_clip > 0:
@@ -309,28 +311,36 @@ class Trainer:
 
     # ---- state ---------------------------------------------------------------------------------------
 
-    def trained_modules(self) -> dict[str, torch.nn.Module]:
-        """Every module training changes: the generator, its EMA, the terms' own (a discriminator)."""
-        modules = {"generator": self.model}
+    def trained_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Every tensor training changes, by group: the generator's trained weights, their EMA, the terms'
+        own modules (a discriminator). What a checkpoint holds, and what DDP ranks must agree on."""
+        groups = {"generator": trainable_state_dict(self.model)}
         if self.ema is not None:
-            modules["ema"] = self.ema.model
+            groups["ema"] = self.ema.state_dict()
         for name, term in self.terms.items():
             for part, module in term.own_modules().items():
-                modules[f"term-{name}-{part}"] = module
-        return modules
+                groups[f"term-{name}-{part}"] = module.state_dict()
+        return groups
 
-    def parameter_counts(self) -> dict[str, int]:
-        counts = {"generator": sum(p.numel() for p in self.model.parameters())}
+    def parameter_counts(self) -> dict[str, str]:
+        info = describe(self.model)
+        counts = {"generator": f"{info['parameters'] / 1e6:.2f}M"}
+        if info["trained"] != info["parameters"]:
+            counts["generator"] += f" ({info['trained'] / 1e6:.2f}M trained)"
         for name, term in self.terms.items():
             for part, module in term.own_modules().items():
-                counts[f"{part} of {name}"] = sum(p.numel() for p in module.parameters())
+                counts[f"{part} of {name}"] = f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}M"
         return counts
 
     def state_dict(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
         """(tensor groups, JSON state) of everything a resumed run needs: weights, optimiser states, the EMA's
         update count, the terms' own state, the terms already checked, skipped images, the RNG."""
-        tensors = {key: module.state_dict() for key, module in self.trained_modules().items()}
-        state: dict = {"checked_terms": sorted(self.checked), "skipped_images": self.data.stats.skipped}
+        tensors = dict(self.trained_tensors())
+        state: dict = {
+            "checked_terms": sorted(self.checked),
+            "skipped_images": self.data.stats.skipped,
+            "base": fingerprint(self.model),
+        }
         optimizers = {"generator": self.optimizer}
         for name, term in self.terms.items():
             optimizers.update({f"term-{name}-{part}": opt for part, opt in term.optimizers().items()})
@@ -345,10 +355,24 @@ class Trainer:
             tensors["rng"]["torch_cuda"] = torch.cuda.get_rng_state()
         return tensors, state
 
+    def _load_generator(self, tensors: dict[str, torch.Tensor]) -> None:
+        """The trained weights into the generator; anything else a checkpoint lacks must be frozen."""
+        missing, unexpected = self.model.load_state_dict(tensors, strict=False)
+        trained = set(trainable_state_dict(self.model))
+        if unexpected or trained & set(missing):
+            raise ValueError(
+                f"checkpoint does not fit the generator: missing {sorted(trained & set(missing))[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+
     def load_state_dict(self, tensors, state: dict) -> None:
         """Put back what :meth:`state_dict` gave; ``tensors(group)`` loads one tensor group."""
-        for key, module in self.trained_modules().items():
-            module.load_state_dict(tensors(key))
+        self._load_generator(tensors("generator"))
+        if self.ema is not None:
+            self.ema.load_state_dict(tensors("ema"))
+        for name, term in self.terms.items():
+            for part, module in term.own_modules().items():
+                module.load_state_dict(tensors(f"term-{name}-{part}"))
         optimizers = {"generator": self.optimizer}
         for name, term in self.terms.items():
             optimizers.update({f"term-{name}-{part}": opt for part, opt in term.optimizers().items()})

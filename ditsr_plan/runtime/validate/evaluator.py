@@ -9,9 +9,11 @@ number has its reference.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from ..records import EvalRecord, append_jsonl, read_evals
+from ..train.generators import patch_size
 from .images import eval_images, pretrained_lpips, save_png
 from .metrics import all_metrics, mean_metrics
 from .pictures import eval_grid, progression_strips
@@ -24,7 +26,7 @@ class Evaluator:
         self.dir = run_dir / "eval"
         self.jsonl = run_dir / "eval.jsonl"
         data = trainer.data
-        multiple = trainer.latent.factor * trainer.blocks["model"]["patch"]
+        multiple = trainer.latent.factor * patch_size(trainer.model)
         self.images = eval_images(
             settings["images"],
             settings["size"],
@@ -53,10 +55,11 @@ class Evaluator:
         return {"mean": mean_metrics(list(rows.values())), **rows}
 
     def sample(self, lr_up):
-        """SR of one LR image with the EMA generator (or the generator without EMA)."""
+        """SR of one LR image with the EMA weights (or the generator's own without an EMA)."""
         t = self.trainer
-        model = t.ema.model if t.ema is not None else t.model
-        return sample(model, t.latent, t.blocks["diffusion"], lr_up, self.settings, t.placement)
+        weights = t.ema.applied(t.model) if t.ema is not None else contextlib.nullcontext()
+        with weights:
+            return sample(t.model, t.latent, t.blocks["diffusion"], lr_up, self.settings, t.placement)
 
     def run(self, step: int) -> EvalRecord:
         """Evaluate after ``step`` completed steps: save images and the grid; return the record

@@ -22,16 +22,16 @@ def test_a_non_finite_step_is_skipped_without_any_update(tmp_path):
     real = trainer.terms["edge"].forward
     trainer.terms["edge"].forward = lambda s: real(s) * float("nan")
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    ema_before = {k: v.clone() for k, v in trainer.ema.model.state_dict().items()}
+    ema_before = {k: v.clone() for k, v in trainer.ema.shadow.items()}
     disc_before = {k: v.clone() for k, v in trainer.terms["gan"].disc.state_dict().items()}
     record = trainer.train_step(11, [trainer.data.batch(11)])
     assert record.nonfinite == ["edge"]
     for now, then in (
-        (trainer.model, before),
-        (trainer.ema.model, ema_before),
-        (trainer.terms["gan"].disc, disc_before),
+        (trainer.model.state_dict(), before),
+        (trainer.ema.shadow, ema_before),
+        (trainer.terms["gan"].disc.state_dict(), disc_before),
     ):
-        assert all(torch.equal(v, then[k]) for k, v in now.state_dict().items())
+        assert all(torch.equal(v, then[k]) for k, v in now.items())
 
 
 def test_too_many_non_finite_steps_stop_the_run_naming_the_term(tmp_path, monkeypatch):

@@ -283,9 +283,9 @@ def test_ema_without_warmup_follows_its_formula():
     for step in range(6):
         with torch.no_grad():
             model.weight.add_(1.0)
-        before = ema.model.weight.clone()
+        before = ema.shadow["weight"].clone()
         ema.update(model, step)
-        history.append((step, before, model.weight.clone(), ema.model.weight.clone()))
+        history.append((step, before, model.weight.clone(), ema.shadow["weight"].clone()))
     for step, before, weights, after in history:
         if step < 2:
             assert torch.equal(after, weights)  # copies before 'start'
@@ -314,7 +314,7 @@ def test_ema_with_warmup_equals_diffusers_ema_model():
         ours.update(model, step)
         theirs.step(model.parameters())
         if step in (0, 1, 5, 50, 299):
-            for a, b in zip(ours.model.parameters(), theirs.shadow_params, strict=True):
+            for a, b in zip(ours.shadow.values(), theirs.shadow_params, strict=True):
                 assert torch.allclose(a, b, rtol=0, atol=1e-7), step
     assert ema_decay(0.999, 0, True) == 0.0 and ema_decay(0.999, 1, True) == pytest.approx(2 / 11)
     assert ema_decay(0.999, 20_000, True) == 0.999 and ema_decay(0.999, 0, False) == 0.999
@@ -334,8 +334,8 @@ def test_ema_warmup_keeps_little_of_the_initialisation():
     for step in range(200):
         warm.update(model, step)
         cold.update(model, step)
-    assert float(warm.model.weight) < 0.01
-    assert float(cold.model.weight) == pytest.approx(0.999**200, rel=1e-4)  # 0.82
+    assert float(warm.shadow["weight"]) < 0.01
+    assert float(cold.shadow["weight"]) == pytest.approx(0.999**200, rel=1e-4)  # 0.82
 
 
 def test_a_patch_too_small_for_lpips_alex_stops_before_step_0(tmp_path):
@@ -435,6 +435,6 @@ def test_residual_target_diffuses_hr_minus_lr_and_adds_the_lr_back(tmp_path):
     eval_settings = {"every": 1, "sampler": "ddim", "steps": 3, "images": "builtin", "size": 64, "lq_init": 0.0}
     ev = Evaluator(trainer, {**eval_settings, "cfg": 1.0, "seed": 0, "lpips": "off"}, Path(tmp_path) / "e")
     d = trainer.diffusion
-    trainer.ema.model.forward = lambda x, cond, t, aug: d._at(d.alpha, t) * x / d._at(d.sigma, t)
+    trainer.model.forward = lambda x, cond, t, aug: d._at(d.alpha, t) * x / d._at(d.sigma, t)
     image = ev.images[0]
     assert torch.allclose(ev.sample(image.lr_up), image.lr_up, atol=1e-5)

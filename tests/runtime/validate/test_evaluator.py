@@ -54,7 +54,7 @@ def test_user_images_with_roles(tmp_path):
 def test_sampling_is_deterministic_and_cfg_doubles_the_work(tmp_path):
     trainer = tiny_trainer(tmp_path)
     calls = {"n": 0}
-    trainer.ema.model.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))  # evals use the EMA
+    trainer.model.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
     ev = Evaluator(trainer, EVAL, tmp_path)
     image = ev.images[2]
     first = ev.sample(image.lr_up)
@@ -80,7 +80,7 @@ def test_lq_init_is_the_fraction_of_the_schedule_skipped(tmp_path, steps, streng
     def record(module, args):
         seen.append((args[0].clone(), int(args[2][0])))
 
-    handle = trainer.ema.model.register_forward_pre_hook(record)
+    handle = trainer.model.register_forward_pre_hook(record)
     ev.sample(image.lr_up)
     handle.remove()
 

@@ -1,4 +1,4 @@
-"""The generator: diffusers' DiTTransformer2DModel with the LR latent as extra input channels.
+"""A DiT trained from scratch: diffusers' DiTTransformer2DModel with the LR latent as extra input channels.
 
 The model block's preset is resolved by the compiler (depth, heads and head_dim are in the graph)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .aug_level import AugLevelEmbedding, attach
+from ..aug_level import AugLevelEmbedding, attach
 
 
 def _dit_levels(args: tuple, kwargs: dict):
@@ -29,6 +29,8 @@ class SRDiT(nn.Module):
         super().__init__()
         from diffusers.models.transformers.dit_transformer_2d import DiTTransformer2DModel
 
+        self.settings = settings
+        self.patch_size = settings["patch"]
         depth, heads, head_dim = settings["depth"], settings["heads"], settings["head_dim"]
         self.dit = DiTTransformer2DModel(
             num_attention_heads=heads,
@@ -50,6 +52,16 @@ class SRDiT(nn.Module):
         if settings.get("checkpointing"):
             self.dit.enable_gradient_checkpointing()
 
+    def describe(self) -> dict:
+        total = sum(p.numel() for p in self.parameters())
+        s = self.settings
+        return {
+            "kind": "dit",
+            "source": f"from scratch, {s['depth']} blocks x {s['heads']} heads x {s['head_dim']}, patch {s['patch']}",
+            "parameters": total,
+            "trained": total,
+        }
+
     def save_final(self, folder) -> None:
         """The trained transformer in diffusers' format (``DiTTransformer2DModel.from_pretrained``); at
         augmentation level 0 (validation) it is the whole generator."""
@@ -66,10 +78,3 @@ class SRDiT(nn.Module):
             aug_level = noisy.new_zeros(noisy.shape[0])
         x = torch.cat([noisy, lr_latent], dim=1)
         return self.dit(x, timestep=timesteps, class_labels=aug_level.float()).sample
-
-
-def build_generator(block, latent, latent_size: int) -> nn.Module:
-    """The generator a plan's ``model`` block describes, for ``latent`` (its channels) at ``latent_size``."""
-    if block.kind == "dit":
-        return SRDiT(latent.channels, latent_size, dict(block.values))
-    raise ValueError(f"unknown model kind {block.kind!r}")

@@ -1,0 +1,68 @@
+"""The generator: what predicts the velocity of the noisy HR latent, given the LR latent.
+
+Every kind follows one protocol (what the trainer, the sampler and the checkpoints rely on):
+
+- ``forward(noisy, lr_latent, timesteps, aug_level=None)`` -> the velocity, shaped like ``noisy``;
+- ``trainable_parameters()`` (the optimiser's; default every parameter), ``trainable_state_dict()`` (what a
+  checkpoint holds; default the whole state), ``save_final(folder)``, ``describe()`` (for the run's header),
+  ``fingerprint`` (what identifies a pretrained base, or None) and ``patch_size`` (latent pixels per token
+  side; default 1).
+
+Kinds: ``dit`` from scratch (``dit.py``), ``dit``/``pixart`` from a diffusers folder (``pretrained.py``:
+LR conditioning, LoRA with peft), ``custom`` (``custom.py``: your own module).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def build_generator(block, latent, latent_size: int, crop: int, device) -> nn.Module:
+    """The generator a plan's ``model`` block describes, for ``latent`` (its channels) at ``latent_size``."""
+    settings = dict(block.values)
+    if block.kind == "dit" and settings.get("path") is None:
+        from .dit import SRDiT
+
+        return SRDiT(latent.channels, latent_size, settings)
+    if block.kind in ("dit", "pixart"):
+        from .pretrained import SRTransformer
+
+        return SRTransformer(block.kind, settings, latent.channels, latent_size, crop, device)
+    if block.kind == "custom":
+        from .custom import CustomGenerator
+
+        return CustomGenerator(settings, latent.channels, latent_size)
+    raise ValueError(f"unknown model kind {block.kind!r}")
+
+
+def trainable_parameters(model: nn.Module) -> list[torch.nn.Parameter]:
+    if hasattr(model, "trainable_parameters"):
+        return list(model.trainable_parameters())
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    if hasattr(model, "trainable_state_dict"):
+        return model.trainable_state_dict()
+    return model.state_dict()
+
+
+def patch_size(model: nn.Module) -> int:
+    """The latent pixels per token side: latent sizes must be multiples of it (1 for a model without one)."""
+    return int(getattr(model, "patch_size", 1))
+
+
+def fingerprint(model: nn.Module) -> dict | None:
+    return getattr(model, "fingerprint", None)
+
+
+def describe(model: nn.Module) -> dict:
+    if hasattr(model, "describe"):
+        return model.describe()
+    total = sum(p.numel() for p in model.parameters())
+    return {
+        "kind": type(model).__name__,
+        "parameters": total,
+        "trained": sum(p.numel() for p in trainable_parameters(model)),
+    }

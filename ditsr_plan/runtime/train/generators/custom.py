@@ -1,0 +1,131 @@
+"""Your own generator: ``model custom factory=package.module:function [file=path.py] key=value...``.
+
+The factory is called with the latent's channels and size and every other key of the line (numbers and
+``true``/``false`` converted, the rest as text) and returns an ``nn.Module`` that follows the protocol:
+
+    forward(noisy, lr_latent, timesteps, aug_level) -> the predicted velocity, shaped like ``noisy``
+
+``noisy`` and ``lr_latent`` are N x C x h x w latents, ``timesteps`` N integers, ``aug_level`` N floats (the std
+of the noise added to the LR latent; 0 at validation). Optional: ``trainable_parameters()`` (default: every
+parameter that requires a gradient), ``save_final(folder)`` (default: its state dict as safetensors).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..pretrained import LoadError
+
+RESERVED = ("factory", "file", "checkpointing")
+
+
+def _their_traceback(exc: BaseException) -> str:
+    """The traceback from the user's code on (this module's own frame left out)."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
+
+
+def _value(text):
+    if not isinstance(text, str):
+        return text
+    if text in ("true", "false"):
+        return text == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _factory(spec: str, file: str | None):
+    module_name, sep, function = spec.partition(":")
+    if not sep or not module_name or not function:
+        raise LoadError(f"model custom factory={spec}: expected package.module:function")
+    try:
+        if file:
+            path = Path(file).expanduser()
+            if not path.is_file():
+                raise LoadError(f"model custom file={file}: no such file")
+            module_spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except LoadError:
+        raise
+    except Exception as exc:
+        raise LoadError(f"model custom: importing {module_name} failed:\n{_their_traceback(exc)}") from None
+    if not hasattr(module, function):
+        raise LoadError(f"model custom factory={spec}: {module_name} has no '{function}'")
+    return getattr(module, function)
+
+
+class CustomGenerator(nn.Module):
+    """The user's module, checked once on a small input."""
+
+    def __init__(self, settings: dict, latent_channels: int, latent_size: int):
+        super().__init__()
+        factory = _factory(settings["factory"], settings.get("file"))
+        options = {k: _value(v) for k, v in settings.items() if k not in RESERVED and v is not None}
+        try:
+            inner = factory(latent_channels=latent_channels, latent_size=latent_size, **options)
+        except Exception as exc:
+            raise LoadError(f"model custom factory={settings['factory']} raised:\n{_their_traceback(exc)}") from None
+        if not isinstance(inner, nn.Module):
+            raise LoadError(
+                f"model custom factory={settings['factory']} returned {type(inner).__name__}, not a torch nn.Module"
+            )
+        self.inner = inner
+        self.spec = settings["factory"]
+        self._probe(latent_channels, min(latent_size, 8))
+
+    def _probe(self, c: int, size: int) -> None:
+        x = torch.zeros(1, c, size, size)
+        try:
+            with torch.no_grad():
+                out = self.inner(x, x, torch.zeros(1, dtype=torch.long), torch.zeros(1))
+        except Exception as exc:
+            raise LoadError(
+                f"model custom factory={self.spec}: its forward(noisy, lr_latent, timesteps, aug_level) failed on a "
+                f"1 x {c} x {size} x {size} latent:\n{_their_traceback(exc)}"
+            ) from None
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise LoadError(
+                f"model custom factory={self.spec}: forward must return the velocity shaped like its input "
+                f"{tuple(x.shape)}, it returned {shape}"
+            )
+
+    def forward(self, noisy, lr_latent, timesteps, aug_level=None):
+        if aug_level is None:
+            aug_level = noisy.new_zeros(noisy.shape[0])
+        return self.inner(noisy, lr_latent, timesteps, aug_level)
+
+    def trainable_parameters(self):
+        if hasattr(self.inner, "trainable_parameters"):
+            return list(self.inner.trainable_parameters())
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def save_final(self, folder: Path) -> None:
+        if hasattr(self.inner, "save_final"):
+            self.inner.save_final(folder)
+            return
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {k: v.contiguous().cpu() for k, v in self.inner.state_dict().items()}, str(folder / "model.safetensors")
+        )
+
+    def describe(self) -> dict:
+        total = sum(p.numel() for p in self.parameters())
+        trained = sum(p.numel() for p in self.trainable_parameters())
+        return {"kind": "custom", "source": self.spec, "parameters": total, "trained": trained}
