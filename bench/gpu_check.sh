@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every CUDA check in one call (at most 8 minutes), one summary:
 #   the CUDA-marked tests (pytest -m cuda), gpu_step.py (DiT-B eager + inductor compile), gpu_step.py
-#   --model pixart-xl (the reference's shape, checkpointing off/on) and the data benchmark when present.
+#   --model pixart-xl (the reference's shape, checkpointing off/on) and bench/data.py (CPU vs device degradation).
 # Usage: bash bench/gpu_check.sh            (logs and summary.txt under $OUT, or under gpu-check/)
 set -u
 out=${OUT:-gpu-check}
@@ -26,8 +26,8 @@ part() {  # part NAME SECONDS COMMAND...: run with a time limit, keep its log, p
     } >> "$summary"
 }
 
-part cuda-tests 150 python -m pytest -q -m cuda -p no:cacheprovider tests
+part cuda-tests 120 python -m pytest -q -m cuda -p no:cacheprovider tests
 part gpu-step-dit 120 python bench/gpu_step.py --size gpu --steps 10
 part gpu-step-pixart-xl 180 python bench/gpu_step.py --model pixart-xl --steps 6
-if [ -f bench/data.py ]; then part data 30 python bench/data.py; fi
+part data 60 python bench/data.py --workers 4
 cat "$summary"

@@ -36,6 +36,8 @@ COMMANDS = {
     "compare": runs.cmd_compare,
     "report": runs.cmd_report,
     "export": runs.cmd_export,
+    "pack": runs.cmd_pack,
+    "evaluate": runs.cmd_evaluate,
 }
 
 __all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "UsageError", "build_parser", "main"]

@@ -108,3 +108,114 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
         raise UsageError(str(exc)) from None
     print(f"wrote {target}")
     return EXIT_OK
+
+
+def _degradation_of(plan: str | None) -> tuple[dict, int | None]:
+    """The degrade block of ``plan`` with its kind (and the plan's data scale); without a plan the
+    reference's highorder degradation."""
+    if plan is None:
+        from ditsr_plan.dsl.schemas import HighorderDegrade
+
+        return {**HighorderDegrade().model_dump(), "kind": "highorder"}, None
+    from ditsr_plan.compiler import compile_plan
+
+    graph = compile_plan(plan)
+    block = graph.blocks["degrade"]
+    return {**block.values, "kind": block.kind}, graph.blocks["data"].values.get("scale")
+
+
+def cmd_pack(args: argparse.Namespace, out: Output) -> int:
+    from ditsr_plan.runtime.validate.packs import PackError, make_pack
+
+    for name in ("n", "size", "scale"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"pack make: --{name} must be at least 1")
+    degradation, plan_scale = _degradation_of(args.plan)
+    scale = args.scale if args.scale is not None else plan_scale or 4
+    try:
+        manifest = make_pack(
+            Path(args.hr_dir), Path(args.out), degradation, args.n, args.size, scale, args.seed, progress=out.info
+        )
+    except PackError as exc:
+        raise UsageError(str(exc)) from None
+    note = f" (the folder holds {manifest['n']} images, fewer than --n {args.n})" if manifest["n"] < args.n else ""
+    out.info(
+        f"wrote {args.out}: {manifest['n']} GT {args.size} px / LR {args.size // scale} px pairs, "
+        f"{degradation['kind']} degradation, seed {args.seed}{note}"
+    )
+    return EXIT_OK
+
+
+def _eval_settings(target: Path, steps: int | None, lq_init: float | None) -> dict:
+    import json
+
+    from ditsr_plan.dsl.schemas import Eval
+
+    run_dir = target if (target / "plan.json").is_file() else target.parent.parent
+    try:
+        blocks = json.loads((run_dir / "plan.json").read_text())["blocks"]
+        settings = dict(blocks["eval"]["values"]) if "eval" in blocks else Eval().model_dump()
+    except (OSError, ValueError, KeyError, TypeError):
+        settings = Eval().model_dump()
+    if steps is not None:
+        if steps < 1:
+            raise UsageError("evaluate: --steps must be at least 1")
+        settings["steps"] = steps
+    if lq_init is not None:
+        if not 0 <= lq_init <= 1:
+            raise UsageError("evaluate: --lq-init is a fraction of the schedule, in [0, 1]")
+        settings["lq_init"] = lq_init
+    return settings
+
+
+def _metrics_table(result, markdown: bool) -> str:
+    from ditsr_plan.runtime.run.loop import eval_metric_columns
+
+    columns = eval_metric_columns(result.mean)
+    rows = [("mean", result.mean), ("bicubic (mean)", result.bicubic["mean"])]
+    rows += [(name, result.images[name]) for name in sorted(result.images)]
+    rows += [(f"{name} (bicubic)", result.bicubic[name]) for name in sorted(result.images)]
+
+    def cell(value) -> str:
+        return "-" if value is None else f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+
+    table = [["image", *columns]] + [[name, *(cell(m.get(c)) for c in columns)] for name, m in rows]
+    if markdown:
+        lines = ["| " + " | ".join(table[0]) + " |", "|" + " --- |" * len(table[0])]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in table[1:]]) + "\n"
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "".join(
+        "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)).rstrip() + "\n"
+        for r in table
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
+    from ditsr_plan.runtime.errors import RunFailure
+    from ditsr_plan.runtime.run.evaluate import evaluate_checkpoint, find_checkpoint
+
+    target = Path(args.target)
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("evaluate: --limit must be at least 1")
+    settings = _eval_settings(target, args.steps, args.lq_init)
+    try:
+        ckpt, run_dir = find_checkpoint(target)
+        folder = Path(args.out) if args.out else run_dir / "evaluate" / f"{Path(args.pack).name}-step-{ckpt.step:08d}"
+        result = evaluate_checkpoint(
+            target, Path(args.pack), settings, not args.no_ema, args.device, args.limit, folder, progress=out.info
+        )
+    except RunFailure as exc:
+        raise UsageError(str(exc)) from None
+    if args.format == "json":
+        write_json(result.to_json())
+    else:
+        weights = "EMA" if result.ema else "trained weights"
+        print(
+            f"{result.checkpoint} (step {result.step}, {weights}) on {result.pack}: {len(result.images)} images, "
+            f"DDIM {settings['steps']} steps, lq_init {settings['lq_init']:g}"
+            + ("" if result.lpips else "; LPIPS unavailable (pretrained AlexNet not cached)")
+        )
+        sys.stdout.write(_metrics_table(result, markdown=args.format == "markdown"))
+        print(f"worst -> best by PSNR: {', '.join(result.order)}")
+    out.info(f"wrote {folder}/ (sr/, worst-best.png, results.json)")
+    return EXIT_OK

@@ -25,6 +25,7 @@ from ditsr_plan.dsl.schemas import (
     DIT_PRESETS,
     EVAL_METRICS,
     FROM_SCRATCH,
+    PACK_ROLE,
     TERM_KINDS,
     eval_roles,
     step_fields,
@@ -239,6 +240,7 @@ class _Compiler:
         for name, kind in DEFAULT_BLOCKS.items():
             if name not in blocks:
                 blocks[name] = Block(name, kind, self.scaled_settings(BLOCKS[name][kind]()))
+        blocks["degrade"] = self.degrade_block(blocks)
         if "eval" in blocks and self.scale.factor < 1:
             # a shortened run keeps at most MAX_SCALED_EVALS evals: every eval samples its full number of
             # sampler steps, which --time-scale does not shorten
@@ -259,6 +261,28 @@ class _Compiler:
                 values = {k: v for k, v in model.values.items() if k not in FROM_SCRATCH}
             blocks["model"] = Block("model", model.kind, values, model.origin, model.value_origins)
         return dict(sorted(blocks.items()))
+
+    def degrade_block(self, blocks: dict[str, Block]) -> Block:
+        """The degradation: the ``degrade`` block when the plan writes one, else the defaults of the data
+        block's ``degrade=`` kind (bicubic for paired data, whose LR is given, and whose eval LR is bicubic)."""
+        data = blocks["data"]
+        written = data.values.get("degrade") if "degrade" in data.value_origins else None
+        block = blocks.get("degrade")
+        if block is None:
+            kind = data.values.get("degrade", "bicubic")
+            return Block("degrade", kind, self.scaled_settings(BLOCKS["degrade"][kind]()))
+        if written is not None and written != block.kind:
+            self.error(
+                VALUE,
+                f"data degrade={written} and the degrade block ({block.kind}) disagree",
+                data.value_origins["degrade"],
+                hint=f"drop degrade= from data (the degrade block decides) or write 'degrade {written} ...'",
+            )
+        if "degrade" in data.values:
+            blocks["data"] = Block(
+                "data", data.kind, {**data.values, "degrade": block.kind}, data.origin, data.value_origins
+            )
+        return block
 
     def knob_defaults(self) -> dict[str, float]:
         """``lr`` (the optimiser's), and a kind's own learning-rate knob (``lr_d``) when exactly one term of
@@ -313,12 +337,10 @@ class _Compiler:
             )
             return None
         if ref.image and ref.image.text not in roles:
-            self.error(
-                NAME,
-                f"unknown validation image '{ref.image.text}'",
-                ref.image.pos,
-                did_you_mean(ref.image.text, roles) or "images: " + ", ".join(roles) + " (or none: the mean)",
-            )
+            hint = did_you_mean(ref.image.text, roles) or "images: " + ", ".join(roles) + " (or none: the mean)"
+            if ref.image.text == PACK_ROLE:
+                hint = "pack.* is the mean over an eval pack: give 'eval ... pack=DIR'"
+            self.error(NAME, f"unknown validation image '{ref.image.text}'", ref.image.pos, hint)
             return None
         return MetricName(ref.image.text if ref.image else None, ref.metric.text)
 
@@ -338,7 +360,8 @@ class _Compiler:
                     "add one, e.g. 'eval every=1k steps=50'",
                 )
             return (), None
-        roles = eval_roles(blocks["eval"].values["images"])
+        values = blocks["eval"].values
+        roles = eval_roles(values["images"], values.get("pack"))
         watches = []
         for w in spec.watches:
             name = self.metric(w.metric, roles)

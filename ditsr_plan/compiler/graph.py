@@ -163,6 +163,9 @@ class MetricName:
 
     def of(self, record) -> float | None:
         """The value in an eval record (anything with ``images`` and ``mean``, as ``runtime.records.EvalRecord``)."""
+        if self.image == "pack":  # an eval pack's mean
+            pack = getattr(record, "pack", None) or {}
+            return (pack.get("mean") or {}).get(self.metric)
         values = record.images.get(self.image, {}) if self.image else record.mean
         return values.get(self.metric)
 

@@ -144,6 +144,14 @@ class _Loader:
 
     def load_parent(self, path: str, ext: ExtendsStmt, chain: tuple[str, ...]) -> _Merged:
         target = ext.path
+        if "\x00" in target:
+            self.error(
+                EXTENDS,
+                "extends path contains a NUL character",
+                ext.path_pos,
+                "no file name can hold one: check the file's encoding",
+            )
+            return _Merged(incomplete=True)
         if "://" in target or target.startswith(("~", "$")):
             self.error(
                 EXTENDS,

@@ -336,7 +336,93 @@ class Diffusion(Schema):
     cond_dropout: float = Field(0.1, ge=0, le=1, description="probability of zeroing the LR latent")
 
 
-Degrade = Literal["bicubic", "highorder"]
+Degrade = Literal["bicubic", "highorder", "realesrgan"]
+DEGRADE_HELP = "how the LR is made: bicubic, highorder (the reference's) or realesrgan; a degrade block sets its ranges"
+Range = Annotated[tuple[float, float], BeforeValidator(_pair)]
+Probs3 = Annotated[tuple[float, float, float], BeforeValidator(_pair)]
+Probs6 = Annotated[tuple[float, float, float, float, float, float], BeforeValidator(_pair)]
+RANGE_BOUNDS = {"jpeg": (1, 100), "kernel": (1, 63), "sigma": (0.01, 50), "resize": (0.05, 8), "noise": (0, 255)}
+
+
+class DegradeCommon(Schema):
+    on: Literal["auto", "cpu", "device"] = Field(
+        "auto",
+        description="where LR images are made: cpu (in the data workers; JPEG by libjpeg), device (batched on the "
+        "run's device; JPEG by kornia); auto: device on CUDA, else cpu",
+    )
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self):
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, tuple) and len(value) == 2 and value[0] > value[1]:
+                raise ValueError(f"{name}={value[0]:g},{value[1]:g}: the low end is above the high end")
+            bounds = RANGE_BOUNDS.get(name.rstrip("2"))
+            if bounds and not bounds[0] <= value[0] <= value[1] <= bounds[1]:
+                raise ValueError(f"{name}={value[0]:g},{value[1]:g}: must lie in [{bounds[0]:g}, {bounds[1]:g}]")
+            if "probs" in name and (abs(sum(value) - 1) > 1e-6 or min(value) < 0):
+                raise ValueError(f"{name}: probabilities >= 0 that sum to 1 (these sum to {sum(value):g})")
+        return self
+
+
+class BicubicDegrade(DegradeCommon):
+    """Antialiased bicubic down to 1/scale (the classic SR benchmark's LR)."""
+
+
+class HighorderDegrade(DegradeCommon):
+    """The reference setup's: blur, resize, noise and JPEG in shuffled order, a second such stage with
+    probability ``second``, then ``final`` down to 1/scale."""
+
+    blur_prob: float = Field(1.0, ge=0, le=1, description="probability of the blur in a stage")
+    kernel: Range = Field((7, 21), description="blur kernel sizes (odd sizes in the range)")
+    iso_prob: float = Field(
+        0.5, ge=0, le=1, description="probability of an isotropic kernel (else anisotropic, rotated)"
+    )
+    sigma: Range = Field((0.2, 3.0), description="blur sigma range, per axis")
+    resize: Range = Field((0.3, 1.8), description="resize factor range")
+    resize_modes: str = Field(
+        "nearest,bilinear,bicubic",
+        pattern=r"^(nearest|bilinear|bicubic|area)(,(nearest|bilinear|bicubic|area))*$",
+        description="resize modes drawn from",
+        json_schema_extra={"allowed": "a comma list of nearest, bilinear, bicubic, area"},
+    )
+    noise: Range = Field((0.0, 0.05), description="Gaussian noise std range (of the [0, 1] range)")
+    jpeg: Range = Field((30, 95), description="JPEG quality range")
+    second: float = Field(0.35, ge=0, le=1, description="probability of a second stage")
+    final: Literal["bicubic", "bilinear", "area"] = Field("bicubic", description="the final resize to 1/scale")
+
+
+class RealesrganDegrade(DegradeCommon):
+    """Real-ESRGAN's second-order pipeline (Wang et al. 2021; RealESRGAN_x4plus's settings as defaults):
+    generalized-Gaussian and plateau kernels, sinc filters, Gaussian and Poisson noise (grey or colour),
+    JPEG, and a final sinc + resize + JPEG in random order."""
+
+    kernel: Range = Field((7, 21), description="blur kernel sizes (odd sizes in the range)")
+    kernel_probs: Probs6 = Field(
+        (0.45, 0.25, 0.12, 0.03, 0.12, 0.03),
+        description="probabilities of iso, aniso, generalized iso/aniso, plateau iso/aniso kernels",
+    )
+    sinc_prob: float = Field(0.1, ge=0, le=1, description="probability of a sinc kernel instead")
+    sigma: Range = Field((0.2, 3.0), description="first-stage blur sigma range")
+    sigma2: Range = Field((0.2, 1.5), description="second-stage blur sigma range")
+    betag: Range = Field((0.5, 4.0), description="generalized-Gaussian shape range")
+    betap: Range = Field((1.0, 2.0), description="plateau shape range")
+    resize_probs: Probs3 = Field((0.2, 0.7, 0.1), description="first resize: up, down, keep")
+    resize: Range = Field((0.15, 1.5), description="first resize factor range")
+    resize_probs2: Probs3 = Field((0.3, 0.4, 0.3), description="second resize: up, down, keep")
+    resize2: Range = Field((0.3, 1.2), description="second resize factor range (of the LR size)")
+    noise_prob: float = Field(0.5, ge=0, le=1, description="first stage: Gaussian noise (else Poisson)")
+    noise_prob2: float = Field(0.5, ge=0, le=1, description="second stage: Gaussian noise (else Poisson)")
+    noise: Range = Field((1.0, 30.0), description="first Gaussian noise std range, in 8-bit levels")
+    noise2: Range = Field((1.0, 25.0), description="second Gaussian noise std range, in 8-bit levels")
+    poisson: Range = Field((0.05, 3.0), description="first Poisson noise scale range")
+    poisson2: Range = Field((0.05, 2.5), description="second Poisson noise scale range")
+    gray_prob: float = Field(0.4, ge=0, le=1, description="probability of grey (not colour) noise")
+    jpeg: Range = Field((30, 95), description="first JPEG quality range")
+    jpeg2: Range = Field((30, 95), description="final JPEG quality range")
+    second: float = Field(1.0, ge=0, le=1, description="probability of the second stage (always, in the paper)")
+    second_blur_prob: float = Field(0.8, ge=0, le=1, description="probability of the second blur")
+    final_sinc_prob: float = Field(0.8, ge=0, le=1, description="probability of the final sinc filter")
 
 
 class BuiltinData(Schema):
@@ -345,7 +431,7 @@ class BuiltinData(Schema):
     crop: int = Field(64, ge=16, le=2048, description="HR crop side in pixels")
     scale: int = Field(4, ge=1, le=8, description="super-resolution factor")
     batch: int = Field(2, ge=1, le=1024, description="samples per micro-batch (per process under torchrun)")
-    degrade: Degrade = Field("bicubic", description="how the LR is made: bicubic, or highorder (the reference's)")
+    degrade: Degrade = Field("bicubic", description=DEGRADE_HELP)
     scenes: int = Field(8, ge=0, le=1000, description="procedural defocus scenes added to the photos")
     workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: in the training process)")
 
@@ -357,7 +443,7 @@ class FolderData(Schema):
     crop: int = Field(512, ge=16, le=8192, description="HR crop side in pixels")
     scale: int = Field(4, ge=1, le=8, description="super-resolution factor")
     batch: int = Field(1, ge=1, le=1024, description="samples per micro-batch (per process under torchrun)")
-    degrade: Degrade = Field("highorder", description="how the LR is made: bicubic, or highorder (the reference's)")
+    degrade: Degrade = Field("highorder", description=DEGRADE_HELP)
     workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: in the training process)")
     strict: bool = Field(False, description="a corrupt image is an error instead of skipped and counted")
 
@@ -424,11 +510,14 @@ BUILTIN_EVAL_ROLES = ("high_texture", "low_texture", "defocus")
 EVAL_METRICS = ("psnr", "ssim", "psnr_rgb", "ssim_rgb", "lpips", "esr", "fhr")
 
 
-def eval_roles(images: str) -> tuple[str, ...]:
-    """The roles of an ``eval images=`` value: the builtin three, or the ROLE of each ROLE=PATH."""
-    if images == "builtin":
-        return BUILTIN_EVAL_ROLES
-    return tuple(item.partition("=")[0].strip() for item in images.split(","))
+PACK_ROLE = "pack"  # the metric image of an eval pack's mean: pack.psnr
+
+
+def eval_roles(images: str, pack: str | None = None) -> tuple[str, ...]:
+    """The metric images of an eval: the roles of ``images=`` (the builtin three, or the ROLE of each
+    ROLE=PATH), and ``pack`` when the eval has a pack."""
+    roles = BUILTIN_EVAL_ROLES if images == "builtin" else tuple(i.partition("=")[0].strip() for i in images.split(","))
+    return roles + ((PACK_ROLE,) if pack else ())
 
 
 class Eval(Schema):
@@ -449,6 +538,13 @@ class Eval(Schema):
     cfg: float = Field(1.0, ge=1, le=20, description="classifier-free guidance scale; 1 = none")
     seed: int = Field(0, ge=0, description="the validation LR and the sampler's start noise derive from it")
     lpips: Literal["auto", "off"] = Field("auto", description="LPIPS metric when the pretrained trunk is cached")
+    pack: str | None = Field(
+        None,
+        description="also validate on a pack (a folder with gt*/ and lq*/ of the same file names, as 'ditsr-plan "
+        "pack make' writes); its mean is the metric image 'pack' (pack.psnr, pack.lpips, ...)",
+        json_schema_extra={"metavar": "DIR"},
+    )
+    pack_limit: int | None = Field(None, ge=1, le=100_000, description="validate on the pack's first N images only")
 
 
 # A block maps a kind to its schema; a block that takes no kind has the single kind None.
@@ -460,6 +556,7 @@ BLOCKS: dict[str, dict[str | None, type[Schema]]] = {
     "latent": {"pixel_unshuffle": PixelUnshuffleLatent, "vae": VaeLatent},
     "diffusion": {None: Diffusion},
     "data": {"builtin": BuiltinData, "folder": FolderData, "paired": PairedData},
+    "degrade": {"bicubic": BicubicDegrade, "highorder": HighorderDegrade, "realesrgan": RealesrganDegrade},
     "run": {None: Run},
     "log": {None: Log},
     "eval": {None: Eval},

@@ -149,9 +149,13 @@ class EvalRecord:
     lpips: bool = False
     settings: dict = field(default_factory=dict)
     watch: list[dict] = field(default_factory=list)
+    pack: dict | None = None  # eval pack=DIR: {"dir", "images": name -> metrics, "mean", "bicubic": {"mean", name}}
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.pack is None:
+            del data["pack"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> EvalRecord:
@@ -163,6 +167,7 @@ class EvalRecord:
             lpips=data.get("lpips", False),
             settings=data.get("settings", {}),
             watch=data.get("watch", []),
+            pack=data.get("pack"),
         )
 
 

@@ -235,7 +235,7 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_folder(tmp_path):
 def test_resume_reuses_the_runs_time_scale_and_settings_and_names_what_differs(tmp_path):
     from ditsr_plan.testing import tiny_plan
 
-    plan = tiny_plan(tmp_path, steps=400, ckpt=100, log="every=20 tensorboard=off")
+    plan = tiny_plan(tmp_path, steps=160, ckpt=40, log="every=20 tensorboard=off")
     run = tmp_path / "run"
     first = _run_until_progress(["run", str(plan), "--out", str(run), "--time-scale", "0.5", "--set", "run.seed=3"])
     assert first.returncode == 130, first.stderr[-2000:]
@@ -254,11 +254,11 @@ def test_resume_reuses_the_runs_time_scale_and_settings_and_names_what_differs(t
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 200 and summary["first_loss"] == lines[0]["loss"] and lines[0]["step"] == 0
-    # step numbers: the last line is step 199; the console's last progress line and the checkpoint say 200
-    assert lines[-1]["step"] == 199
-    assert "200/200 steps (step 199, stage B)" in done.stderr
-    assert (run / "checkpoints" / "step-00000200").is_dir()
+    assert summary["steps"] == 80 and summary["first_loss"] == lines[0]["loss"] and lines[0]["step"] == 0
+    # step numbers: the last line is step 79; the console's last progress line and the checkpoint say 80
+    assert lines[-1]["step"] == 79
+    assert "80/80 steps (step 79, stage B)" in done.stderr
+    assert (run / "checkpoints" / "step-00000080").is_dir()
 
 
 def test_force_says_where_the_step_lands_in_the_new_schedule(tmp_path):

@@ -78,6 +78,13 @@ def test_extends_takes_only_file_paths(write_plan, target):
         load_plan(child)
 
 
+def test_an_extends_path_with_a_nul_is_an_error_not_a_crash(write_plan):
+    # found by tests/cli/test_hypothesis.py: os.path.realpath raised ValueError on it
+    child = write_plan('extends " \x00 "\nplan c\n', "c.plan")
+    with pytest.raises(PlanError, match="extends path contains a NUL character"):
+        load_plan(child)
+
+
 def test_settings_are_validated_with_did_you_mean(write_plan):
     path = write_plan("steps 1k\nloss gan patchgan r1_evry=16 layers=0\nstage A 0..: gan off\n")
     with pytest.raises(PlanError) as exc:

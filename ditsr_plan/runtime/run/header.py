@@ -52,6 +52,12 @@ def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, 
             f"eval every {format_steps(ev['every'])} steps on {', '.join(i.role for i in evaluator.images)} "
             f"(DDIM {ev['steps']} steps, EMA weights); {evaluator.lpips_note()}"
         )
+        if evaluator.pack:
+            pack_mean = evaluator.pack_bicubic["mean"]
+            lines.append(
+                f"  and on the pack {ev['pack']} ({len(evaluator.pack)} images; bicubic psnr "
+                f"{pack_mean['psnr']:.2f}, ssim {pack_mean['ssim']:.3f}): keep/watch as pack.psnr, pack.lpips, ..."
+            )
     lines.append(
         f"writing to {run_dir}/ (metrics.jsonl, {'eval.jsonl, eval/, ' if evaluator else ''}checkpoints/, final/)"
     )

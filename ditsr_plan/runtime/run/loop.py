@@ -44,7 +44,7 @@ from .folder import RunError, run_folder
 from .header import header
 from .invocation import Invocation
 from .logs import MetricsLog, NoLog, Progress
-from .resume import resume
+from .resume import refuse_other_schedule, resume
 from .signals import RunInterrupted, Signals
 from .watch_keep import Watches, update_best
 
@@ -80,6 +80,8 @@ def run_plan(
     try:
         run_dir = Path(str(broadcast_object(ranks, str(run_dir))))
         _check_same_plan(ranks, graph)
+        if resume and not force:
+            refuse_other_schedule(graph, run_dir, invocation or Invocation(graph.path, graph.time_scale))
         trainer = Trainer(graph, placement, ranks)  # a run that cannot be built writes nothing
         with run_folder(run_dir, resume, overwrite, ranks) as started:
             run = Run(graph, trainer, run_dir, invocation or Invocation(graph.path, graph.time_scale), quiet)
@@ -192,11 +194,16 @@ class Run:
         """(step, its micro-batches) from the step after the checkpoint on, prefetched by DataLoader workers."""
         trainer, accum = self.trainer, self.trainer.accum
         data = trainer.data
+        workers = data.settings.get("workers", 0)
+        cuda = trainer.placement.device.type == "cuda"
         loader = torch.utils.data.DataLoader(
             StepBatches(data, self.start_step, self.graph.total_steps, accum, trainer.first_sample),
             batch_size=None,
             shuffle=False,
-            num_workers=data.settings.get("workers", 0),
+            num_workers=workers,
+            persistent_workers=workers > 0,  # no re-spawn (and re-import of torch) per pass
+            prefetch_factor=4 if workers else None,  # images decoded and degraded ahead of the step
+            pin_memory=cuda,  # page-locked batches: asynchronous copies to the GPU
         )
         pending = []
         for step, micro, batch in loader:
@@ -398,11 +405,9 @@ class Run:
         }
 
 
-def eval_summary(record: EvalRecord) -> str:
-    """``psnr 31.20 (bicubic 39.10), ssim ...``: an eval's mean metrics beside the bicubic baseline's."""
-    base = record.bicubic.get("mean", {})
+def _beside_bicubic(mean: dict, base: dict) -> str:
     parts = []
-    for key, value in record.mean.items():
+    for key, value in mean.items():
         if value is None or key == "perfect":
             continue
         digits = 2 if key.startswith("psnr") else 3
@@ -411,6 +416,22 @@ def eval_summary(record: EvalRecord) -> str:
             text += f" (bicubic {base[key]:.{digits}f})"
         parts.append(text)
     return ", ".join(parts)
+
+
+def eval_metric_columns(mean: dict) -> list[str]:
+    """The metric columns of a table of eval results: those with a value, in the record's order."""
+    return [k for k, v in mean.items() if k != "perfect" and v is not None]
+
+
+def eval_summary(record: EvalRecord) -> str:
+    """``psnr 31.20 (bicubic 39.10), ssim ...``: an eval's mean metrics beside the bicubic baseline's (and
+    the pack's, ``pack (50 images): psnr ...``, when the eval has one)."""
+    text = _beside_bicubic(record.mean, record.bicubic.get("mean", {}))
+    if record.pack:
+        pack = record.pack
+        shown = _beside_bicubic(pack["mean"], pack["bicubic"]["mean"])
+        text += f"; pack ({len(pack['images'])} images): {shown}"
+    return text
 
 
 __all__ = ["SINGLE", "RunError", "RunInterrupted", "RunResult", "run_plan"]

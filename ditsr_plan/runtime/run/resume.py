@@ -63,15 +63,29 @@ def resume(
     if state["plan_hash"] != graph.hash:
         why = _why_different(run_dir, graph, invocation)
         if not force:
-            raise RunError(
-                f"checkpoint {ckpt.path} was made from another schedule (hash {state['plan_hash']}, now "
-                f"{graph.hash}): {why}. Resume with the run's own settings, or --force to continue in this "
-                "schedule"
-            )
+            raise _other_schedule(ckpt, state, graph, why)
         say(f"--force: resuming in another schedule ({why}); {_landing(run_dir, graph, ckpt.step)}")
     _check_base(trainer, ckpt, state["trainer"].get("base"))
     trainer.load_state_dict(ckpt.tensors, state["trainer"])
     return ckpt
+
+
+def _other_schedule(ckpt: Checkpoint, state: dict, graph: ScheduleGraph, why: str) -> RunError:
+    return RunError(
+        f"checkpoint {ckpt.path} was made from another schedule (hash {state['plan_hash']}, now "
+        f"{graph.hash}): {why}. Resume with the run's own settings, or --force to continue in this schedule"
+    )
+
+
+def refuse_other_schedule(graph: ScheduleGraph, run_dir: Path, invocation: Invocation | None) -> None:
+    """Before anything is built: a --resume (without --force) of a run made from another schedule is
+    refused at once (building the models first would only make the user wait for the same message)."""
+    ckpt = newest_complete(run_dir / "checkpoints", report=lambda line: None)
+    if ckpt is None:
+        return
+    state = ckpt.state()
+    if state["plan_hash"] != graph.hash:
+        raise _other_schedule(ckpt, state, graph, _why_different(run_dir, graph, invocation))
 
 
 def _check_base(trainer, ckpt: Checkpoint, base: dict | None) -> None:

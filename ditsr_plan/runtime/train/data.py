@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..errors import RunFailure
 from ..seeds import generator
+from .degradation import Recipe, apply, degrade_batch, draw, upsample
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 BUILTIN_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
@@ -41,8 +42,14 @@ class DataError(RunFailure):
 @dataclass
 class Batch:
     hr: torch.Tensor
-    lr_up: torch.Tensor
+    lr_up: torch.Tensor | None  # None when the LR is made on the run's device from ``recipes``
     skipped: dict[str, str] = field(default_factory=dict)  # files found unreadable while making it: why
+    recipes: list[Recipe] | None = None  # degrade on=device: each sample's degradation, drawn, not applied
+
+    def pin_memory(self) -> Batch:
+        """For DataLoader(pin_memory=True): page-locked tensors copy to the GPU asynchronously."""
+        lr_up = None if self.lr_up is None else self.lr_up.pin_memory()
+        return Batch(self.hr.pin_memory(), lr_up, self.skipped, self.recipes)
 
 
 def to_tensor(array) -> torch.Tensor:
@@ -60,94 +67,8 @@ def fit_crop(image: torch.Tensor, crop: int) -> torch.Tensor:
     return F.interpolate(image[None], size=size, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
 
 
-# ---- degradations ---------------------------------------------------------------------------------
-
-
-def bicubic_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """HR (N x 3 x H x W) -> LR at 1/scale (antialiased bicubic)."""
-    h, w = hr.shape[-2:]
-    return F.interpolate(hr, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
-
-
-def upsample(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(lr, size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
-
-
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=g))
-
-
-def _blur_kernel(g: torch.Generator) -> torch.Tensor:
-    size = 7 + 2 * int(torch.randint(0, 8, (), generator=g))  # 7..21
-    ax = torch.arange(size, dtype=torch.float32) - size // 2
-    yy, xx = torch.meshgrid(ax, ax, indexing="ij")
-    if float(torch.rand((), generator=g)) < 0.5:  # isotropic
-        sx = sy = _uniform(g, 0.2, 3.0)
-        theta = 0.0
-    else:  # anisotropic, rotated
-        sx, sy, theta = _uniform(g, 0.2, 3.0), _uniform(g, 0.2, 3.0), _uniform(g, 0, math.pi)
-    c, s = math.cos(theta), math.sin(theta)
-    u, v = c * xx + s * yy, -s * xx + c * yy
-    k = torch.exp(-(u**2) / (2 * sx**2) - (v**2) / (2 * sy**2))
-    return k / k.sum()
-
-
-def _blur(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    k = _blur_kernel(g)
-    pad = k.shape[-1] // 2
-    x = F.pad(x, (pad, pad, pad, pad), mode="reflect") if min(x.shape[-2:]) > pad else x
-    return F.conv2d(x, k.expand(3, 1, *k.shape), groups=3)
-
-
-def _resize(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    scale = _uniform(g, 0.3, 1.8)
-    mode = ("nearest", "bilinear", "bicubic")[int(torch.randint(0, 3, (), generator=g))]
-    h, w = x.shape[-2:]
-    size = (max(4, round(h * scale)), max(4, round(w * scale)))
-    return F.interpolate(x, size=size, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
-
-
-def _noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    std = _uniform(g, 0.0, 0.05) * 2  # 0..0.05 of the [0, 1] range; images here span [-1, 1]
-    return x + std * torch.randn(x.shape, generator=g)
-
-
-def _jpeg(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    quality = int(torch.randint(30, 96, (), generator=g))
-    out = []
-    for img in x:
-        array = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
-        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-        out.append(to_tensor(decoded))
-    return torch.stack(out)
-
-
-OPS = (_blur, _resize, _noise, _jpeg)
-
-
-def highorder_lr(hr: torch.Tensor, scale: int, g: torch.Generator) -> torch.Tensor:
-    """The reference setup's high-order degradation: blur, resize, noise and JPEG in shuffled order;
-    a second such stage with probability 0.35; then bicubic to 1/scale of the HR size."""
-    x = hr
-    stages = 2 if float(torch.rand((), generator=g)) < 0.35 else 1
-    for _ in range(stages):
-        for i in torch.randperm(len(OPS), generator=g).tolist():
-            x = OPS[i](x, g).clamp(-1, 1)
-    h, w = hr.shape[-2:]
-    return F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
-
-
-def degrade(hr: torch.Tensor, scale: int, how: str, g: torch.Generator) -> torch.Tensor:
-    """HR batch -> LR re-upsampled to the HR size (what the model is conditioned on)."""
-    lr = bicubic_lr(hr, scale) if how == "bicubic" else highorder_lr(hr, scale, g)
-    return upsample(lr.clamp(-1, 1), hr.shape[-2:])
 
 
 # ---- images ---------------------------------------------------------------------------------------
@@ -211,8 +132,43 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         return to_tensor(np.asarray(rgb))
 
 
-def find_images(root: str | os.PathLike) -> list[Path]:
-    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _scan(root: Path) -> tuple[list[Path], dict[str, int]]:
+    files, dirs = [], {}
+    for folder, subdirs, names in os.walk(root):
+        dirs[folder] = os.stat(folder).st_mtime_ns
+        subdirs.sort()
+        files += [Path(folder) / n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files), dirs
+
+
+def find_images(root: str | os.PathLike, cache: bool = True) -> list[Path]:
+    """The image files under ``root`` (recursively), sorted. The list is cached (in the compile cache's
+    folder) and reused while no folder under ``root`` has a new modification time (adding, removing or
+    renaming a file changes its folder's), so a large folder is listed once, not at every start."""
+    import hashlib
+    import json
+
+    from ditsr_plan.compiler.cache import cache_dir
+
+    root = Path(root).resolve()
+    if not cache:
+        return _scan(root)[0]
+    path = cache_dir() / "file-lists" / (hashlib.sha256(str(root).encode()).hexdigest()[:24] + ".json")
+    try:
+        saved = json.loads(path.read_text())
+        if all(os.stat(d).st_mtime_ns == m for d, m in saved["dirs"].items()):
+            return [root / f for f in saved["files"]]
+    except (OSError, ValueError, KeyError):
+        pass
+    files, dirs = _scan(root)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"dirs": dirs, "files": [str(f.relative_to(root)) for f in files]}))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache: list every time
+    return files
 
 
 # ---- data sets ------------------------------------------------------------------------------------
@@ -226,8 +182,13 @@ class DataStats:
 class TrainingData:
     """``batch(step, micro)``: the micro-batch of a step, the same in every run with the same seed."""
 
-    def __init__(self, kind: str, settings: dict, seed: int):
+    def __init__(self, kind: str, settings: dict, seed: int, degrade: dict | None = None, device_type: str = "cpu"):
+        """``degrade``: the plan's degrade block with its ``kind`` (default: bicubic); ``device_type``: where
+        the run trains (degrade on=auto makes the LR there when it is CUDA)."""
         self.kind, self.settings, self.seed = kind, settings, seed
+        self.degrade = degrade or {"kind": settings.get("degrade", "bicubic"), "on": "cpu"}
+        on = self.degrade.get("on", "auto")
+        self.on_device = kind != "paired" and (on == "device" or (on == "auto" and device_type == "cuda"))
         self.crop, self.scale, self.batch_size = settings["crop"], settings["scale"], settings["batch"]
         if self.crop % (self.scale * 4):
             raise DataError(f"data crop={self.crop} must be a multiple of 4 x scale ({4 * self.scale})")
@@ -287,7 +248,7 @@ class TrainingData:
         """Samples ``first .. first + batch - 1`` of micro-batch ``micro`` of ``step``. Sample ``i`` is drawn
         from its own generator, seeded by (seed, step, micro, i): under DDP rank ``r`` takes samples
         ``r * batch ..``, so N ranks of batch b see exactly the samples of one process of batch N x b."""
-        hrs, lrs = [], []
+        hrs, lrs, recipes = [], [], []
         known = set(self.stats.skipped)
         for i in range(first, first + self.batch_size):
             g = generator(self.seed, "data", step, micro, i)
@@ -306,11 +267,23 @@ class TrainingData:
                 hr = hr.flip(-1)
                 lr_up = None if lr_up is None else lr_up.flip(-1)
             if lr_up is None:
-                lr_up = degrade(hr[None], self.scale, self.settings["degrade"], g)[0]
+                recipe = draw(self.degrade, g, tuple(hr.shape[-2:]), self.scale)
+                if self.on_device:
+                    recipes.append(recipe)
+                else:
+                    lr_up = upsample(apply(recipe, hr[None], "pil"), tuple(hr.shape[-2:]))[0]
             hrs.append(hr)
             lrs.append(lr_up)
         skipped = {path: why for path, why in self.stats.skipped.items() if path not in known}
+        if self.on_device:
+            return Batch(torch.stack(hrs).contiguous(), None, skipped, recipes)
         return Batch(torch.stack(hrs).contiguous(), torch.stack(lrs).contiguous(), skipped)
+
+    def lr_up(self, batch: Batch, hr: torch.Tensor) -> torch.Tensor:
+        """The batch's LR (re-upsampled) on ``hr``'s device: carried, or made there from its recipes."""
+        if batch.lr_up is not None:
+            return batch.lr_up.to(hr.device, non_blocking=True)
+        return degrade_batch(hr, batch.recipes, "kornia")
 
     def _paired_crop(self, hr: torch.Tensor, lr: torch.Tensor, g: torch.Generator):
         s, c = self.scale, self.crop // self.scale

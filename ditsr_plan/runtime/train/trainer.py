@@ -73,7 +73,14 @@ class Trainer:
         self.seed = blocks["run"]["seed"]
         device = placement.device
         torch.manual_seed(self.seed)  # parameter initialisation: the same modules for the same seed
-        self.data = TrainingData(graph.blocks["data"].kind, blocks["data"], self.seed)
+        degrade = graph.blocks.get("degrade")
+        self.data = TrainingData(
+            graph.blocks["data"].kind,
+            blocks["data"],
+            self.seed,
+            None if degrade is None else {**degrade.values, "kind": degrade.kind},
+            device.type,
+        )
         self.latent = build_latent(graph.blocks["latent"].kind, blocks["latent"]).to(device)
         if self.data.crop % self.latent.factor:
             raise ValueError(f"data crop {self.data.crop} is not a multiple of the latent factor {self.latent.factor}")
@@ -152,7 +159,8 @@ class Trainer:
     def forward(self, batch: Batch, step: int, micro: int, decode: bool) -> StepTensors:
         """The diffusion forward pass of one micro-batch: noise, predict, reconstruct (and decode the patch)."""
         device = self.placement.device
-        hr, lr_up = batch.hr.to(device), batch.lr_up.to(device)
+        hr = batch.hr.to(device, non_blocking=True)
+        lr_up = self.data.lr_up(batch, hr)
         diffusion = self.blocks["diffusion"]
         with torch.no_grad():
             x0, lr_latent = self.latent.encode(hr), self.latent.encode(lr_up)

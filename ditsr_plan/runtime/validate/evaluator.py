@@ -16,6 +16,7 @@ from ..records import EvalRecord, append_jsonl, read_evals
 from ..train.generators import patch_size
 from .images import eval_images, pretrained_lpips, save_png
 from .metrics import all_metrics, mean_metrics
+from .packs import evaluate_pack, load_pack, pack_baseline
 from .pictures import eval_grid, progression_strips
 from .sampler import sample
 
@@ -32,11 +33,15 @@ class Evaluator:
             settings["size"],
             multiple * data.scale,
             data.scale,
-            data.settings.get("degrade", "bicubic"),
+            data.degrade,
             settings["seed"],
         )
         self.lpips = pretrained_lpips(trainer.placement.device) if settings["lpips"] == "auto" else None
         self.bicubic = self._bicubic_baseline()
+        self.pack, self.pack_bicubic = [], {}
+        if settings.get("pack"):
+            self.pack = load_pack(Path(settings["pack"]), data.scale, multiple * data.scale, settings.get("pack_limit"))
+            self.pack_bicubic = pack_baseline(self.pack, data.scale, self.lpips)
         inputs = self.dir / "inputs"
         inputs.mkdir(parents=True, exist_ok=True)
         for image in self.images:  # for compare's side-by-side picture, and for people
@@ -81,6 +86,9 @@ class Evaluator:
             lpips=self.lpips is not None,
             settings=dict(self.settings),
         )
+        if self.pack:
+            scored = evaluate_pack(self.pack, self.sample, self.trainer.data.scale, self.lpips)
+            record.pack = {"dir": self.settings["pack"], **scored, "bicubic": self.pack_bicubic}
         eval_grid(results, per_image, self.bicubic, step, self.dir / f"grid-{step:08d}.png")
         progression_strips(self.dir, [im.role for im in self.images], {im.role: im.gt[0] for im in self.images})
         return record

@@ -16,7 +16,8 @@ import torch
 
 from ..errors import RunFailure
 from ..seeds import generator
-from ..train.data import degrade, fit_crop, load_image, to_tensor
+from ..train.data import fit_crop, load_image, to_tensor
+from ..train.degradation import degrade
 
 # role -> (scikit-image photo, centre (y, x) of the crop); the plan language checks metric names against
 # the same roles (dsl/schemas.py BUILTIN_EVAL_ROLES; a test keeps the two equal)
@@ -46,8 +47,9 @@ def _crop_around(image: torch.Tensor, centre: tuple[int, int], size: int) -> tor
     return image[:, y : y + size, x : x + size]
 
 
-def eval_images(spec: str, size: int, multiple: int, scale: int, degrade_how: str, seed: int) -> list[EvalImage]:
-    """The validation set: GT crops (sides a multiple of ``multiple``) and their fixed LR."""
+def eval_images(spec: str, size: int, multiple: int, scale: int, degradation: dict, seed: int) -> list[EvalImage]:
+    """The validation set: GT crops (sides a multiple of ``multiple``) and their fixed LR (made by
+    ``degradation``, the plan's degrade block, on the CPU)."""
     if spec == "builtin":
         import skimage.data
 
@@ -72,7 +74,7 @@ def eval_images(spec: str, size: int, multiple: int, scale: int, degrade_how: st
         if gt.shape[-1] % multiple or gt.shape[-2] % multiple or min(gt.shape[-2:]) == 0:
             raise EvalImagesError(f"eval image '{role}' must have sides that are multiples of {multiple}")
         gt = gt[None].contiguous()
-        lr_up = degrade(gt, scale, degrade_how, generator(seed, "eval-lr", role))
+        lr_up = degrade(gt, scale, degradation, generator(seed, "eval-lr", role))
         out.append(EvalImage(role, gt, lr_up))
     return out
 

@@ -42,7 +42,9 @@ def _scores(m: dict) -> str:
     return f"PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.3f}  ESR {m['esr']:.2f}"
 
 
-def eval_grid(results, metrics: dict[str, dict], bicubic: dict[str, dict], step: int, path: Path) -> None:
+def eval_grid(
+    results, metrics: dict[str, dict], bicubic: dict[str, dict], step: int, path: Path, title: str | None = None
+) -> None:
     """One row per validation image: LR (bicubic-upsampled, with its metrics: the baseline), SR, GT, a zoom
     on the flattest (defocus) region of SR next to GT's, and |Laplacian(SR)| - |Laplacian(GT)| inside the
     flat mask (titled with FHR, the metric it shows)."""
@@ -75,7 +77,7 @@ def eval_grid(results, metrics: dict[str, dict], bicubic: dict[str, dict], step:
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(f"validation after {step} steps", fontsize=11)
+    fig.suptitle(title or f"validation after {step} steps", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ditsr_plan.compiler import compile_plan
+from ditsr_plan.dsl.schemas import HighorderDegrade
 from ditsr_plan.runtime.run import run_plan
 from ditsr_plan.runtime.seeds import generator
 from ditsr_plan.runtime.validate.evaluator import Evaluator
@@ -14,6 +15,8 @@ from ditsr_plan.runtime.validate.metrics import all_metrics
 from ditsr_plan.testing import tiny_plan, tiny_trainer
 
 torch.set_num_threads(2)
+HIGHORDER = {**HighorderDegrade().model_dump(), "kind": "highorder"}
+BICUBIC = {"kind": "bicubic"}
 REFERENCE_SCHEDULE = {"train_steps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
 EVAL = {
     "every": 2,
@@ -29,8 +32,8 @@ EVAL = {
 
 
 def test_builtin_images_have_their_roles_and_a_fixed_lr():
-    a = eval_images("builtin", 64, 16, 4, "highorder", seed=3)
-    b = eval_images("builtin", 64, 16, 4, "highorder", seed=3)
+    a = eval_images("builtin", 64, 16, 4, HIGHORDER, seed=3)
+    b = eval_images("builtin", 64, 16, 4, HIGHORDER, seed=3)
     assert [i.role for i in a] == ["high_texture", "low_texture", "defocus"]
     for x, y in zip(a, b, strict=True):
         assert x.gt.shape == x.lr_up.shape == (1, 3, 64, 64)
@@ -45,10 +48,10 @@ def test_user_images_with_roles(tmp_path):
     from PIL import Image
 
     Image.new("RGB", (70, 50), (10, 200, 30)).save(tmp_path / "a.png")
-    images = eval_images(f"mine={tmp_path / 'a.png'}", 64, 16, 4, "bicubic", 0)
+    images = eval_images(f"mine={tmp_path / 'a.png'}", 64, 16, 4, BICUBIC, 0)
     assert images[0].role == "mine" and images[0].gt.shape == (1, 3, 48, 64)
     with pytest.raises(EvalImagesError, match="not ROLE=PATH"):
-        eval_images("nonsense", 64, 16, 4, "bicubic", 0)
+        eval_images("nonsense", 64, 16, 4, BICUBIC, 0)
 
 
 def test_sampling_is_deterministic_and_cfg_doubles_the_work(tmp_path):
