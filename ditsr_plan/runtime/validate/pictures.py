@@ -66,9 +66,9 @@ def eval_grid(
             (_rgb(gt), "GT"),
             (_rgb(pair), "flattest region: SR | GT"),
         ]
-        for c, (picture, title) in enumerate(panels):
+        for c, (picture, panel_title) in enumerate(panels):
             axes[r, c].imshow(picture, interpolation="nearest")
-            axes[r, c].set_title(title, fontsize=8)
+            axes[r, c].set_title(panel_title, fontsize=8)
         im = axes[r, 4].imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit)
         heat_title = f"|lap SR|-|lap GT| in flat mask (FHR {m['fhr']:.2f}, bicubic {base['fhr']:.2f})"
         axes[r, 4].set_title(heat_title, fontsize=8)

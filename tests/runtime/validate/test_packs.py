@@ -115,8 +115,14 @@ def test_pack_metrics_are_checked_at_compile_time(write_plan, tmp_path):
     assert str(graph.keep.metric) == "pack.psnr"
 
 
-def test_a_run_validates_on_its_pack_and_evaluate_scores_it_offline(photos, tmp_path, capsys):
+def test_a_run_validates_on_its_pack_and_evaluate_scores_it_offline(photos, tmp_path, capsys, monkeypatch):
     """The acceptance: pack make on photographs, a run with eval pack=, then evaluate --format json."""
+    from matplotlib.figure import Figure
+
+    titles, savefig = [], Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: titles.append(fig.get_suptitle()) or savefig(fig, *a, **k)
+    )
     pack = tmp_path / "pack"
     assert main(["pack", "make", str(photos), str(pack), "--n", "3", "--size", "64"]) == 0
     plan = tiny_plan(
@@ -144,6 +150,7 @@ def test_a_run_validates_on_its_pack_and_evaluate_scores_it_offline(photos, tmp_
     assert result["worst_to_best"][0] == min(result["images"], key=lambda n: result["images"][n]["psnr"])
     folder = tmp_path / "run" / "evaluate" / "pack-step-00000004"
     assert (folder / "worst-best.png").is_file() and len(list((folder / "sr").iterdir())) == 3
+    assert "validation after 4 steps" in titles and "pack: the 3 worst and best by PSNR (step 4)" in titles
     # the in-run eval and the offline one score the same checkpoint the same way
     in_run = evals[-1]["pack"]["images"][names[0]]["psnr"]
     assert result["images"][names[0]]["psnr"] == pytest.approx(in_run, abs=1e-4)
