@@ -424,6 +424,9 @@ class _Loader:
                 elif setting is None and key in schema.model_fields:
                     message, hint = field_errors.missing_key(schema, key, who)
                     self.error(VALUE, message, at, hint)
+                elif key in schema.model_fields and err["type"] == "value_error":  # a check of the field's own
+                    why = str(err["msg"]).removeprefix("Value error, ")
+                    self.error(VALUE, f"invalid value '{setting.value}' for '{key}': {why}", setting.value_pos)
                 elif key in schema.model_fields:
                     message, hint = field_errors.value_error(schema, key, setting.value, err["type"])
                     self.error(VALUE, message, setting.value_pos, hint)

@@ -9,7 +9,7 @@ without touching the grammar.
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ditsr_plan.dsl.numbers import parse_steps
 
@@ -338,10 +338,48 @@ class Diffusion(Schema):
 
 Degrade = Literal["bicubic", "highorder", "realesrgan"]
 DEGRADE_HELP = "how the LR is made: bicubic, highorder (the reference's) or realesrgan; a degrade block sets its ranges"
-Range = Annotated[tuple[float, float], BeforeValidator(_pair)]
-Probs3 = Annotated[tuple[float, float, float], BeforeValidator(_pair)]
-Probs6 = Annotated[tuple[float, float, float, float, float, float], BeforeValidator(_pair)]
-RANGE_BOUNDS = {"jpeg": (1, 100), "kernel": (1, 63), "sigma": (0.01, 50), "resize": (0.05, 8), "noise": (0, 255)}
+
+
+def _ordered(value: tuple[float, float]) -> tuple[float, float]:
+    if value[0] > value[1]:
+        raise ValueError("the low end is above the high end (write LOW,HIGH)")
+    return value
+
+
+def _within(lo: float, hi: float):
+    def check(value: tuple[float, float]) -> tuple[float, float]:
+        if not lo <= value[0] <= value[1] <= hi:
+            raise ValueError(f"both ends must lie in [{lo:g}, {hi:g}]")
+        return value
+
+    return check
+
+
+def _probabilities(value: tuple[float, ...]) -> tuple[float, ...]:
+    if min(value) < 0 or abs(sum(value) - 1) > 1e-6:
+        raise ValueError(f"probabilities >= 0 that sum to 1 (these sum to {sum(value):g})")
+    return value
+
+
+def _range(lo: float, hi: float):
+    """LOW,HIGH with lo <= LOW <= HIGH <= hi."""
+    return Annotated[
+        tuple[float, float], BeforeValidator(_pair), AfterValidator(_ordered), AfterValidator(_within(lo, hi))
+    ]
+
+
+Probs3 = Annotated[tuple[float, float, float], BeforeValidator(_pair), AfterValidator(_probabilities)]
+Probs6 = Annotated[
+    tuple[float, float, float, float, float, float], BeforeValidator(_pair), AfterValidator(_probabilities)
+]
+Kernel, Sigma, Resize, Noise, Quality, Shape = (
+    _range(1, 63),
+    _range(0.01, 50),
+    _range(0.05, 8),
+    _range(0, 255),
+    _range(1, 100),
+    _range(0.05, 20),
+)
 
 
 class DegradeCommon(Schema):
@@ -350,19 +388,6 @@ class DegradeCommon(Schema):
         description="where LR images are made: cpu (in the data workers; JPEG by libjpeg), device (batched on the "
         "run's device; JPEG by kornia); auto: device on CUDA, else cpu",
     )
-
-    @model_validator(mode="after")
-    def _ranges_ordered(self):
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, tuple) and len(value) == 2 and value[0] > value[1]:
-                raise ValueError(f"{name}={value[0]:g},{value[1]:g}: the low end is above the high end")
-            bounds = RANGE_BOUNDS.get(name.rstrip("2"))
-            if bounds and not bounds[0] <= value[0] <= value[1] <= bounds[1]:
-                raise ValueError(f"{name}={value[0]:g},{value[1]:g}: must lie in [{bounds[0]:g}, {bounds[1]:g}]")
-            if "probs" in name and (abs(sum(value) - 1) > 1e-6 or min(value) < 0):
-                raise ValueError(f"{name}: probabilities >= 0 that sum to 1 (these sum to {sum(value):g})")
-        return self
 
 
 class BicubicDegrade(DegradeCommon):
@@ -374,20 +399,20 @@ class HighorderDegrade(DegradeCommon):
     probability ``second``, then ``final`` down to 1/scale."""
 
     blur_prob: float = Field(1.0, ge=0, le=1, description="probability of the blur in a stage")
-    kernel: Range = Field((7, 21), description="blur kernel sizes (odd sizes in the range)")
+    kernel: Kernel = Field((7, 21), description="blur kernel sizes (odd sizes in the range)")
     iso_prob: float = Field(
         0.5, ge=0, le=1, description="probability of an isotropic kernel (else anisotropic, rotated)"
     )
-    sigma: Range = Field((0.2, 3.0), description="blur sigma range, per axis")
-    resize: Range = Field((0.3, 1.8), description="resize factor range")
+    sigma: Sigma = Field((0.2, 3.0), description="blur sigma range, per axis")
+    resize: Resize = Field((0.3, 1.8), description="resize factor range")
     resize_modes: str = Field(
         "nearest,bilinear,bicubic",
         pattern=r"^(nearest|bilinear|bicubic|area)(,(nearest|bilinear|bicubic|area))*$",
         description="resize modes drawn from",
         json_schema_extra={"allowed": "a comma list of nearest, bilinear, bicubic, area"},
     )
-    noise: Range = Field((0.0, 0.05), description="Gaussian noise std range (of the [0, 1] range)")
-    jpeg: Range = Field((30, 95), description="JPEG quality range")
+    noise: Noise = Field((0.0, 0.05), description="Gaussian noise std range (of the [0, 1] range)")
+    jpeg: Quality = Field((30, 95), description="JPEG quality range")
     second: float = Field(0.35, ge=0, le=1, description="probability of a second stage")
     final: Literal["bicubic", "bilinear", "area"] = Field("bicubic", description="the final resize to 1/scale")
 
@@ -397,29 +422,29 @@ class RealesrganDegrade(DegradeCommon):
     generalized-Gaussian and plateau kernels, sinc filters, Gaussian and Poisson noise (grey or colour),
     JPEG, and a final sinc + resize + JPEG in random order."""
 
-    kernel: Range = Field((7, 21), description="blur kernel sizes (odd sizes in the range)")
+    kernel: Kernel = Field((7, 21), description="blur kernel sizes (odd sizes in the range)")
     kernel_probs: Probs6 = Field(
         (0.45, 0.25, 0.12, 0.03, 0.12, 0.03),
         description="probabilities of iso, aniso, generalized iso/aniso, plateau iso/aniso kernels",
     )
     sinc_prob: float = Field(0.1, ge=0, le=1, description="probability of a sinc kernel instead")
-    sigma: Range = Field((0.2, 3.0), description="first-stage blur sigma range")
-    sigma2: Range = Field((0.2, 1.5), description="second-stage blur sigma range")
-    betag: Range = Field((0.5, 4.0), description="generalized-Gaussian shape range")
-    betap: Range = Field((1.0, 2.0), description="plateau shape range")
+    sigma: Sigma = Field((0.2, 3.0), description="first-stage blur sigma range")
+    sigma2: Sigma = Field((0.2, 1.5), description="second-stage blur sigma range")
+    betag: Shape = Field((0.5, 4.0), description="generalized-Gaussian shape range")
+    betap: Shape = Field((1.0, 2.0), description="plateau shape range")
     resize_probs: Probs3 = Field((0.2, 0.7, 0.1), description="first resize: up, down, keep")
-    resize: Range = Field((0.15, 1.5), description="first resize factor range")
+    resize: Resize = Field((0.15, 1.5), description="first resize factor range")
     resize_probs2: Probs3 = Field((0.3, 0.4, 0.3), description="second resize: up, down, keep")
-    resize2: Range = Field((0.3, 1.2), description="second resize factor range (of the LR size)")
+    resize2: Resize = Field((0.3, 1.2), description="second resize factor range (of the LR size)")
     noise_prob: float = Field(0.5, ge=0, le=1, description="first stage: Gaussian noise (else Poisson)")
     noise_prob2: float = Field(0.5, ge=0, le=1, description="second stage: Gaussian noise (else Poisson)")
-    noise: Range = Field((1.0, 30.0), description="first Gaussian noise std range, in 8-bit levels")
-    noise2: Range = Field((1.0, 25.0), description="second Gaussian noise std range, in 8-bit levels")
-    poisson: Range = Field((0.05, 3.0), description="first Poisson noise scale range")
-    poisson2: Range = Field((0.05, 2.5), description="second Poisson noise scale range")
+    noise: Noise = Field((1.0, 30.0), description="first Gaussian noise std range, in 8-bit levels")
+    noise2: Noise = Field((1.0, 25.0), description="second Gaussian noise std range, in 8-bit levels")
+    poisson: Shape = Field((0.05, 3.0), description="first Poisson noise scale range")
+    poisson2: Shape = Field((0.05, 2.5), description="second Poisson noise scale range")
     gray_prob: float = Field(0.4, ge=0, le=1, description="probability of grey (not colour) noise")
-    jpeg: Range = Field((30, 95), description="first JPEG quality range")
-    jpeg2: Range = Field((30, 95), description="final JPEG quality range")
+    jpeg: Quality = Field((30, 95), description="first JPEG quality range")
+    jpeg2: Quality = Field((30, 95), description="final JPEG quality range")
     second: float = Field(1.0, ge=0, le=1, description="probability of the second stage (always, in the paper)")
     second_blur_prob: float = Field(0.8, ge=0, le=1, description="probability of the second blur")
     final_sinc_prob: float = Field(0.8, ge=0, le=1, description="probability of the final sinc filter")

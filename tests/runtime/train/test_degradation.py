@@ -119,14 +119,18 @@ def test_degrade_settings_are_checked_in_the_plan(write_plan):
     ] == pytest.approx(0.35)
     for text, message in [
         ("data builtin degrade=bicubic\ndegrade highorder", "data degrade=bicubic and the degrade block"),
-        ("degrade highorder noise=0.1,0.01", "noise=0.1,0.01: the low end is above the high end"),
-        ("degrade highorder jpeg=0,90", "jpeg=0,90: must lie in [1, 100]"),
+        ("degrade highorder noise=0.1,0.01", "invalid value '0.1,0.01' for 'noise': the low end is above the high end"),
+        ("degrade highorder jpeg=0,90", "invalid value '0,90' for 'jpeg': both ends must lie in [1, 100]"),
         ("degrade realesrgan resize_probs=0.5,0.5,0.5", "probabilities >= 0 that sum to 1"),
         ("degrade highorder resize_modes=cubic", "resize_modes"),
     ]:
         with pytest.raises(PlanError) as err:
             compile_plan(write_plan(base.format(text)))
         assert message in str(err.value), str(err.value)
+        if "=" in text.split()[-1]:  # a bad value is pointed at, not its block
+            key, _, value = text.split()[-1].partition("=")
+            (found,) = err.value.diagnostics
+            assert found.pos.col == text.splitlines()[-1].index(value) + 1 and key in found.message
 
 
 @pytest.mark.cuda
