@@ -222,6 +222,13 @@ class PretrainedSettings(Schema):
         description="what trains: lora (the adapters), lora+cond (and the conditioning), full (everything); "
         "auto: lora+cond with LoRA, else full",
     )
+    cond_lr: float = Field(
+        1.0,
+        gt=0,
+        le=1000,
+        description="learning-rate multiplier of the conditioning (LR input weights, adapter, augmentation "
+        "embedding) over the optimiser's lr, e.g. the reference's 1e-5 base / 1e-4 adapter: lr=1e-5 cond_lr=10",
+    )
     checkpointing: bool = Field(False, description="activation checkpointing in the transformer blocks")
 
     @model_validator(mode="after")

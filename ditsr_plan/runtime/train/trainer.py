@@ -29,7 +29,14 @@ from .data import Batch, TrainingData
 from .device import Placement
 from .diffusion import Diffusion
 from .ema import Ema
-from .generators import build_generator, describe, fingerprint, trainable_parameters, trainable_state_dict
+from .generators import (
+    build_generator,
+    describe,
+    fingerprint,
+    parameter_groups,
+    trainable_parameters,
+    trainable_state_dict,
+)
 from .latent import build_latent
 from .optimizer_state import optimizer_from_flat, optimizer_to_flat
 from .pixel_patch import PixelPatch
@@ -101,7 +108,7 @@ class Trainer:
         optim = blocks["optim"]
         self.accum, self.grad_clip = optim["accum"], optim["grad_clip"]
         self.optimizer = torch.optim.AdamW(
-            trainable_parameters(self.model),
+            parameter_groups(self.model),
             lr=optim["lr"],
             betas=tuple(optim["betas"]),
             weight_decay=optim["weight_decay"],
@@ -207,8 +214,8 @@ class Trainer:
         # (seed, step) too, so that a step is a function of its number
         torch.manual_seed(derive_seed(self.seed, "global", step))
         weights, live, needs = self.graph.weights_at(step), self.graph.live_terms(step), self.graph.needs_at(step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = weights["lr"]
+        for group in self.optimizer.param_groups:  # the lr knob, times the group's scale (model cond_lr)
+            group["lr"] = weights["lr"] * group.get("lr_scale", 1.0)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         record = StepRecord(step, 0.0)

@@ -71,6 +71,22 @@ def test_only_the_trained_tensors_are_optimised_and_the_base_never_changes(tmp_p
     assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in model.named_parameters() if "lora_B" in n)
 
 
+def test_the_conditioning_trains_at_cond_lr_times_the_lr_knob(tmp_path):
+    """The reference's two rates: LoRA at 1e-5, the adapter and LR input layer at 1e-4 (lr=1e-5 cond_lr=10),
+    the lr knob's schedule applied to both."""
+    folder = make_pixart(tmp_path)
+    line = f"model pixart path={folder} lora=4 cond=concat+adapter cond_lr=10"
+    trainer = trainer_for(pretrained_plan(tmp_path, line, extra="optim lr=1e-5\n"))
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    base, cond = trainer.optimizer.param_groups
+    assert all("lora_" in names[id(p)] for p in base["params"])
+    assert {names[id(p)].split(".")[0] for p in cond["params"]} == {"adapter", "aug_level", "base"}
+    trainer.train_step(0, [trainer.data.batch(0)])
+    assert base["lr"] == pytest.approx(1e-5) and cond["lr"] == pytest.approx(1e-4)
+    plain = trainer_for(pretrained_plan(tmp_path / "plain", f"model pixart path={folder} lora=4"))
+    assert [g["lr_scale"] for g in plain.optimizer.param_groups] == [1.0, 1.0]
+
+
 def test_checkpoints_hold_the_trained_tensors_and_resume_bitwise_on_the_same_base_only(tmp_path, monkeypatch):
     folder = make_pixart(tmp_path)
     plan = pretrained_plan(tmp_path, f"model pixart path={folder} lora=4 cond=concat", steps=6, ckpt=3)

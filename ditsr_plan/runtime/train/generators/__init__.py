@@ -42,6 +42,14 @@ def trainable_parameters(model: nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def parameter_groups(model: nn.Module) -> list[dict]:
+    """The optimiser's parameter groups: ``{"params", "lr_scale"}`` (a group's lr = the lr knob x lr_scale);
+    one group unless the model splits its trainable parameters (a pretrained model's conditioning)."""
+    if hasattr(model, "parameter_groups"):
+        return [g for g in model.parameter_groups() if g["params"]]
+    return [{"params": trainable_parameters(model), "lr_scale": 1.0}]
+
+
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     if hasattr(model, "trainable_state_dict"):
         return model.trainable_state_dict()

@@ -196,6 +196,17 @@ class SRTransformer(nn.Module):
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
 
+    COND_PREFIXES = ("adapter.", "aug_level.", "base.pos_embed.proj.")  # the LR conditioning's parameters
+
+    def parameter_groups(self) -> list[dict]:
+        """The base's trained parameters (LoRA, or all of them with train=full) at the lr knob, the
+        conditioning's (LR input layer, adapter, augmentation embedding) at ``cond_lr`` x it."""
+        base, cond = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (cond if name.startswith(self.COND_PREFIXES) else base).append(p)
+        return [{"params": base, "lr_scale": 1.0}, {"params": cond, "lr_scale": float(self.settings["cond_lr"])}]
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         names = {n for n, p in self.named_parameters() if p.requires_grad}
         return {k: v for k, v in self.state_dict().items() if k in names}
