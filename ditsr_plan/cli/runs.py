@@ -146,17 +146,15 @@ def cmd_pack(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def _eval_settings(target: Path, steps: int | None, lq_init: float | None) -> dict:
+def _eval_settings(run_dir: Path, steps: int | None, lq_init: float | None) -> dict:
+    """The run's eval settings (the defaults when its plan has no eval), with --steps / --lq-init."""
     import json
 
+    from ditsr_plan.compiler.graph import ScheduleGraph
     from ditsr_plan.dsl.schemas import Eval
 
-    run_dir = target if (target / "plan.json").is_file() else target.parent.parent
-    try:
-        blocks = json.loads((run_dir / "plan.json").read_text())["blocks"]
-        settings = dict(blocks["eval"]["values"]) if "eval" in blocks else Eval().model_dump()
-    except (OSError, ValueError, KeyError, TypeError):
-        settings = Eval().model_dump()
+    graph = ScheduleGraph.from_json(json.loads((run_dir / "plan.json").read_text()))
+    settings = dict(graph.blocks["eval"].values) if "eval" in graph.blocks else Eval().model_dump()
     if steps is not None:
         if steps < 1:
             raise UsageError("evaluate: --steps must be at least 1")
@@ -197,12 +195,12 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
     target = Path(args.target)
     if args.limit is not None and args.limit < 1:
         raise UsageError("evaluate: --limit must be at least 1")
-    settings = _eval_settings(target, args.steps, args.lq_init)
     try:
         ckpt, run_dir = find_checkpoint(target)
+        settings = _eval_settings(run_dir, args.steps, args.lq_init)
         folder = Path(args.out) if args.out else run_dir / "evaluate" / f"{Path(args.pack).name}-step-{ckpt.step:08d}"
         result = evaluate_checkpoint(
-            target, Path(args.pack), settings, not args.no_ema, args.device, args.limit, folder, progress=out.info
+            ckpt, run_dir, Path(args.pack), settings, not args.no_ema, args.device, args.limit, folder, out.info
         )
     except RunFailure as exc:
         raise UsageError(str(exc)) from None
@@ -216,6 +214,6 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
             + ("" if result.lpips else "; LPIPS unavailable (pretrained AlexNet not cached)")
         )
         sys.stdout.write(_metrics_table(result, markdown=args.format == "markdown"))
-        print(f"worst -> best by PSNR: {', '.join(result.order)}")
+        print(f"worst -> best by PSNR: {', '.join(result.worst_to_best)}")
     out.info(f"wrote {folder}/ (sr/, worst-best.png, results.json)")
     return EXIT_OK

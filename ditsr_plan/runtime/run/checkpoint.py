@@ -161,6 +161,12 @@ def _safetensors_problem(path: Path) -> str | None:
     return None
 
 
+def newest_written(folder: Path) -> Checkpoint | None:
+    """The newest checkpoint whose write finished (it has its manifest), without verifying its files."""
+    written = sorted(p for p in folder.glob(f"{PREFIX}*") if (p / "manifest.json").is_file())
+    return Checkpoint(written[-1], int(written[-1].name[len(PREFIX) :])) if written else None
+
+
 def newest_complete(folder: Path, report=print) -> Checkpoint | None:
     """The newest checkpoint that verifies; each newer one that does not is reported and passed over."""
     if not folder.is_dir():

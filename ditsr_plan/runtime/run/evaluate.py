@@ -9,19 +9,19 @@ mean, the bicubic baseline of the pack, and a grid of the worst and the best ima
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ditsr_plan.compiler.graph import ScheduleGraph
 
 from ..train.device import place
-from ..train.generators import build_generator, patch_size, trainable_state_dict
-from ..train.latent import build_latent
+from ..train.generators import load_trained, patch_size
 from ..validate.images import EvalImage, pretrained_lpips, save_png
 from ..validate.packs import evaluate_pack, load_pack, pack_baseline, ranked
 from ..validate.pictures import eval_grid
 from ..validate.sampler import sample
 from .checkpoint import Checkpoint, newest_complete, verify
+from .export import generator_of_run
 from .folder import RunError
 
 
@@ -37,22 +37,10 @@ class Evaluation:
     bicubic: dict
     lpips: bool
     grid: Path | None = None
-    order: list[str] = field(default_factory=list)  # worst to best by PSNR
+    worst_to_best: list[str] = field(default_factory=list)  # image names by PSNR
 
     def to_json(self) -> dict:
-        return {
-            "checkpoint": str(self.checkpoint),
-            "step": self.step,
-            "ema": self.ema,
-            "pack": self.pack,
-            "settings": self.settings,
-            "lpips": self.lpips,
-            "mean": self.mean,
-            "bicubic": self.bicubic,
-            "images": self.images,
-            "worst_to_best": self.order,
-            "grid": None if self.grid is None else str(self.grid),
-        }
+        return {**asdict(self), "checkpoint": str(self.checkpoint), "grid": self.grid and str(self.grid)}
 
 
 def find_checkpoint(target: Path) -> tuple[Checkpoint, Path]:
@@ -72,7 +60,8 @@ def find_checkpoint(target: Path) -> tuple[Checkpoint, Path]:
 
 
 def evaluate_checkpoint(
-    target: Path,
+    ckpt: Checkpoint,
+    run_dir: Path,
     pack: Path,
     settings: dict,
     ema: bool = True,
@@ -81,18 +70,14 @@ def evaluate_checkpoint(
     out: Path | None = None,
     progress=lambda line: None,
 ) -> Evaluation:
-    """Score ``target`` (a run or checkpoint folder) on ``pack`` with eval ``settings`` (steps, lq_init, cfg,
-    seed); write ``out/worst-best.png``, ``out/results.json`` and the SR images when ``out`` is given."""
-    ckpt, run_dir = find_checkpoint(target)
+    """Score ``ckpt`` (of the run in ``run_dir``; :func:`find_checkpoint` finds both) on ``pack`` with eval
+    ``settings`` (steps, lq_init, cfg, seed); write ``out/worst-best.png``, ``out/results.json`` and the SR
+    images when ``out`` is given."""
     graph = ScheduleGraph.from_json(json.loads((run_dir / "plan.json").read_text()))
     placement = place(device, "auto")
-    latent = build_latent(graph.blocks["latent"].kind, dict(graph.blocks["latent"].values)).to(placement.device)
-    data = graph.blocks["data"].values
-    model = build_generator(
-        graph.blocks["model"], latent, data["crop"] // latent.factor, data["crop"], placement.device
-    )
-    model = model.to(placement.device)
+    latent, model = generator_of_run(graph, placement.device)
     _load(model, ckpt, ema)
+    data = graph.blocks["data"].values
     scale = data["scale"]
     images = load_pack(pack, scale, latent.factor * patch_size(model) * scale, limit)
     lpips_fn = pretrained_lpips(placement.device) if settings.get("lpips", "auto") == "auto" else None
@@ -117,7 +102,7 @@ def evaluate_checkpoint(
         scored["mean"],
         pack_baseline(images, scale, lpips_fn),
         lpips_fn is not None,
-        order=ranked(scored["images"]),
+        worst_to_best=ranked(scored["images"]),
     )
     if out is not None:
         _write(out, result, images, kept)
@@ -125,14 +110,9 @@ def evaluate_checkpoint(
 
 
 def _load(model, ckpt: Checkpoint, ema: bool) -> None:
-    tensors = ckpt.tensors("generator")
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    trained = set(trainable_state_dict(model))
-    if unexpected or trained & set(missing):
-        raise RunError(
-            f"checkpoint {ckpt.path} does not fit the plan's generator (missing {sorted(trained & set(missing))[:3]}, "
-            f"unexpected {sorted(unexpected)[:3]}): was the plan's model changed?"
-        )
+    misfit = load_trained(model, ckpt.tensors("generator"))
+    if misfit:
+        raise RunError(f"checkpoint {ckpt.path} does not fit the plan's generator ({misfit}): was the model changed?")
     if ema and (ckpt.path / "ema.safetensors").is_file():
         model.load_state_dict(ckpt.tensors("ema"), strict=False)
 
@@ -142,7 +122,7 @@ def _write(out: Path, result: Evaluation, images, kept: dict) -> None:
     (out / "sr").mkdir(exist_ok=True)
     for name, sr in kept.items():
         save_png(sr, out / "sr" / Path(name).with_suffix(".png").name)
-    order = result.order
+    order = result.worst_to_best
     shown = order[:3] + [n for n in order[-3:] if n not in order[:3]]
     by_name = {im.name: im for im in images}
     rows = [(EvalImage(n, by_name[n].gt, by_name[n].lr_up), kept[n]) for n in shown]

@@ -17,9 +17,17 @@ from ditsr_plan.compiler.graph import ScheduleGraph
 
 from ..train.device import place
 from ..train.generators import build_generator
-from ..train.generators import lora as lora_tools
+from ..train.generators.lora import load_lora
 from ..train.latent import build_latent
 from .folder import RunError
+
+
+def generator_of_run(graph: ScheduleGraph, device):
+    """(latent, generator) of a run's plan, freshly built on ``device`` (its pretrained base loaded from the
+    plan's path; the trained weights still to be put in)."""
+    latent = build_latent(graph.blocks["latent"].kind, dict(graph.blocks["latent"].values)).to(device)
+    crop = graph.blocks["data"].values["crop"]
+    return latent, build_generator(graph.blocks["model"], latent, crop // latent.factor, crop, device).to(device)
 
 
 def rebuild_generator(run_dir: Path, ema: bool = True, device: str = "cpu"):
@@ -32,13 +40,11 @@ def rebuild_generator(run_dir: Path, ema: bool = True, device: str = "cpu"):
     final = run_dir / "final" / ("generator_ema" if ema else "generator")
     if not final.is_dir():
         raise RunError(f"{run_dir} has no {final.relative_to(run_dir)}: only a finished run can be exported")
-    latent = build_latent(graph.blocks["latent"].kind, dict(graph.blocks["latent"].values))
-    crop = graph.blocks["data"].values["crop"]
-    model = build_generator(graph.blocks["model"], latent, crop // latent.factor, crop, place(device, "fp32").device)
+    _, model = generator_of_run(graph, place(device, "fp32").device)
     if not hasattr(model, "merged"):
         raise RunError(f"model {graph.blocks['model'].kind} from scratch: final/ already holds a diffusers folder")
     if (final / "adapter_model.safetensors").is_file():
-        lora_tools.load_lora(model.base, final)
+        load_lora(model.base, final)
     else:
         model.base.load_state_dict(
             type(model.base).from_pretrained(str(final / "transformer")).state_dict(), strict=False

@@ -14,7 +14,7 @@ from ditsr_plan.compiler.graph import ScheduleGraph
 from ditsr_plan.compiler.show import format_steps
 
 from ..distributed import barrier
-from .checkpoint import Checkpoint, newest_complete, remove_partial
+from .checkpoint import Checkpoint, newest_complete, newest_written, remove_partial
 from .console import say
 from .folder import RunError
 from .invocation import Invocation
@@ -79,12 +79,16 @@ def _other_schedule(ckpt: Checkpoint, state: dict, graph: ScheduleGraph, why: st
 
 def refuse_other_schedule(graph: ScheduleGraph, run_dir: Path, invocation: Invocation | None) -> None:
     """Before anything is built: a --resume (without --force) of a run made from another schedule is
-    refused at once (building the models first would only make the user wait for the same message)."""
-    ckpt = newest_complete(run_dir / "checkpoints", report=lambda line: None)
+    refused at once (building the models first would only make the user wait for the same message). Reads
+    the newest finished checkpoint's state.json only; verifying its files is left to :func:`resume`."""
+    ckpt = newest_written(run_dir / "checkpoints")
     if ckpt is None:
         return
-    state = ckpt.state()
-    if state["plan_hash"] != graph.hash:
+    try:
+        state = ckpt.state()
+    except (OSError, ValueError):
+        return  # a damaged checkpoint: resume() reports it and falls back
+    if state.get("plan_hash") != graph.hash:
         raise _other_schedule(ckpt, state, graph, _why_different(run_dir, graph, invocation))
 
 

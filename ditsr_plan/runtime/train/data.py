@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..errors import RunFailure
 from ..seeds import generator
-from .degradation import Recipe, apply, degrade_batch, draw, upsample
+from .degradation import Recipe, degrade_batch, draw, upsample
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 BUILTIN_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
@@ -271,7 +271,7 @@ class TrainingData:
                 if self.on_device:
                     recipes.append(recipe)
                 else:
-                    lr_up = upsample(apply(recipe, hr[None], "pil"), tuple(hr.shape[-2:]))[0]
+                    lr_up = degrade_batch(hr[None], [recipe], "pil")[0]
             hrs.append(hr)
             lrs.append(lr_up)
         skipped = {path: why for path, why in self.stats.skipped.items() if path not in known}

@@ -277,9 +277,8 @@ def upsample(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def degrade(hr: torch.Tensor, scale: int, settings: dict, g: torch.Generator, codec: str = "pil") -> torch.Tensor:
     """HR batch (N x 3 x H x W) -> its LR re-upsampled to the HR size; one recipe per image, drawn from
     ``g`` in order."""
-    size = tuple(hr.shape[-2:])
-    out = [upsample(apply(draw(settings, g, size, scale), image[None], codec), size) for image in hr]
-    return torch.cat(out)
+    recipes = [draw(settings, g, tuple(hr.shape[-2:]), scale) for _ in hr]
+    return degrade_batch(hr, recipes, codec)
 
 
 def degrade_batch(hr: torch.Tensor, recipes: list[Recipe], codec: str = "kornia") -> torch.Tensor:

@@ -33,6 +33,7 @@ from .generators import (
     build_generator,
     describe,
     fingerprint,
+    load_trained,
     parameter_groups,
     trainable_parameters,
     trainable_state_dict,
@@ -372,13 +373,9 @@ class Trainer:
 
     def _load_generator(self, tensors: dict[str, torch.Tensor]) -> None:
         """The trained weights into the generator; anything else a checkpoint lacks must be frozen."""
-        missing, unexpected = self.model.load_state_dict(tensors, strict=False)
-        trained = set(trainable_state_dict(self.model))
-        if unexpected or trained & set(missing):
-            raise ValueError(
-                f"checkpoint does not fit the generator: missing {sorted(trained & set(missing))[:5]}, "
-                f"unexpected {sorted(unexpected)[:5]}"
-            )
+        misfit = load_trained(self.model, tensors)
+        if misfit:
+            raise ValueError(f"checkpoint does not fit the generator: {misfit}")
 
     def load_state_dict(self, tensors, state: dict) -> None:
         """Put back what :meth:`state_dict` gave; ``tensors(group)`` loads one tensor group."""

@@ -26,6 +26,7 @@ from ..errors import RunFailure
 from ..seeds import generator
 from ..train.data import IMAGE_SUFFIXES, find_images, fit_crop, load_image
 from ..train.degradation import apply, draw, upsample
+from .images import save_png
 from .metrics import all_metrics, mean_metrics
 
 PACK_FORMAT = 1
@@ -45,10 +46,7 @@ class PackImage:
 
 def _png(image: torch.Tensor, path: Path) -> str:
     """3 x H x W in [-1, 1] -> an 8-bit PNG; its SHA-256."""
-    from PIL import Image
-
-    array = ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    Image.fromarray(array).save(path, format="PNG")
+    save_png(image, path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -50,6 +50,16 @@ def parameter_groups(model: nn.Module) -> list[dict]:
     return [{"params": trainable_parameters(model), "lr_scale": 1.0}]
 
 
+def load_trained(model: nn.Module, tensors: dict[str, torch.Tensor]) -> str | None:
+    """Put a checkpoint's trained tensors into ``model``; what does not fit (None when all does): anything
+    the tensors lack must be frozen (a fine-tune's checkpoint holds only what trains)."""
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    lacking = sorted(set(trainable_state_dict(model)) & set(missing))
+    if unexpected or lacking:
+        return f"missing {lacking[:5]}, unexpected {sorted(unexpected)[:5]}"
+    return None
+
+
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     if hasattr(model, "trainable_state_dict"):
         return model.trainable_state_dict()

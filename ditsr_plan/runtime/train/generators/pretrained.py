@@ -28,8 +28,8 @@ from torch import nn
 
 from ..aug_level import AugLevelEmbedding, attach
 from ..pretrained import LoadError, load_pretrained
-from . import lora as lora_tools
 from .conditioning import LRAdapter, attach_adapter, widen_patch_embedding
+from .lora import add_lora, merge_lora, save_lora
 
 CLASSES = {
     "pixart": ("diffusers.models.transformers.pixart_transformer_2d", "PixArtTransformer2DModel"),
@@ -97,9 +97,7 @@ class SRTransformer(nn.Module):
         if settings["lora"]:
             alpha = settings["lora_alpha"] or settings["lora"]
             targets = [t.strip() for t in settings["lora_targets"].split(",") if t.strip()]
-            self.lora_config = lora_tools.add_lora(
-                self.base, settings["lora"], alpha, settings["lora_dropout"], targets
-            )
+            self.lora_config = add_lora(self.base, settings["lora"], alpha, settings["lora_dropout"], targets)
         self._choose_trained(device)
         if settings.get("checkpointing"):
             self.base.enable_gradient_checkpointing()
@@ -233,7 +231,7 @@ class SRTransformer(nn.Module):
 
         folder.mkdir(parents=True, exist_ok=True)
         if self.lora_config is not None and self.train_mode != "full":
-            lora_tools.save_lora(self.base, self.lora_config, folder)
+            save_lora(self.base, self.lora_config, folder)
         else:
             self.base.save_pretrained(folder / "transformer", safe_serialization=True)
         conditioning = {
@@ -247,6 +245,6 @@ class SRTransformer(nn.Module):
         """The base transformer with the LoRA merged in and the concat conditioning in its input layer: a
         plain diffusers model (the adapter and the augmentation embedding are not part of it)."""
         if self.lora_config is not None:
-            lora_tools.merge_lora(self.base)
+            merge_lora(self.base)
             self.lora_config = None
         return self.base
