@@ -12,31 +12,77 @@ ROOT = Path(__file__).resolve().parents[1] / "ditsr_plan"
 MAX_FUNCTION_LINES = 80
 
 
-def _modules() -> dict[str, tuple[Path, ast.Module]]:
+def _modules(root: Path = ROOT) -> dict[str, tuple[Path, ast.Module]]:
     out = {}
-    for path in ROOT.rglob("*.py"):
-        name = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__")
+    for path in root.rglob("*.py"):
+        name = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
         out[name] = (path, ast.parse(path.read_text()))
     return out
 
 
-def _imports(name: str, path: Path, tree: ast.Module) -> set[str]:
-    """Every ditsr_plan module ``name`` imports, at any depth of the file (lazy imports included)."""
+def _imports(name: str, path: Path, tree: ast.Module, top: str = "ditsr_plan") -> set[str]:
+    """Every module of the package ``top`` that ``name`` imports, at any depth of the file (lazy imports
+    included)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("ditsr_plan")}
+            found |= {a.name for a in node.names if a.name.startswith(top)}
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = package.split(".")
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
-            if base.startswith("ditsr_plan"):
+            if base.startswith(top):
                 found.add(base)
                 found |= {f"{base}.{a.name}" for a in node.names}
     return found
+
+
+def _holds_code(tree: ast.Module) -> bool:
+    """An ``__init__.py`` that does more than re-export (a docstring, imports, ``__all__``) holds code: an
+    import of it runs that code, so a loop through it is a real import cycle."""
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            continue
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"]:
+            continue
+        return True
+    return False
+
+
+def import_cycle(modules: dict[str, tuple[Path, ast.Module]], top: str = "ditsr_plan") -> list[str] | None:
+    """The first import cycle between ``modules`` (as the chain of names), or None. An import of a package
+    whose ``__init__`` only re-exports its modules is not a loop through them; one whose ``__init__`` holds
+    code is."""
+    imports = {name: _imports(name, *pt, top=top) for name, pt in modules.items()}
+    graph = {
+        m: {
+            d
+            for d in deps
+            if d in modules and d != m and (modules[d][0].name != "__init__.py" or _holds_code(modules[d][1]))
+        }
+        for m, deps in imports.items()
+    }
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> list[str] | None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                return [*path, m, d]
+            if d not in state and (found := visit(d, [*path, m])):
+                return found
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m, [])):
+            return found
+    return None
 
 
 MODULES = _modules()
@@ -63,25 +109,25 @@ def test_the_runtimes_rooms_keep_to_their_jobs():
 
 
 def test_no_import_cycles_between_modules():
-    known = set(MODULES)
-    # a package's __init__ re-exports its modules; an import of the package is not a loop through them
-    graph = {
-        m: {d for d in deps if d in known and d != m and MODULES[d][0].name != "__init__.py"}
-        for m, deps in IMPORTS.items()
-    }
-    state: dict[str, int] = {}
+    cycle = import_cycle(MODULES)
+    assert cycle is None, " -> ".join(cycle)
 
-    def visit(m: str, path: list[str]) -> None:
-        state[m] = 1
-        for d in graph[m]:
-            assert state.get(d) != 1, " -> ".join([*path, m, d])
-            if d not in state:
-                visit(d, [*path, m])
-        state[m] = 2
 
-    for m in sorted(graph):
-        if m not in state:
-            visit(m, [])
+def test_a_cycle_through_an_init_that_holds_code_is_found(tmp_path):
+    # the shape of a real cycle that once passed: lora -> generators/__init__ -> pretrained -> lora
+    pkg = tmp_path / "pkg"
+    (pkg / "generators").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "lora.py").write_text("from .generators import build\n")
+    (pkg / "generators" / "__init__.py").write_text("from .pretrained import load\n\ndef build():\n    return load\n")
+    (pkg / "generators" / "pretrained.py").write_text("from .. import lora\n\ndef load():\n    return lora\n")
+    cycle = import_cycle(_modules(pkg), top="pkg")
+    assert cycle is not None and "pkg.generators" in cycle and "pkg.lora" in cycle, cycle
+    # an __init__ that only re-exports is no loop through its modules
+    (pkg / "generators" / "__init__.py").write_text('"""Generators."""\n\nfrom .pretrained import load\n')
+    (pkg / "lora.py").write_text("from .generators import pretrained\n")
+    (pkg / "generators" / "pretrained.py").write_text("def load():\n    return 1\n")
+    assert import_cycle(_modules(pkg), top="pkg") is None
 
 
 def test_no_function_is_longer_than_a_screen():
