@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .terminal import shown
+
 
 @dataclass(frozen=True, order=True)
 class Pos:
@@ -20,7 +22,7 @@ class Pos:
     length: int = field(default=1, compare=False)
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return f"{shown(self.file)}:{self.line}:{self.col}"
 
 
 @dataclass(frozen=True)

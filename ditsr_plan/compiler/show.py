@@ -5,6 +5,7 @@ from __future__ import annotations
 from ditsr_plan.dsl.numbers import format_steps, format_value
 
 from .graph import Knob, Piece, ScheduleGraph, Stage
+from .trust import code_run, resolved_paths
 
 
 def rounded(x: float) -> float:
@@ -49,7 +50,22 @@ def table_text(graph: ScheduleGraph) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     terms = "terms: " + ", ".join(f"{t.name} ({t.kind}{', pixel' if t.pixel else ''})" for t in graph.terms.values())
-    return "\n".join([header(graph), "", *lines, "", terms, "", *blocks_text(graph)])
+    return "\n".join([header(graph), "", *lines, "", terms, "", *blocks_text(graph), *reach_text(graph)])
+
+
+def reach_text(graph: ScheduleGraph) -> list[str]:
+    """The paths the plan names, resolved, and the code it would run (nothing when it names neither)."""
+    lines = []
+    paths = resolved_paths(graph)
+    if paths:
+        width = max(len(k) for k, _ in paths)
+        lines += ["", "paths (a relative one is resolved against the folder of the plan file that writes it):"]
+        lines += [f"  {key.ljust(width)}  {path}" for key, path in paths]
+    runs = code_run(graph)
+    if runs:
+        lines += ["", "code (a plan can run code, like a Python script):"]
+        lines += [f"  {run.pos.file}:{run.pos.line}: {run.what}" if run.pos else f"  {run.what}" for run in runs]
+    return lines
 
 
 def _value_text(value) -> str:
@@ -105,6 +121,8 @@ def table_json(graph: ScheduleGraph) -> dict:
         ],
         "terms": {n: {"kind": t.kind, "pixel": t.pixel, "settings": dict(t.settings)} for n, t in graph.terms.items()},
         "blocks": blocks_json(graph),
+        "paths": dict(resolved_paths(graph)),
+        "code": [run.what for run in code_run(graph)],
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ from ditsr_plan.diagnostics import (
 )
 from ditsr_plan.dsl import field_errors
 from ditsr_plan.dsl.parser import parse_plan_partial
-from ditsr_plan.dsl.schemas import BLOCKS, DEFAULT_BLOCKS, TERM_KINDS
+from ditsr_plan.dsl.schemas import BLOCKS, DEFAULT_BLOCKS, TERM_KINDS, path_fields
 from ditsr_plan.dsl.spec import BlockDecl, PlanSpec, StageDecl, TermDecl
 from ditsr_plan.dsl.syntax import (
     BlockStmt,
@@ -47,6 +48,8 @@ from ditsr_plan.dsl.syntax import (
 )
 
 MAX_EXTENDS_DEPTH = 64
+MAX_PLAN_BYTES = 1 << 20  # a plan file (or a parent) larger than this is refused without being read
+PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")  # their "regular files" are not files: never read as plans
 SET_FILE = "--set"  # the pseudo-file that --set overrides are reported in
 
 
@@ -73,6 +76,56 @@ class _Merged:
     incomplete: bool = False  # a statement of this plan or a parent did not parse (or the parent is missing)
 
 
+def resolve_paths(schema: type[BaseModel], settings: BaseModel, given: dict[str, Setting]) -> BaseModel:
+    """``settings`` with every relative path made absolute: against the folder of the plan file that wrote
+    it (a parent's for a key it inherits), against the current directory for a ``--set``. A field's default
+    (``caption=null``, ``images=builtin``) and an empty value are left as they are."""
+    updates = {}
+    for key in path_fields(schema):
+        setting, value = given.get(key), getattr(settings, key)
+        if setting is None or not value or value == schema.model_fields[key].default:
+            continue
+        file = setting.value_pos.file
+        base = os.getcwd() if file == SET_FILE else os.path.dirname(os.path.abspath(file))
+        if key == "images":  # ROLE=PATH,ROLE=PATH
+            roles = (item.partition("=") for item in value.split(","))
+            updates[key] = ",".join(f"{r}{eq}{_absolute(p.strip(), base) if eq else p}" for r, eq, p in roles)
+        else:
+            updates[key] = _absolute(value, base)
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _absolute(path: str, base: str) -> str:
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def _refusal(path: str, parent: bool) -> str | None:
+    """Why ``path`` is not read as a plan, in words ("missing" when it does not exist), or None. Decided from its
+    name and ``os.stat`` only: a FIFO, a device or a pseudo-file is never opened."""
+    if parent and not path.endswith(".plan"):
+        return f"'{path}' is not a plan file (its name does not end in '.plan'): it is not read"
+    if "\x00" in path:
+        return f"cannot read '{path}': a file name cannot hold a NUL character"
+    real = os.path.realpath(path)
+    top = next((t for t in PSEUDO_FILESYSTEMS if real == t or real.startswith(t + "/")), None)
+    if top is not None:
+        return f"'{path}' is under {top}, a system pseudo-filesystem, not a plan file: it is not read"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"cannot read '{path}': {exc.strerror}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"'{path}' is a folder, not a plan file"
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) else "a special file"
+        return f"'{path}' is {kind}, not a regular file: it is not read"
+    if st.st_size > MAX_PLAN_BYTES:
+        return f"'{path}' is {st.st_size / 2**20:.1f} MB, larger than a plan file can be (1 MB): it is not read"
+    return None
+
+
 class _Loader:
     def __init__(self) -> None:
         self.diagnostics: list[Diagnostic] = []
@@ -84,21 +137,8 @@ class _Loader:
         self.diagnostics.append(Diagnostic(code, message, pos, hint, notes))
 
     def read(self, path: str, via: Pos | None) -> str | None:
-        try:
-            data = Path(path).read_bytes()
-        except FileNotFoundError:
-            if via:
-                self.error(
-                    EXTENDS,
-                    f"the parent plan '{path}' does not exist",
-                    via,
-                    "extends takes a path relative to the file that names it",
-                )
-            else:
-                self.error(FILE, f"no such plan file: '{path}'", None)
-            return None
-        except OSError as exc:
-            self.error(FILE if via is None else EXTENDS, f"cannot read '{path}': {exc.strerror}", via)
+        data = self.read_bytes(path, via)
+        if data is None:
             return None
         try:
             return data.decode("utf-8")
@@ -113,6 +153,39 @@ class _Loader:
                 "plan files are UTF-8 text",
             )
             return None
+
+    def read_bytes(self, path: str, via: Pos | None) -> bytes | None:
+        """The file's bytes, or None after reporting why it is not a plan file; nothing is read (or quoted)
+        from a file that is not a regular file of at most :data:`MAX_PLAN_BYTES`, nor from an ``extends``
+        target whose name does not end in ``.plan``."""
+        code = FILE if via is None else EXTENDS
+        refusal = _refusal(path, via is not None)
+        if refusal == "missing":
+            if via:
+                self.error(
+                    EXTENDS,
+                    f"the parent plan '{path}' does not exist",
+                    via,
+                    "extends takes a path relative to the file that names it",
+                )
+            else:
+                self.error(FILE, f"no such plan file: '{path}'", None)
+            return None
+        if refusal is not None:
+            what = "extends takes" if via else "a plan is"
+            self.error(code, refusal, via, f"{what} a regular '.plan' file of at most 1 MB")
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            with os.fdopen(fd, "rb") as fh:
+                data = fh.read(MAX_PLAN_BYTES + 1)
+        except OSError as exc:
+            self.error(code, f"cannot read '{path}': {exc.strerror}", via)
+            return None
+        if len(data) > MAX_PLAN_BYTES:
+            self.error(code, f"'{path}' is larger than 1 MB: not a plan file", via, "plan files are short text")
+            return None
+        return data
 
     def load(self, path: str, text: str | None, chain: tuple[str, ...], via: Pos | None) -> _Merged:
         if text is None:
@@ -399,6 +472,7 @@ class _Loader:
                 continue
             settings = self.validate_settings(kinds[kind], given, f"block '{name}'", at, f"{name} {kind or ''}".strip())
             if settings is not None:
+                settings = resolve_paths(kinds[kind], settings, given)
                 blocks[name] = BlockDecl(stmt.name, stmt.kind, settings, given, stmt.pos)
         return blocks
 

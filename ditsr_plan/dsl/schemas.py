@@ -252,8 +252,8 @@ class DitModel(PretrainedSettings):
 
     path: str | None = Field(
         None,
-        description="a DiTTransformer2DModel folder (or hub id) to fine-tune; none: trained from scratch",
-        json_schema_extra={"metavar": "DIR"},
+        description="a local DiTTransformer2DModel folder to fine-tune; none: trained from scratch",
+        json_schema_extra={"metavar": "DIR", "path": True},
     )
     preset: Literal["tiny", "s", "b", "xl"] = Field(
         "tiny", description="tiny 2 x 2 heads x 32; s 12 x 6 x 64; b 12 x 12 x 64 (DiT-B); xl 28 x 16 x 72 (DiT-XL)"
@@ -282,13 +282,14 @@ class PixartModel(PretrainedSettings):
     subfolder=transformer), fine-tuned for SR: LR conditioning, a fixed caption, LoRA."""
 
     path: str = Field(
-        description="a PixArtTransformer2DModel folder (or a whole pipeline's, with subfolder=transformer)",
-        json_schema_extra={"metavar": "DIR"},
+        description="a local PixArtTransformer2DModel folder (or a whole pipeline's, with subfolder=transformer)",
+        json_schema_extra={"metavar": "DIR", "path": True},
     )
     caption: str = Field(
         "null",
         description="null: one token of zeros (fixed); or a .safetensors file holding the empty prompt's "
         "T5 embedding, as the reference uses",
+        json_schema_extra={"path": True},
     )
 
 
@@ -299,7 +300,11 @@ class CustomModel(Schema):
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False, defer_build=True)
 
     factory: str = Field(description="package.module:function", json_schema_extra={"metavar": "MODULE:FUNCTION"})
-    file: str | None = Field(None, description="a Python file that defines the factory's module (else imported)")
+    file: str | None = Field(
+        None,
+        description="a Python file that defines the factory's module (else imported)",
+        json_schema_extra={"path": True},
+    )
 
 
 # (depth, heads, head_dim) of each preset; DiT-S/B/XL as in the DiT paper
@@ -316,8 +321,8 @@ class VaeLatent(Schema):
     """A frozen diffusers AutoencoderKL: latents = posterior mean x scaling factor."""
 
     path: str = Field(
-        description="a local folder or a hub id, as AutoencoderKL.from_pretrained takes",
-        json_schema_extra={"metavar": "DIR"},
+        description="a local AutoencoderKL folder; nothing is downloaded",
+        json_schema_extra={"metavar": "DIR", "path": True},
     )
     subfolder: str | None = Field(None, description="the VAE's subfolder in a whole pipeline's folder (vae)")
     scaling: float | None = Field(None, gt=0, description="latent scaling; default: the VAE config's scaling_factor")
@@ -471,27 +476,34 @@ class BuiltinData(Schema):
 class FolderData(Schema):
     """HR images in a folder (searched recursively); LR made on the fly."""
 
-    root: str = Field(description="a folder of HR images", json_schema_extra={"metavar": "PATH"})
+    root: str = Field(description="a folder of HR images", json_schema_extra={"metavar": "PATH", "path": True})
     crop: int = Field(512, ge=16, le=8192, description="HR crop side in pixels")
     scale: int = Field(4, ge=1, le=8, description="super-resolution factor")
     batch: int = Field(1, ge=1, le=1024, description="samples per micro-batch (per process under torchrun)")
     degrade: Degrade = Field("highorder", description=DEGRADE_HELP)
     workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: in the training process)")
     strict: bool = Field(False, description="a corrupt image is an error instead of skipped and counted")
+    max_pixels: int = Field(
+        100_000_000, ge=1, description="images with more pixels are skipped (strict: an error) before decoding"
+    )
 
 
 class PairedData(Schema):
     """HR and LR images with the same file names in two folders."""
 
-    hr: str = Field(description="a folder of HR images", json_schema_extra={"metavar": "PATH"})
+    hr: str = Field(description="a folder of HR images", json_schema_extra={"metavar": "PATH", "path": True})
     lr: str = Field(
-        description="a folder of LR images with the HR images' file names", json_schema_extra={"metavar": "PATH"}
+        description="a folder of LR images with the HR images' file names",
+        json_schema_extra={"metavar": "PATH", "path": True},
     )
     crop: int = Field(512, ge=16, le=8192, description="HR crop side in pixels")
     scale: int = Field(4, ge=1, le=8, description="super-resolution factor: HR = scale x LR")
     batch: int = Field(1, ge=1, le=1024, description="samples per micro-batch (per process under torchrun)")
     workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: in the training process)")
     strict: bool = Field(False, description="a corrupt image is an error instead of skipped and counted")
+    max_pixels: int = Field(
+        100_000_000, ge=1, description="images with more pixels are skipped (strict: an error) before decoding"
+    )
 
 
 class Run(Schema):
@@ -558,7 +570,11 @@ class Eval(Schema):
     every: Steps = Field(1000, ge=1, description="steps between evals (and one at the end)")
     sampler: Literal["ddim"] = Field("ddim", description="diffusers' DDIMScheduler with v-prediction")
     steps: int = Field(50, ge=1, le=1000, description="sampler steps")
-    images: str = Field("builtin", description="builtin, or ROLE=PATH,ROLE=PATH,... (roles: any names)")
+    images: str = Field(
+        "builtin",
+        description="builtin, or ROLE=PATH,ROLE=PATH,... (roles: any names)",
+        json_schema_extra={"path": True},
+    )
     size: int = Field(128, ge=16, le=4096, description="side of the builtin validation crops, in pixels")
     lq_init: float = Field(
         0.1,
@@ -574,7 +590,7 @@ class Eval(Schema):
         None,
         description="also validate on a pack (a folder with gt*/ and lq*/ of the same file names, as 'ditsr-plan "
         "pack make' writes); its mean is the metric image 'pack' (pack.psnr, pack.lpips, ...)",
-        json_schema_extra={"metavar": "DIR"},
+        json_schema_extra={"metavar": "DIR", "path": True},
     )
     pack_limit: int | None = Field(None, ge=1, le=100_000, description="validate on the pack's first N images only")
 
@@ -612,4 +628,15 @@ def step_fields(model: type[BaseModel]) -> list[str]:
     """Names of the fields of ``model`` that count training steps."""
     return [
         name for name, info in model.model_fields.items() if any(isinstance(m, StepQuantity) for m in info.metadata)
+    ]
+
+
+def path_fields(model: type[BaseModel]) -> list[str]:
+    """Names of the fields of ``model`` that hold file or folder paths (``json_schema_extra`` ``path``): a
+    relative one is resolved against the folder of the plan file that writes it. A field's default (``null``,
+    ``builtin``) is a keyword, not a path; ``images=`` holds ``ROLE=PATH`` items."""
+    return [
+        name
+        for name, info in model.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("path")
     ]

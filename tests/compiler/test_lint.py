@@ -102,6 +102,11 @@ CASES = {
         "flat 0.06  # noqa: W001\n",
         [("N001", 8)],
     ),
+    "X001 a plan that runs code names the module and the file": (
+        DECLS + "model custom factory=mynets.sr:build file=mynets/sr.py\nstage A 0..3k: v 1; l1 1\n"
+        "stage B 3k..: lpips 0->0.3 linear; edge 0->0.05 linear; flat 0->0.06 linear\n",
+        [("X001", 8), ("X001", 8)],
+    ),
 }
 
 

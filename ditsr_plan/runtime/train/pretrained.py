@@ -1,24 +1,29 @@
-"""Loading diffusers models (``from_pretrained``) with errors that name the folder and the cause.
+"""Loading diffusers models (``from_pretrained``) from local folders, with errors that name the folder and
+the cause.
 
-diffusers raises a bare ``OSError`` for a folder that does not exist, a folder without ``config.json`` and
-a hub id that cannot be reached, worded for the hub; here each becomes a :class:`LoadError` that says
-which setting pointed where, what was found there, and what to do.
+The tool never downloads: every path is a local folder (a relative one was resolved against the plan's
+folder when the plan was loaded), a missing one fails at once ("no such folder"), and ``from_pretrained``
+runs with ``local_files_only=True``, so that nothing is ever looked up on the Hugging Face hub. Before
+loading, the folder's ``config.json`` must name the class the setting expects (``_class_name``): a VAE
+folder given as the transformer is refused in words, not with a shape error deep inside diffusers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from ..errors import RunFailure
 
+# the class names older diffusers wrote for today's classes, by norm_type (diffusers' own remapping)
+LEGACY_CLASSES = {
+    "Transformer2DModel": {"ada_norm_zero": "DiTTransformer2DModel", "ada_norm_single": "PixArtTransformer2DModel"}
+}
+
 
 class LoadError(RunFailure):
     """A pretrained model (VAE, transformer) that cannot be loaded."""
-
-
-def _looks_local(path: str) -> bool:
-    return os.path.isabs(path) or path.startswith((".", "~")) or os.path.exists(path) or path.count("/") != 1
 
 
 def _listing(folder: Path, most: int = 8) -> str:
@@ -29,32 +34,58 @@ def _listing(folder: Path, most: int = 8) -> str:
     return f"it holds {shown}"
 
 
-def load_pretrained(cls, path: str, subfolder: str | None, what: str, **kwargs):
-    """``cls.from_pretrained(path, subfolder=...)``; ``what`` names the setting (``latent vae path``)."""
-    where = os.path.expanduser(path)
-    if _looks_local(path):
-        folder = Path(where)
-        if not folder.is_dir():
-            raise LoadError(f"{what}={path}: no such folder")
-        inner = folder / subfolder if subfolder else folder
-        if not inner.is_dir():
-            raise LoadError(f"{what}={path}: no subfolder '{subfolder}' ({_listing(folder)})")
-        if not (inner / "config.json").is_file():
-            hint = (
-                " -- is it the model's top folder? give subfolder=..."
-                if any((p / "config.json").is_file() for p in inner.iterdir() if p.is_dir())
-                else ""
-            )
-            raise LoadError(f"{what}={path}: no config.json in {inner} ({_listing(inner)}){hint}")
-    try:
-        return cls.from_pretrained(where, subfolder=subfolder, **kwargs)
-    except (OSError, ValueError) as exc:
-        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        offline = (
-            ""
-            if _looks_local(path)
-            else (
-                "; a hub id needs the network (or the Hugging Face cache): download the model once and give its folder"
-            )
+def _article(name: str) -> str:
+    return "an" if name[:1].upper() in "AEIOU" else "a"
+
+
+def _folder(path: str, subfolder: str | None, what: str) -> Path:
+    """The local folder that holds ``config.json``, or a :class:`LoadError` saying what is there instead."""
+    folder = Path(os.path.expanduser(path))
+    if folder.exists() and not folder.is_dir():
+        raise LoadError(f"{what}={path}: not a folder (a diffusers model is a folder with config.json)")
+    if not folder.is_dir():
+        raise LoadError(
+            f"{what}={path}: no such folder (this tool never downloads: get the model once, e.g. with "
+            "'huggingface-cli download ID --local-dir DIR', and give that folder)"
         )
-        raise LoadError(f"{what}={path}: cannot load a {cls.__name__}: {cause}{offline}") from None
+    inner = folder / subfolder if subfolder else folder
+    if not inner.is_dir():
+        raise LoadError(f"{what}={path}: no subfolder '{subfolder}' ({_listing(folder)})")
+    if not (inner / "config.json").is_file():
+        hint = (
+            " -- is it the model's top folder? give subfolder=..."
+            if any((p / "config.json").is_file() for p in inner.iterdir() if p.is_dir())
+            else ""
+        )
+        raise LoadError(f"{what}={path}: no config.json in {inner} ({_listing(inner)}){hint}")
+    return inner
+
+
+def check_class(inner: Path, expected: str, what: str, path: str) -> None:
+    """Refuse a folder whose ``config.json`` names another class than ``expected`` (read before loading)."""
+    try:
+        config = json.loads((inner / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise LoadError(f"{what}={path}: {inner / 'config.json'} is not a readable JSON file ({exc})") from None
+    if not isinstance(config, dict):
+        raise LoadError(f"{what}={path}: {inner / 'config.json'} is not a model configuration (not a JSON object)")
+    found = config.get("_class_name")
+    if found in LEGACY_CLASSES:  # as diffusers remaps it: PixArt-alpha's own folders say Transformer2DModel
+        found = LEGACY_CLASSES[found].get(config.get("norm_type"), found)
+    if isinstance(found, str) and found != expected:
+        raise LoadError(
+            f"{what}={path}: this folder holds {_article(found)} {found}, not {_article(expected)} {expected}"
+            " -- check which folder the setting names"
+        )
+
+
+def load_pretrained(cls, path: str, subfolder: str | None, what: str, **kwargs):
+    """``cls.from_pretrained(path, subfolder=..., local_files_only=True)``; ``what`` names the setting
+    (``latent vae path``)."""
+    inner = _folder(path, subfolder, what)
+    check_class(inner, cls.__name__, what, path)
+    try:
+        return cls.from_pretrained(os.path.expanduser(path), subfolder=subfolder, local_files_only=True, **kwargs)
+    except Exception as exc:  # diffusers, safetensors and torch each raise their own types for a bad folder
+        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LoadError(f"{what}={path}: cannot load {_article(cls.__name__)} {cls.__name__}: {cause}") from None

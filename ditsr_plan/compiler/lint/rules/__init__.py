@@ -14,6 +14,7 @@ from .r002_flat_below_edge import FlatBelowEdge
 from .t001_never_trained import NeverTrained
 from .w001_jump_without_ramp import JumpWithoutRamp
 from .w002_pixel_in_reconstruction import PixelInReconstruction
+from .x001_runs_code import RunsCode
 
 RULES = (
     NeverTrained,
@@ -29,6 +30,7 @@ RULES = (
     UnconstrainedPerceptual,
     FlatBelowEdge,
     PatchTooSmall,
+    RunsCode,
     UnusedNoqa,
 )
 

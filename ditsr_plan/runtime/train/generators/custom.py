@@ -44,15 +44,29 @@ def _value(text):
     return text
 
 
+def _from_python_itself(module_name: str) -> bool:
+    """A module of the standard library or a builtin one: no generator factory lives there."""
+    top = module_name.split(".")[0]
+    return top in sys.stdlib_module_names or top in sys.builtin_module_names or top == "__main__"
+
+
 def _factory(spec: str, file: str | None):
     module_name, sep, function = spec.partition(":")
     if not sep or not module_name or not function:
         raise LoadError(f"model custom factory={spec}: expected package.module:function")
+    if _from_python_itself(module_name):
+        raise LoadError(
+            f"model custom factory={spec}: '{module_name.split('.')[0]}' is part of Python itself (the standard "
+            "library or a builtin module), not a generator factory; it is not imported. Name a function of your "
+            "own module that returns an nn.Module"
+        )
     try:
         if file:
             path = Path(file).expanduser()
             if not path.is_file():
                 raise LoadError(f"model custom file={file}: no such file")
+            if path.suffix != ".py":
+                raise LoadError(f"model custom file={file}: not a Python file (its name does not end in .py)")
             module_spec = importlib.util.spec_from_file_location(module_name, path)
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[module_name] = module
@@ -65,7 +79,13 @@ def _factory(spec: str, file: str | None):
         raise LoadError(f"model custom: importing {module_name} failed:\n{_their_traceback(exc)}") from None
     if not hasattr(module, function):
         raise LoadError(f"model custom factory={spec}: {module_name} has no '{function}'")
-    return getattr(module, function)
+    factory = getattr(module, function)
+    if not callable(factory):
+        raise LoadError(
+            f"model custom factory={spec}: {module_name}.{function} is not a function (its type is "
+            f"{type(factory).__name__}); name a function that returns an nn.Module"
+        )
+    return factory
 
 
 class CustomGenerator(nn.Module):
@@ -81,7 +101,8 @@ class CustomGenerator(nn.Module):
             raise LoadError(f"model custom factory={settings['factory']} raised:\n{_their_traceback(exc)}") from None
         if not isinstance(inner, nn.Module):
             raise LoadError(
-                f"model custom factory={settings['factory']} returned {type(inner).__name__}, not a torch nn.Module"
+                f"model custom factory={settings['factory']} returned {type(inner).__name__}, not a torch nn.Module: "
+                "the factory must return the generator (an nn.Module)"
             )
         self.inner = inner
         self.spec = settings["factory"]

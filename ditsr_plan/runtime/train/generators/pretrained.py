@@ -138,7 +138,12 @@ class SRTransformer(nn.Module):
         else:
             from safetensors.torch import load_file
 
-            tensors = load_file(caption)
+            if not Path(caption).is_file():
+                raise LoadError(f"model pixart caption={caption}: no such file (a .safetensors file, or null)")
+            try:
+                tensors = load_file(caption)
+            except Exception as exc:  # safetensors raises its own error type for a file that is not one
+                raise LoadError(f"model pixart caption={caption}: not a safetensors file ({exc})") from None
             if len(tensors) != 1:
                 raise LoadError(f"model pixart caption={caption}: expected one tensor, found {sorted(tensors)}")
             embedding = next(iter(tensors.values())).float()

@@ -1,0 +1,24 @@
+"""What the tool prints of names it did not choose: file names (and text from files) shown with control and
+format characters escaped, so that a file named with an escape sequence, a newline or a bidirectional
+override cannot rewrite the terminal or forge a line of output. Torch-free: every phase may use it."""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+
+
+def shown(path: str | bytes | os.PathLike) -> str:
+    """A file name as printed to a terminal or a log: control and format characters (escape sequences,
+    newlines, bidirectional overrides) and undecodable bytes shown escaped (``\\x1b``), the rest as is."""
+    text = os.fsdecode(path)
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's surrogate escape: a byte that is not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp"):
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
