@@ -11,8 +11,12 @@ batches an uninterrupted run would, with or without worker processes.
 - ``paired``: HR and LR images with the same names in two folders.
 
 Images smaller than the crop are upscaled (bicubic) until their short side equals the crop.
-Grayscale and 16-bit images are converted to 8-bit RGB; an alpha channel is dropped. An image that
-cannot be read is skipped and counted (``strict=true`` makes it an error naming the file).
+Grayscale, 16-bit, 32-bit and float images are converted to 8-bit RGB by their samples' range (16-bit:
+0..65535; float: 0..1 or 0..255 when the data lies in it; else the data's min..max); an alpha channel is
+dropped. An image above ``max_pixels`` (default 100 MP, read from the header before decoding) is refused,
+and a large image is cropped before it becomes float. An image that cannot be read or used is skipped and
+counted (``strict=true`` makes it an error naming the file). File names are printed through :func:`shown`
+(control characters escaped).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ...terminal import shown
 from ..errors import RunFailure
 from ..seeds import generator
 from .degradation import Recipe, degrade_batch, draw, upsample
@@ -33,10 +38,15 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 BUILTIN_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 SCENE_SIZE = 256
 SCENE_SEED = 20261126  # the scenes are part of the data set: the same for every run
+MAX_PIXELS = 100_000_000  # images above it are refused before decoding (data max_pixels=, pack make --max-pixels)
 
 
 class DataError(RunFailure):
     pass
+
+
+class ImageError(DataError):
+    """An image file that cannot be used: too large, no pixels, non-finite samples."""
 
 
 @dataclass
@@ -58,12 +68,28 @@ def to_tensor(array) -> torch.Tensor:
     return t.contiguous()
 
 
+def fitted_size(h: int, w: int, crop: int) -> tuple[int, int]:
+    """The size :func:`fit_crop` gives an ``h`` x ``w`` image: upscaled until its short side is ``crop``."""
+    if min(h, w) >= crop:
+        return h, w
+    s = crop / min(h, w)
+    return max(crop, math.ceil(h * s)), max(crop, math.ceil(w * s))
+
+
+def check_fitted(h: int, w: int, crop: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse (``ImageError``) an image whose upscaling to the crop would exceed ``max_pixels`` (a thin strip)."""
+    fh, fw = fitted_size(h, w, crop)
+    if fh * fw > max_pixels:
+        raise ImageError(
+            f"{w} x {h} would be {fw} x {fh} once upscaled to the crop {crop}: " + _too_large(fw, fh, max_pixels)
+        )
+
+
 def fit_crop(image: torch.Tensor, crop: int) -> torch.Tensor:
     h, w = image.shape[-2:]
     if min(h, w) >= crop:
         return image
-    s = crop / min(h, w)
-    size = (max(crop, math.ceil(h * s)), max(crop, math.ceil(w * s)))
+    size = fitted_size(h, w, crop)
     return F.interpolate(image[None], size=size, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
 
 
@@ -117,19 +143,78 @@ def builtin_images(scenes: int) -> list[tuple[str, torch.Tensor]]:
     return photos + [(f"defocus_scene_{i}", defocus_scene(i)) for i in range(scenes)]
 
 
-def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """An image file -> 3 x H x W in [-1, 1]: grayscale and 16-bit converted, alpha dropped."""
+def _pixels(n: int) -> str:
+    return f"{n / 1e6:.4g} MP" if n >= 1_000_000 else f"{n} pixels"
+
+
+def _too_large(w: int, h: int, max_pixels: int) -> str:
+    return (
+        f"{w} x {h} = {_pixels(w * h)} is above the limit of {_pixels(max_pixels)} (a decompression bomb, or a "
+        "photo to downscale first; the limit is data max_pixels=, pack make --max-pixels)"
+    )
+
+
+def _nominal_range(array, mode: str) -> tuple[float, float]:
+    """The value range an image's samples span: 16-bit 0..65535; float 0..1 or 0..255 when the data lies
+    in it; 32-bit integers 0..255 or 0..65535 when the data lies in it; otherwise the data's own min..max."""
     import numpy as np
+
+    if mode.startswith("I;16"):
+        return 0.0, 65535.0
+    if not np.isfinite(array).all():
+        raise ImageError("its samples are not all finite (NaN or infinity)")
+    lo, hi = float(array.min()), float(array.max())
+    for top in (1.0, 255.0) if mode == "F" else (255.0, 65535.0):
+        if lo >= 0 and hi <= top:
+            return 0.0, top
+    return lo, max(hi, lo + 1)
+
+
+def _rgb8(im):
+    """A decoded PIL image -> H x W x 3 uint8, deep (16-bit, 32-bit, float) samples scaled by their range."""
+    import numpy as np
+
+    if im.mode == "F" or im.mode == "I" or im.mode.startswith("I;16"):
+        array = np.asarray(im)
+        lo, hi = _nominal_range(array, im.mode)
+        scaled = (array.astype(np.float32) - lo) * np.float32(255.0 / (hi - lo))
+        grey = np.rint(scaled, out=scaled).clip(0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+
+
+def read_pixels(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
+    """An image file -> H x W x 3 uint8 (crop it, then :func:`to_tensor`). The size is read from the header
+    first: an image above ``max_pixels`` is refused before any pixel is decoded (``ImageError``).
+    Grayscale, palette and CMYK become RGB; alpha is dropped; 16-bit, 32-bit and float samples are
+    scaled by their range (a float image in 0..1 is not black); non-finite samples are refused."""
+    import warnings
+
     from PIL import Image
 
-    with Image.open(path) as im:
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check, never stricter than ours
+    if not os.path.isfile(path):  # a FIFO or a device would block or never end
+        raise ImageError("not a regular file" if os.path.exists(path) else "no such file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"{exc} (the limit is data max_pixels=, pack make --max-pixels)") from None
+    with im:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise ImageError(_too_large(w, h, max_pixels))
+        if w * h == 0:
+            raise ImageError(f"it is {w} x {h} pixels")
         im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(im, dtype=np.float64)
-            array = (array / (65535.0 if array.max() > 255 else 255.0) * 255.0).clip(0, 255).astype(np.uint8)
-            im = Image.fromarray(array)
-        rgb = im.convert("RGB")
-        return to_tensor(np.asarray(rgb))
+        return _rgb8(im)
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """An image file -> 3 x H x W in [-1, 1] (:func:`read_pixels`, whole)."""
+    return to_tensor(read_pixels(path, max_pixels))
 
 
 def _scan(root: Path) -> tuple[list[Path], dict[str, int]]:
@@ -194,45 +279,52 @@ class TrainingData:
             raise DataError(f"data crop={self.crop} must be a multiple of 4 x scale ({4 * self.scale})")
         self.stats = DataStats()
         self.strict = settings.get("strict", False)
+        self.max_pixels = settings.get("max_pixels", MAX_PIXELS)
         if kind == "builtin":
             self.images = [(n, fit_crop(t, self.crop)) for n, t in builtin_images(settings["scenes"])]
             self.files: list[Path] = []
         elif kind == "folder":
             root = Path(settings["root"])
             if not root.is_dir():
-                raise DataError(f"data folder root={root}: no such folder")
+                raise DataError(f"data folder root={shown(root)}: no such folder")
             self.files = find_images(root)
             if not self.files:
-                raise DataError(f"data folder root={root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it")
+                raise DataError(
+                    f"data folder root={shown(root)}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it"
+                )
         elif kind == "paired":
             hr, lr = Path(settings["hr"]), Path(settings["lr"])
             for p in (hr, lr):
                 if not p.is_dir():
-                    raise DataError(f"data paired: {p}: no such folder")
+                    raise DataError(f"data paired: {shown(p)}: no such folder")
             lr_by_stem = {f.stem: f for f in find_images(lr)}
             self.files = [f for f in find_images(hr) if f.stem in lr_by_stem]
             self.lr_files = {f: lr_by_stem[f.stem] for f in self.files}
             if not self.files:
-                raise DataError(f"data paired: no image of {hr} has a same-named image in {lr}")
+                raise DataError(f"data paired: no image of {shown(hr)} has a same-named image in {shown(lr)}")
         else:
             raise DataError(f"unknown data kind {kind!r}")
 
     def __len__(self) -> int:
         return len(self.images) if self.kind == "builtin" else len(self.files)
 
-    def _read(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    def _read(self, index: int):
+        """The HR (and paired LR) pixels of file ``index`` as H x W x 3 uint8 (cropped before they become
+        float), or None when it cannot be used (skipped and counted; an error under strict=true)."""
         path = self.files[index]
         try:
-            hr = load_image(path)
-            lr = load_image(self.lr_files[path]) if self.kind == "paired" else None
+            hr = read_pixels(path, self.max_pixels)
+            lr = read_pixels(self.lr_files[path], self.max_pixels) if self.kind == "paired" else None
+            if lr is None:
+                check_fitted(*hr.shape[:2], self.crop, self.max_pixels)
         except Exception as exc:
             if self.strict:
-                raise DataError(f"cannot read image {path}: {exc} (data strict=true)") from None
+                raise DataError(f"cannot read image {shown(path)}: {shown(str(exc))} (data strict=true)") from None
             self.stats.skipped[str(path)] = str(exc)
             return None
         return hr, lr
 
-    def _sample(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _sample(self, g: torch.Generator):
         for _ in range(100):
             index = int(torch.randint(0, len(self), (), generator=g))
             if self.kind == "builtin":
@@ -257,12 +349,7 @@ class TrainingData:
                 hr, lr = self._paired_crop(image, lr_image, g)
                 lr_up = upsample(lr[None], hr.shape[-2:])[0]
             else:
-                image = fit_crop(image, self.crop)
-                h, w = image.shape[-2:]
-                y = int(torch.randint(0, h - self.crop + 1, (), generator=g))
-                x = int(torch.randint(0, w - self.crop + 1, (), generator=g))
-                hr = image[:, y : y + self.crop, x : x + self.crop]
-                lr_up = None
+                hr, lr_up = self._crop(image, g), None
             if float(torch.rand((), generator=g)) < 0.5:
                 hr = hr.flip(-1)
                 lr_up = None if lr_up is None else lr_up.flip(-1)
@@ -285,16 +372,31 @@ class TrainingData:
             return batch.lr_up.to(hr.device, non_blocking=True)
         return degrade_batch(hr, batch.recipes, "kornia")
 
-    def _paired_crop(self, hr: torch.Tensor, lr: torch.Tensor, g: torch.Generator):
+    def _crop(self, image, g: torch.Generator) -> torch.Tensor:
+        """A ``crop`` x ``crop`` window of ``image`` (a 3 x H x W tensor, or H x W x 3 uint8 pixels, cut
+        before they become float) at a position drawn from ``g``; a smaller image is upscaled first."""
+        if not torch.is_tensor(image) and min(image.shape[:2]) < self.crop:
+            image = to_tensor(image)  # small: upscaled whole
+        if torch.is_tensor(image):
+            image = fit_crop(image, self.crop)
+        h, w = image.shape[-2:] if torch.is_tensor(image) else image.shape[:2]
+        y = int(torch.randint(0, h - self.crop + 1, (), generator=g))
+        x = int(torch.randint(0, w - self.crop + 1, (), generator=g))
+        if torch.is_tensor(image):
+            return image[:, y : y + self.crop, x : x + self.crop]
+        return to_tensor(image[y : y + self.crop, x : x + self.crop])
+
+    def _paired_crop(self, hr, lr, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Aligned crops of paired H x W x 3 uint8 pixels: ``crop`` of the HR, ``crop / scale`` of the LR."""
         s, c = self.scale, self.crop // self.scale
-        h, w = lr.shape[-2:]
-        if hr.shape[-2] < h * s or hr.shape[-1] < w * s or min(h, w) < c:
+        h, w = lr.shape[:2]
+        if hr.shape[0] < h * s or hr.shape[1] < w * s or min(h, w) < c:
             raise DataError(
-                f"paired images must be HR = {s} x LR and at least the crop; got HR {tuple(hr.shape[-2:])}, LR {(h, w)}"
+                f"paired images must be HR = {s} x LR and at least the crop; got HR {tuple(hr.shape[:2])}, LR {(h, w)}"
             )
         y = int(torch.randint(0, h - c + 1, (), generator=g))
         x = int(torch.randint(0, w - c + 1, (), generator=g))
-        return hr[:, y * s : (y + c) * s, x * s : (x + c) * s], lr[:, y : y + c, x : x + c]
+        return to_tensor(hr[y * s : (y + c) * s, x * s : (x + c) * s]), to_tensor(lr[y : y + c, x : x + c])
 
 
 class StepBatches(torch.utils.data.Dataset):

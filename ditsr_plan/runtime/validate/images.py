@@ -16,7 +16,7 @@ import torch
 
 from ..errors import RunFailure
 from ..seeds import generator
-from ..train.data import fit_crop, load_image, to_tensor
+from ..train.data import fit_crop, load_image, shown, to_tensor
 from ..train.degradation import degrade
 
 # role -> (scikit-image photo, centre (y, x) of the crop); the plan language checks metric names against
@@ -62,17 +62,19 @@ def eval_images(spec: str, size: int, multiple: int, scale: int, degradation: di
         for item in spec.split(","):
             role, sep, path = item.partition("=")
             if not sep or not role.strip() or not path.strip():
-                raise EvalImagesError(f"eval images: '{item}' is not ROLE=PATH")
+                raise EvalImagesError(f"eval images: '{shown(item)}' is not ROLE=PATH")
             try:
                 image = load_image(os.path.expanduser(path.strip()))
-            except OSError as exc:
-                raise EvalImagesError(f"eval images: {role.strip()}={path.strip()}: cannot be read ({exc})") from None
+            except Exception as exc:  # unreadable, too large, not a regular file, non-finite samples
+                raise EvalImagesError(
+                    f"eval images: {shown(role.strip())}={shown(path.strip())}: cannot be read ({shown(str(exc))})"
+                ) from None
             h, w = image.shape[-2:]
             gts[role.strip()] = image[:, : h - h % multiple, : w - w % multiple]
     out = []
     for role, gt in gts.items():
         if gt.shape[-1] % multiple or gt.shape[-2] % multiple or min(gt.shape[-2:]) == 0:
-            raise EvalImagesError(f"eval image '{role}' must have sides that are multiples of {multiple}")
+            raise EvalImagesError(f"eval image '{shown(role)}' must have sides that are multiples of {multiple}")
         gt = gt[None].contiguous()
         lr_up = degrade(gt, scale, degradation, generator(seed, "eval-lr", role))
         out.append(EvalImage(role, gt, lr_up))

@@ -12,19 +12,34 @@ loading (the model's input and the bicubic baseline).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import re
+import secrets
+import shutil
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..errors import RunFailure
 from ..seeds import generator
-from ..train.data import IMAGE_SUFFIXES, find_images, fit_crop, load_image
+from ..train.data import (
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    check_fitted,
+    find_images,
+    fit_crop,
+    load_image,
+    read_pixels,
+    shown,
+    to_tensor,
+)
 from ..train.degradation import apply, draw, upsample
 from .images import save_png
 from .metrics import all_metrics, mean_metrics
@@ -54,6 +69,117 @@ def _safe(stem: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-")[:40] or "image"
 
 
+def _pack_settings(hr_dir: Path, out: Path, size: int, scale: int) -> None:
+    if size % scale:
+        raise PackError(f"pack make: --size {size} is not a multiple of --scale {scale}")
+    if not hr_dir.is_dir():
+        raise PackError(f"pack make: {shown(hr_dir)}: no such folder")
+    if out.exists() and not out.is_dir():
+        raise PackError(
+            f"pack make: {shown(out)} exists and is not a folder; give a new folder (nothing was overwritten)"
+        )
+    if out.is_dir() and any(out.iterdir()):
+        raise PackError(f"pack make: {shown(out)} exists and is not empty; give a new folder (nothing was overwritten)")
+
+
+def _check_size(files: list[Path], size: int, max_pixels: int) -> None:
+    """Refuse a ``size`` larger than every usable image (each would be upscaled), naming the largest
+    available; reads headers only, and stops at the first image large enough (normally the first)."""
+    from PIL import Image
+
+    largest = 0
+    for path in files:
+        try:
+            if not path.is_file():
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(path)
+            with im:
+                if im.size[0] * im.size[1] <= max_pixels:
+                    largest = max(largest, min(im.size))
+        except Exception:
+            continue  # unreadable: skipped (or refused) when its turn comes
+        if largest >= size:
+            return
+    if largest:
+        raise PackError(
+            f"pack make: --size {size} is larger than every image (the largest crop available is {largest}: "
+            f"give --size {largest} or less)"
+        )
+
+
+def _crop_of(pixels, size: int, g: torch.Generator, max_pixels: int) -> tuple[torch.Tensor, list[int], bool]:
+    """A ``size`` crop of H x W x 3 uint8 ``pixels`` at a position drawn from ``g`` (cut before it becomes
+    float; an image smaller than the crop is upscaled first): the crop, its box, whether it was upscaled."""
+    h, w = pixels.shape[:2]
+    upscaled = min(h, w) < size
+    if upscaled:
+        check_fitted(h, w, size, max_pixels)
+        image = fit_crop(to_tensor(pixels), size)
+        h, w = image.shape[-2:]
+    y = int(torch.randint(0, h - size + 1, (), generator=g))
+    x = int(torch.randint(0, w - size + 1, (), generator=g))
+    gt = image[:, y : y + size, x : x + size] if upscaled else to_tensor(pixels[y : y + size, x : x + size])
+    return gt, [y, x, size, size], upscaled
+
+
+@dataclass
+class _Making:
+    """What ``make_pack`` writes into its temporary folder: the settings, the entries, the skipped files."""
+
+    hr_dir: Path
+    tmp: Path
+    degradation: dict
+    size: int
+    scale: int
+    seed: int
+    strict: bool
+    max_pixels: int
+    progress: Callable[[str], None]
+    entries: list[dict] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def add(self, path: Path, total: int) -> None:
+        """Crop, degrade and write ``path`` as the next pack image; an unusable image is skipped and listed
+        (an error under ``strict``)."""
+        source = path.relative_to(self.hr_dir).as_posix()
+        try:
+            pixels = read_pixels(path, self.max_pixels)
+            i = len(self.entries)
+            g = generator(self.seed, "pack", i)
+            gt, box, upscaled = _crop_of(pixels, self.size, g, self.max_pixels)
+        except Exception as exc:
+            if self.strict:
+                raise PackError(f"pack make: cannot use {shown(source)}: {shown(str(exc))} (--strict)") from None
+            self.skipped[source] = str(exc)
+            self.progress(f"pack: skipping {shown(source)}: {shown(str(exc))}")
+            return
+        lr = apply(draw(self.degradation, g, (self.size, self.size), self.scale), gt[None], "pil")[0]
+        name = f"{i:04d}_{_safe(path.stem)}.png"
+        self.entries.append(
+            {
+                "name": name,
+                "source": source,
+                "box": box,
+                "upscaled": upscaled,
+                "gt_sha256": _png(gt, self.tmp / "gt" / name),
+                "lq_sha256": _png(lr, self.tmp / "lq" / name),
+            }
+        )
+        self.progress(f"pack: {i + 1}/{total} {name}")
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """``folder``'s ancestors that do not exist yet, the deepest first (removed again on a failure)."""
+    missing = []
+    for parent in folder.absolute().parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
+
+
 def make_pack(
     hr_dir: Path,
     out: Path,
@@ -63,74 +189,89 @@ def make_pack(
     scale: int = 4,
     seed: int = 3407,
     progress: Callable[[str], None] = lambda line: None,
+    strict: bool = False,
+    max_pixels: int = MAX_PIXELS,
 ) -> dict:
     """Pick ``n`` images of ``hr_dir`` (recursively) by ``seed``, crop ``size`` px from each at a position
     drawn from the seed, degrade each crop with ``degradation`` (the plan's degrade block, on the CPU) to
-    ``size / scale`` and write ``out/gt/``, ``out/lq/`` and ``out/manifest.json``; return the manifest."""
-    if size % scale:
-        raise PackError(f"pack make: --size {size} is not a multiple of --scale {scale}")
-    if not hr_dir.is_dir():
-        raise PackError(f"pack make: {hr_dir}: no such folder")
-    if out.exists() and any(out.iterdir()):
-        raise PackError(f"pack make: {out} exists and is not empty; give a new folder (nothing was overwritten)")
+    ``size / scale`` and write ``out/gt/``, ``out/lq/`` and ``out/manifest.json``; return the manifest.
+
+    The pack is built in a temporary sibling of ``out`` and renamed into place at the end: a failure (or
+    an interrupt) leaves nothing. An image that cannot be read or is above ``max_pixels`` is skipped, the
+    next one in the seed's order taken instead, and listed (manifest ``skipped``); ``strict`` refuses it."""
+    hr_dir, out = Path(hr_dir), Path(out)
+    _pack_settings(hr_dir, out, size, scale)
     files = find_images(hr_dir, cache=False)
     if not files:
-        raise PackError(f"pack make: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {hr_dir}")
+        raise PackError(f"pack make: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {shown(hr_dir)}")
     order = torch.randperm(len(files), generator=generator(seed, "pack-pick")).tolist()
-    chosen = [files[i] for i in order[: min(n, len(files))]]
-    (out / "gt").mkdir(parents=True, exist_ok=True)
-    (out / "lq").mkdir(exist_ok=True)
-    entries = []
-    for i, path in enumerate(chosen):
-        try:
-            image = load_image(path)
-        except Exception as exc:
-            raise PackError(f"pack make: cannot read {path}: {exc}") from None
-        upscaled = min(image.shape[-2:]) < size
-        image = fit_crop(image, size)
-        g = generator(seed, "pack", i)
-        h, w = image.shape[-2:]
-        y, x = (
-            int(torch.randint(0, h - size + 1, (), generator=g)),
-            int(torch.randint(0, w - size + 1, (), generator=g)),
-        )
-        gt = image[:, y : y + size, x : x + size]
-        lr = apply(draw(degradation, g, (size, size), scale), gt[None], "pil")[0]
-        name = f"{i:04d}_{_safe(path.stem)}.png"
-        entries.append(
-            {
-                "name": name,
-                "source": path.relative_to(hr_dir).as_posix(),
-                "box": [y, x, size, size],
-                "upscaled": upscaled,
-                "gt_sha256": _png(gt, out / "gt" / name),
-                "lq_sha256": _png(lr, out / "lq" / name),
-            }
-        )
-        progress(f"pack: {i + 1}/{len(chosen)} {name}")
-    manifest = {
-        "format": PACK_FORMAT,
-        "source": str(hr_dir),
-        "n": len(chosen),
-        "size": size,
-        "scale": scale,
-        "seed": seed,
-        "degradation": degradation,
-        "images": entries,
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=list) + "\n")
+    files = [files[i] for i in order]
+    _check_size(files, size, max_pixels)
+    created = _missing_parents(out)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        making = _Making(hr_dir.resolve(), tmp, degradation, size, scale, seed, strict, max_pixels, progress)
+        manifest = {**_write_pack(files, n, making), "source": str(hr_dir)}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=list) + "\n")
+        os.replace(tmp, out)
+    except BaseException as exc:
+        _remove(tmp, created)
+        if isinstance(exc, OSError):
+            raise PackError(
+                f"pack make: cannot write {shown(out)}: {exc.strerror or exc}"
+                f"{f' ({shown(exc.filename)})' if exc.filename else ''}; nothing was written"
+            ) from None
+        raise
     return manifest
+
+
+def _remove(tmp: Path, created: list[Path]) -> None:
+    """Undo a pack make that failed: its temporary folder and the parent folders it created."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    for parent in created:
+        with contextlib.suppress(OSError):
+            parent.rmdir()
+
+
+def _write_pack(files: list[Path], n: int, making: _Making) -> dict:
+    (making.tmp / "gt").mkdir()
+    (making.tmp / "lq").mkdir()
+    total = min(n, len(files))
+    for path in files:
+        if len(making.entries) == n:
+            break
+        making.add(path, total)
+    if not making.entries:
+        raise PackError(
+            f"pack make: no usable image in {shown(making.hr_dir)} ({len(making.skipped)} skipped: "
+            + _listed([f"{shown(k)} ({shown(v)})" for k, v in making.skipped.items()])
+            + ")"
+        )
+    return {
+        "format": PACK_FORMAT,
+        "n": len(making.entries),
+        "size": making.size,
+        "scale": making.scale,
+        "seed": making.seed,
+        "degradation": making.degradation,
+        "images": making.entries,
+        "skipped": making.skipped,
+    }
 
 
 def _one(folder: Path, prefix: str) -> Path:
     found = sorted(d for d in folder.iterdir() if d.is_dir() and d.name.lower().startswith(prefix))
     if not found:
         raise PackError(
-            f"pack {folder}: no {prefix}* folder (a pack holds {prefix}/ beside "
+            f"pack {shown(folder)}: no {prefix}* folder (a pack holds {prefix}/ beside "
             f"{'lq' if prefix == 'gt' else 'gt'}/, e.g. gt512/ and lq128/)"
         )
     if len(found) > 1:
-        raise PackError(f"pack {folder}: several {prefix}* folders ({', '.join(d.name for d in found)}); keep one")
+        raise PackError(
+            f"pack {shown(folder)}: several {prefix}* folders ({', '.join(shown(d.name) for d in found)}); keep one"
+        )
     return found[0]
 
 
@@ -143,45 +284,57 @@ def load_pack(folder: Path, scale: int, multiple: int = 1, limit: int | None = N
     the run's factor (GT = scale x LR); ``multiple``: what the GT sides must be a multiple of."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise PackError(f"pack {folder}: no such folder")
-    gt_dir, lq_dir = _one(folder, "gt"), _one(folder, "lq")
-    gts = {p.name: p for p in gt_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    lqs = {p.name: p for p in lq_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        raise PackError(f"pack {shown(folder)}: no such folder")
+    try:
+        gt_dir, lq_dir = _one(folder, "gt"), _one(folder, "lq")
+        gts = {p.name: p for p in gt_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        lqs = {p.name: p for p in lq_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    except OSError as exc:
+        raise PackError(f"pack {shown(folder)}: cannot list it: {exc.strerror or exc}") from None
     if not gts:
-        raise PackError(f"pack {folder}: {gt_dir.name}/ holds no images")
+        raise PackError(f"pack {shown(folder)}: {shown(gt_dir.name)}/ holds no images")
+    _same_names(folder, gt_dir.name, lq_dir.name, gts, lqs)
+    return [_pair(folder, name, gts[name], lqs[name], scale, multiple) for name in sorted(gts)[:limit]]
+
+
+def _same_names(folder: Path, gt: str, lq: str, gts: dict, lqs: dict) -> None:
     only_gt, only_lq = sorted(set(gts) - set(lqs)), sorted(set(lqs) - set(gts))
     if only_gt or only_lq:
         parts = [
-            f"only in {gt_dir.name}/: {_listed(only_gt)}" if only_gt else "",
-            f"only in {lq_dir.name}/: {_listed(only_lq)}" if only_lq else "",
+            f"only in {shown(gt)}/: {_listed([shown(n) for n in only_gt])}" if only_gt else "",
+            f"only in {shown(lq)}/: {_listed([shown(n) for n in only_lq])}" if only_lq else "",
         ]
         raise PackError(
-            f"pack {folder}: the file names of {gt_dir.name}/ and {lq_dir.name}/ differ ("
+            f"pack {shown(folder)}: the file names of {shown(gt)}/ and {shown(lq)}/ differ ("
             + "; ".join(p for p in parts if p)
             + ")"
         )
-    images = []
-    for name in sorted(gts)[:limit]:
-        pair = []
-        for path in (gts[name], lqs[name]):
-            try:
-                pair.append(load_image(path))
-            except Exception as exc:
-                raise PackError(f"pack {folder}: cannot read {path.relative_to(folder)}: {exc}") from None
-        gt, lq = pair
-        (h, w), (lh, lw) = gt.shape[-2:], lq.shape[-2:]
-        if (lh * scale, lw * scale) != (h, w):
+
+
+def _pair(folder: Path, name: str, gt_path: Path, lq_path: Path, scale: int, multiple: int) -> PackImage:
+    """One pack image: its GT and LR read, their sizes checked, the LR upsampled to the GT."""
+    pair = []
+    for path in (gt_path, lq_path):
+        try:
+            pair.append(load_image(path))
+        except Exception as exc:
             raise PackError(
-                f"pack {folder}: {lq_dir.name}/{name} is {lw} x {lh}, but {gt_dir.name}/{name} is {w} x {h}: "
-                f"the run trains x{scale}, so the LR must be {w // scale} x {h // scale}"
-            )
-        if h % multiple or w % multiple:
-            raise PackError(
-                f"pack {folder}: {gt_dir.name}/{name} is {w} x {h}; the model needs sides that are multiples of "
-                f"{multiple} (crop the pack, e.g. pack make --size 512)"
-            )
-        images.append(PackImage(name, gt[None].contiguous(), upsample(lq[None], (h, w))))
-    return images
+                f"pack {shown(folder)}: cannot read {shown(path.relative_to(folder))}: {shown(str(exc))}"
+            ) from None
+    gt, lq = pair
+    (h, w), (lh, lw) = gt.shape[-2:], lq.shape[-2:]
+    gt_name, lq_name = shown(gt_path.relative_to(folder).as_posix()), shown(lq_path.relative_to(folder).as_posix())
+    if (lh * scale, lw * scale) != (h, w):
+        raise PackError(
+            f"pack {shown(folder)}: {lq_name} is {lw} x {lh}, but {gt_name} is {w} x {h}: "
+            f"the run trains x{scale}, so the LR must be {w // scale} x {h // scale}"
+        )
+    if h % multiple or w % multiple:
+        raise PackError(
+            f"pack {shown(folder)}: {gt_name} is {w} x {h}; the model needs sides that are multiples of "
+            f"{multiple} (crop the pack, e.g. pack make --size 512)"
+        )
+    return PackImage(name, gt[None].contiguous(), upsample(lq[None], (h, w)))
 
 
 def pack_baseline(images: list[PackImage], scale: int, lpips_fn=None) -> dict:
