@@ -200,6 +200,33 @@ def _run_commands(sub, common: list) -> None:
     p.add_argument("--merge", metavar="OUT", required=True, help="the folder to write (from_pretrained loads it)")
     p.add_argument("--no-ema", action="store_true", help="the trained weights themselves, not their EMA")
 
+    _pack_command(sub, common)
+
+    p = sub.add_parser("evaluate", parents=common, help="score a trained checkpoint on a validation pack")
+    p.add_argument(
+        "target", metavar="RUN_OR_CHECKPOINT", help="a run folder (its newest checkpoint) or RUN/checkpoints/step-N"
+    )
+    p.add_argument("--pack", metavar="DIR", required=True, help="a pack folder (gt*/ and lq*/ of the same file names)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the plan's eval steps)")
+    p.add_argument("--lq-init", type=float, help="fraction of the schedule skipped (default: the plan's)")
+    p.add_argument("--limit", type=int, help="the pack's first N images only")
+    p.add_argument("--no-ema", action="store_true", help="the trained weights themselves, not their EMA")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where the SR images, worst-best.png and results.json go (default: RUN/evaluate/<pack>-step-N); "
+        "it must be empty or an earlier evaluation of the same checkpoint and pack",
+    )
+    _add_format(p, {"text": "aligned columns", "markdown": "a Markdown table", "json": "everything, one object"})
+
+    p = sub.add_parser("report", parents=common, help="write a run's self-contained HTML report")
+    p.add_argument("run", metavar="RUN", help="a run folder")
+    p.add_argument("-o", "--output", metavar="FILE.html", help="default: RUN/report.html")
+
+
+def _pack_command(sub, common: list) -> None:
+    """pack make: a validation pack from a folder of HR images."""
     p = sub.add_parser("pack", parents=common, help="validation packs: 'pack make HR_DIR OUT' makes one")
     packs = p.add_subparsers(dest="pack_command", metavar="make", required=True)
     p = packs.add_parser(
@@ -216,24 +243,13 @@ def _run_commands(sub, common: list) -> None:
         metavar="PLAN",
         help="degrade as this plan's data/degrade blocks do (default: highorder, the reference's)",
     )
-
-    p = sub.add_parser("evaluate", parents=common, help="score a trained checkpoint on a validation pack")
     p.add_argument(
-        "target", metavar="RUN_OR_CHECKPOINT", help="a run folder (its newest checkpoint) or RUN/checkpoints/step-N"
+        "--strict", action="store_true", help="an unreadable or too-large image is an error (default: skipped, listed)"
     )
-    p.add_argument("--pack", metavar="DIR", required=True, help="a pack folder (gt*/ and lq*/ of the same file names)")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the plan's eval steps)")
-    p.add_argument("--lq-init", type=float, help="fraction of the schedule skipped (default: the plan's)")
-    p.add_argument("--limit", type=int, help="the pack's first N images only")
-    p.add_argument("--no-ema", action="store_true", help="the trained weights themselves, not their EMA")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument(
-        "--out",
-        metavar="DIR",
-        help="where the SR images, worst-best.png and results.json go (default: RUN/evaluate/<pack>-step-N)",
+        "--max-pixels",
+        type=int,
+        default=100_000_000,
+        metavar="N",
+        help="images above N pixels are refused before decoding (default 100000000, as data max_pixels=)",
     )
-    _add_format(p, {"text": "aligned columns", "markdown": "a Markdown table", "json": "everything, one object"})
-
-    p = sub.add_parser("report", parents=common, help="write a run's self-contained HTML report")
-    p.add_argument("run", metavar="RUN", help="a run folder")
-    p.add_argument("-o", "--output", metavar="FILE.html", help="default: RUN/report.html")

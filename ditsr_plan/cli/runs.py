@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -61,16 +62,21 @@ def cmd_matrix(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_compare(args: argparse.Namespace, out: Output) -> int:
     from ditsr_plan.runtime.analysis.compare import eval_settings_differ, side_by_side, summarise, table
+    from ditsr_plan.runtime.errors import RunFailure
+    from ditsr_plan.runtime.records import json_safe
 
     runs = [Path(r) for r in args.runs]
     missing = [str(r) for r in runs if not (r / "plan.json").is_file()]
     if missing:
         raise UsageError(f"not run folders (no plan.json): {', '.join(missing)}")
-    rows = [summarise(r) for r in runs]
+    try:
+        rows = [summarise(r) for r in runs]
+    except RunFailure as exc:
+        raise UsageError(str(exc)) from None
     for warning in eval_settings_differ(rows):
         print(warning, file=sys.stderr)
     if args.format == "json":
-        write_json(rows)
+        write_json(json_safe(rows))  # strict JSON: "nan", "inf" as eval.jsonl writes them
     else:
         sys.stdout.write(table(rows, markdown=args.format == "markdown"))
     if args.plot:
@@ -88,8 +94,12 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
     run_dir = Path(args.run)
     if not (run_dir / "plan.json").is_file():
         raise UsageError(f"{run_dir} is not a run folder (no plan.json)")
+    from ditsr_plan.runtime.errors import RunFailure
+
     try:
         print(f"wrote {write_report(run_dir, Path(args.output) if args.output else None)}")
+    except RunFailure as exc:  # a plan.json cut short, of another version or edited
+        raise UsageError(str(exc)) from None
     except ValueError as exc:  # a plan.json of another version of the tool
         raise UsageError(f"{run_dir}: {exc}") from None
     return EXIT_OK
@@ -103,7 +113,9 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target} exists and is not empty")
     try:
-        export_merged(Path(args.run), target, ema=not args.no_ema)
+        export_merged(
+            Path(args.run), target, ema=not args.no_ema, note=lambda line: print(f"note: {line}", file=sys.stderr)
+        )
     except RunFailure as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote {target}")
@@ -126,21 +138,35 @@ def _degradation_of(plan: str | None) -> tuple[dict, int | None]:
 
 def cmd_pack(args: argparse.Namespace, out: Output) -> int:
     from ditsr_plan.runtime.validate.packs import PackError, make_pack
+    from ditsr_plan.terminal import shown
 
-    for name in ("n", "size", "scale"):
+    for name in ("n", "size", "scale", "max_pixels"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UsageError(f"pack make: --{name} must be at least 1")
+            raise UsageError(f"pack make: --{name.replace('_', '-')} must be at least 1")
     degradation, plan_scale = _degradation_of(args.plan)
     scale = args.scale if args.scale is not None else plan_scale or 4
     try:
         manifest = make_pack(
-            Path(args.hr_dir), Path(args.out), degradation, args.n, args.size, scale, args.seed, progress=out.info
+            Path(args.hr_dir),
+            Path(args.out),
+            degradation,
+            args.n,
+            args.size,
+            scale,
+            args.seed,
+            progress=out.info,
+            strict=args.strict,
+            max_pixels=args.max_pixels,
         )
     except PackError as exc:
         raise UsageError(str(exc)) from None
-    note = f" (the folder holds {manifest['n']} images, fewer than --n {args.n})" if manifest["n"] < args.n else ""
+    note = (
+        f" (the folder holds {manifest['n']} usable images, fewer than --n {args.n})" if manifest["n"] < args.n else ""
+    )
+    if manifest["skipped"]:
+        note += f"; {len(manifest['skipped'])} unusable images skipped (manifest.json 'skipped'; --strict refuses them)"
     out.info(
-        f"wrote {args.out}: {manifest['n']} GT {args.size} px / LR {args.size // scale} px pairs, "
+        f"wrote {shown(args.out)}: {manifest['n']} GT {args.size} px / LR {args.size // scale} px pairs, "
         f"{degradation['kind']} degradation, seed {args.seed}{note}"
     )
     return EXIT_OK
@@ -148,12 +174,10 @@ def cmd_pack(args: argparse.Namespace, out: Output) -> int:
 
 def _eval_settings(run_dir: Path, steps: int | None, lq_init: float | None) -> dict:
     """The run's eval settings (the defaults when its plan has no eval), with --steps / --lq-init."""
-    import json
-
-    from ditsr_plan.compiler.graph import ScheduleGraph
     from ditsr_plan.dsl.schemas import Eval
+    from ditsr_plan.runtime.analysis.status import read_graph
 
-    graph = ScheduleGraph.from_json(json.loads((run_dir / "plan.json").read_text()))
+    graph = read_graph(run_dir)
     settings = dict(graph.blocks["eval"].values) if "eval" in graph.blocks else Eval().model_dump()
     if steps is not None:
         if steps < 1:
@@ -175,7 +199,11 @@ def _metrics_table(result, markdown: bool) -> str:
     rows += [(f"{name} (bicubic)", result.bicubic[name]) for name in sorted(result.images)]
 
     def cell(value) -> str:
-        return "-" if value is None else f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+        if value is None:
+            return "-"
+        if not math.isfinite(value):
+            return f"{value}!"  # nan!, inf!: not finite, marked
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
     table = [["image", *columns]] + [[name, *(cell(m.get(c)) for c in columns)] for name, m in rows]
     if markdown:
@@ -188,15 +216,23 @@ def _metrics_table(result, markdown: bool) -> str:
     )
 
 
+def _warn(line: str) -> None:
+    print(f"ditsr-plan evaluate: {line}", file=sys.stderr)
+
+
 def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
     from ditsr_plan.runtime.errors import RunFailure
+    from ditsr_plan.runtime.records import strict_json
     from ditsr_plan.runtime.run.evaluate import evaluate_checkpoint, find_checkpoint
 
     target = Path(args.target)
     if args.limit is not None and args.limit < 1:
         raise UsageError("evaluate: --limit must be at least 1")
     try:
-        ckpt, run_dir = find_checkpoint(target)
+        skipped: list[str] = []
+        ckpt, run_dir = find_checkpoint(target, report=lambda line: skipped.append(line) or _warn(line))
+        if skipped:
+            _warn(f"scoring {ckpt.path} (step {ckpt.step}), the newest usable checkpoint")
         settings = _eval_settings(run_dir, args.steps, args.lq_init)
         folder = Path(args.out) if args.out else run_dir / "evaluate" / f"{Path(args.pack).name}-step-{ckpt.step:08d}"
         result = evaluate_checkpoint(
@@ -204,8 +240,13 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
         )
     except RunFailure as exc:
         raise UsageError(str(exc)) from None
+    if result.not_finite:
+        _warn(
+            f"the generator gave NaN or infinite values on {len(result.not_finite)} of {len(result.images)} images "
+            f"({', '.join(result.not_finite[:5])}): their metrics are marked nan, and so is the mean"
+        )
     if args.format == "json":
-        write_json(result.to_json())
+        sys.stdout.write(strict_json(result.to_json(), indent=2) + "\n")
     else:
         weights = "EMA" if result.ema else "trained weights"
         print(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,29 @@ def json_safe(x: Any) -> Any:
     return x
 
 
+def strict_json(data: Any, indent: int | None = 1) -> str:
+    """``data`` as strict JSON text (what ``json.loads(..., parse_constant=reject)`` reads): NaN and
+    infinities as "nan", "inf", "-inf" (:func:`json_safe`), never bare ``NaN``/``Infinity``."""
+    return json.dumps(json_safe(data), indent=indent, allow_nan=False)
+
+
 def _numbers(values: dict | None) -> dict | None:
     """A dict of metric values with the special strings read back as numbers."""
     if values is None:
         return None
     return {k: SPECIAL.get(v, v) if isinstance(v, str) else v for k, v in values.items()}
+
+
+def _pack_numbers(pack: dict | None) -> dict | None:
+    """An eval record's pack part with the special strings of its metrics read back as numbers."""
+    if not pack:
+        return pack
+
+    def rows(part: dict | None) -> dict:
+        return {k: _numbers(v) if isinstance(v, dict) else v for k, v in (part or {}).items()}
+
+    mean = _numbers(pack.get("mean"))
+    return {**pack, "mean": mean, "images": rows(pack.get("images")), "bicubic": rows(pack.get("bicubic"))}
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -69,7 +88,9 @@ def truncate_jsonl(path: Path, keep) -> None:
         return
     lines = path.read_text(encoding="utf-8").splitlines()
     kept = [line for line in lines if (step := step_of(line)) is not None and keep(step)]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    partial = path.with_name(path.name + ".tmp")  # replaced in one rename: a Ctrl-C never leaves it half written
+    partial.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(partial, path)
 
 
 @dataclass
@@ -130,8 +151,20 @@ class MetricsRecord:
         )
 
 
+def _typed(records: list, cls) -> list:
+    """``cls.from_json`` of each record; a record that is not one (a line damaged into other valid JSON) is
+    skipped like a line cut short."""
+    out = []
+    for record in records:
+        try:
+            out.append(cls.from_json(record))
+        except (KeyError, TypeError, AttributeError, ValueError):
+            continue
+    return out
+
+
 def read_metrics(run_dir: Path) -> list[MetricsRecord]:
-    return [MetricsRecord.from_json(r) for r in read_jsonl(run_dir / "metrics.jsonl")]
+    return _typed(read_jsonl(run_dir / "metrics.jsonl"), MetricsRecord)
 
 
 @dataclass
@@ -150,11 +183,14 @@ class EvalRecord:
     settings: dict = field(default_factory=dict)
     watch: list[dict] = field(default_factory=list)
     pack: dict | None = None  # eval pack=DIR: {"dir", "images": name -> metrics, "mean", "bicubic": {"mean", name}}
+    flags: list[dict] = field(default_factory=list)  # e.g. "eval_not_finite": an SR with NaN, its metrics "nan"
 
     def to_json(self) -> dict:
         data = asdict(self)
         if self.pack is None:
             del data["pack"]
+        if not self.flags:
+            del data["flags"]
         return data
 
     @classmethod
@@ -167,9 +203,10 @@ class EvalRecord:
             lpips=data.get("lpips", False),
             settings=data.get("settings", {}),
             watch=data.get("watch", []),
-            pack=data.get("pack"),
+            pack=_pack_numbers(data.get("pack")),
+            flags=data.get("flags") or [],
         )
 
 
 def read_evals(run_dir: Path) -> list[EvalRecord]:
-    return [EvalRecord.from_json(r) for r in read_jsonl(run_dir / "eval.jsonl")]
+    return _typed(read_jsonl(run_dir / "eval.jsonl"), EvalRecord)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..records import EvalRecord, read_evals
-from .status import run_status
+from .status import read_graph, run_status
 
 LOWER_IS_BETTER = {"lpips"}
 MEAN_METRICS = ("psnr", "ssim", "lpips")
@@ -17,14 +17,14 @@ DEFOCUS = "defocus"
 def summarise(run: Path) -> dict:
     """One row: the run (its folder's name), its plan, how far it got, its final and best mean metrics, the
     defocus image's ESR/FHR, per-image finals, the bicubic baseline and the eval settings."""
+    graph = read_graph(run)  # a plan.json cut short, of another version or edited: RunFolderError
     evals = read_evals(run)
-    plan = json.loads((run / "plan.json").read_text()) if (run / "plan.json").is_file() else {}
     status = run_status(run)
     row: dict = {
         "run": run.name,
         "path": str(run),
-        "plan": plan.get("name"),
-        "hash": plan.get("hash"),
+        "plan": graph.name,
+        "hash": graph.hash,
         "steps": evals[-1].step if evals else None,
         "finished": status.finished,
         "status": status.describe(),

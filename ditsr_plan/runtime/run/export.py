@@ -15,11 +15,14 @@ from pathlib import Path
 
 from ditsr_plan.compiler.graph import ScheduleGraph
 
+from ..analysis.status import read_graph
 from ..train.device import place
-from ..train.generators import build_generator
-from ..train.generators.lora import load_lora
+from ..train.generators import build_generator, fingerprint
+from ..train.generators.lora import ADAPTER, lora_state_dict
 from ..train.latent import build_latent
+from .checkpoint import CheckpointError
 from .folder import RunError
+from .resume import check_base
 
 
 def generator_of_run(graph: ScheduleGraph, device):
@@ -30,38 +33,107 @@ def generator_of_run(graph: ScheduleGraph, device):
     return latent, build_generator(graph.blocks["model"], latent, crop // latent.factor, crop, device).to(device)
 
 
-def rebuild_generator(run_dir: Path, ema: bool = True, device: str = "cpu"):
-    """The run's generator with its final trained weights (``final/generator_ema`` or ``final/generator``)."""
+def final_folder(run_dir: Path, ema: bool) -> tuple[Path, str | None]:
+    """The run's final trained generator (``final/generator_ema``, or ``final/generator``) and a note when
+    the EMA was asked for but the finished run trained without one."""
+    final = run_dir / "final"
+    if ema and (final / "generator_ema").is_dir():
+        return final / "generator_ema", None
+    if not (final / "generator").is_dir() or not (run_dir / "summary.json").is_file():
+        raise RunError(
+            f"{run_dir} has not finished (no final/generator{'_ema' if ema else ''} and summary.json): only a "
+            "finished run can be exported; resume it (ditsr-plan run PLAN --out RUN --resume) to finish it"
+        )
+    return final / "generator", ("the run trained without EMA: exporting its trained weights" if ema else None)
+
+
+def _tensors(path: Path) -> dict:
+    """A final safetensors file's tensors, each finite; anything else is refused."""
     from safetensors.torch import load_file
 
-    if not (run_dir / "plan.json").is_file():
-        raise RunError(f"{run_dir} is not a run folder (no plan.json)")
-    graph = ScheduleGraph.from_json(json.loads((run_dir / "plan.json").read_text()))
-    final = run_dir / "final" / ("generator_ema" if ema else "generator")
-    if not final.is_dir():
-        raise RunError(f"{run_dir} has no {final.relative_to(run_dir)}: only a finished run can be exported")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the run's final generator is incomplete")
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own SafetensorError, or OSError
+        raise CheckpointError(f"{path} is unreadable ({str(exc).splitlines()[0][:160]})") from None
+    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all()))
+    if bad:
+        raise CheckpointError(f"{path} holds NaN or infinite values ({', '.join(bad[:3])}): nothing to export")
+    return tensors
+
+
+def _check_fit(path: Path, tensors: dict, expected: dict) -> None:
+    """``tensors`` (a file's) are exactly ``expected``'s names and shapes: none missing, none extra."""
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    shapes = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
+    if missing or extra or shapes:
+        found = (("missing", missing), ("extra", extra), ("of another shape", shapes))
+        parts = [f"{label} {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}" for label, names in found if names]
+        raise CheckpointError(
+            f"{path} does not fit the run's generator ({'; '.join(parts)}): it is damaged or of another run"
+        )
+
+
+def _load_final(model, final: Path) -> None:
+    """The final trained tensors into ``model``, strictly: the LoRA (peft's format) or the whole transformer,
+    then the conditioning; a file with missing, extra, misshapen or non-finite tensors is refused."""
+    if model.lora_config is not None and model.train_mode != "full":
+        from peft import set_peft_model_state_dict
+
+        path = final / "adapter_model.safetensors"
+        adapter = _tensors(path)
+        _check_fit(path, adapter, lora_state_dict(model.base))
+        set_peft_model_state_dict(model.base, adapter, adapter_name=ADAPTER)
+    else:
+        files = sorted((final / "transformer").glob("*.safetensors"))
+        path = final / "transformer" / (files[0].name if len(files) == 1 else "*.safetensors")
+        whole = {k: v for f in files or [path] for k, v in _tensors(f).items()}
+        _check_fit(path, whole, model.base.state_dict())
+        model.base.load_state_dict(whole)
+    path = final / "sr_conditioning.safetensors"
+    conditioning = _tensors(path)
+    expected = {k: v for k, v in model.trainable_state_dict().items() if "lora_" not in k}
+    _check_fit(path, conditioning, expected)
+    model.load_state_dict(conditioning, strict=False)
+
+
+def _recorded_base(final: Path) -> dict | None:
+    try:
+        meta = json.loads((final / "generator.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{final / 'generator.json'} is unreadable ({exc}): it names the run's base") from None
+    return meta.get("base") if isinstance(meta, dict) else None
+
+
+def rebuild_generator(run_dir: Path, ema: bool = True, device: str = "cpu", note=lambda line: None):
+    """The run's generator with its final trained weights (``final/generator_ema`` or ``final/generator``),
+    on the base the run trained on (another base is refused)."""
+    graph = read_graph(run_dir)
+    final, why = final_folder(run_dir, ema)
+    if why:
+        note(why)
     _, model = generator_of_run(graph, place(device, "fp32").device)
     if not hasattr(model, "merged"):
         raise RunError(f"model {graph.blocks['model'].kind} from scratch: final/ already holds a diffusers folder")
-    if (final / "adapter_model.safetensors").is_file():
-        load_lora(model.base, final)
-    else:
-        model.base.load_state_dict(
-            type(model.base).from_pretrained(str(final / "transformer")).state_dict(), strict=False
-        )
-    model.load_state_dict(load_file(str(final / "sr_conditioning.safetensors")), strict=False)
+    where = graph.blocks["model"].values.get("path")
+    check_base(f"{final}", _recorded_base(final), fingerprint(model), "the run's plan.json now loads", where)
+    _load_final(model, final)
     return model, graph
 
 
-def export_merged(run_dir: Path, out: Path, ema: bool = True) -> Path:
+def export_merged(run_dir: Path, out: Path, ema: bool = True, note=lambda line: None) -> Path:
+    """``out``: the run's final generator as one diffusers folder (LoRA merged; ``sr_export.json`` says what)."""
     from safetensors.torch import save_file
 
-    model, _ = rebuild_generator(run_dir, ema)
+    notes: list[str] = []
+    model, _ = rebuild_generator(run_dir, ema, note=lambda line: notes.append(line) or note(line))
     merged = model.merged()
     merged.save_pretrained(out, safe_serialization=True)
-    note = {
+    info = {
         "from": str(run_dir),
-        "ema": ema,
+        "ema": ema and not notes,
         "cond": model.settings["cond"],
         "input": "cat([noisy, LR latent])" if model.concat else "noisy",
     }
@@ -69,6 +141,6 @@ def export_merged(run_dir: Path, out: Path, ema: bool = True) -> Path:
         save_file(
             {k: v.contiguous() for k, v in model.adapter.state_dict().items()}, str(out / "sr_adapter.safetensors")
         )
-        note["adapter"] = "sr_adapter.safetensors (LRAdapter of ditsr_plan.runtime.train.generators.conditioning)"
-    (out / "sr_export.json").write_text(json.dumps(note, indent=1))
+        info["adapter"] = "sr_adapter.safetensors (LRAdapter of ditsr_plan.runtime.train.generators.conditioning)"
+    (out / "sr_export.json").write_text(json.dumps(info, indent=1))
     return out

@@ -9,7 +9,13 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import RunFailure
+
 FILE = "run.json"
+
+
+class InvocationError(RunFailure):
+    """``run.json`` cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,19 @@ class Invocation:
 
     @classmethod
     def load(cls, run_dir: Path) -> Invocation | None:
+        """The run's invocation; None without ``run.json``. A ``run.json`` that is cut short or not of this
+        shape raises :class:`InvocationError`."""
         path = run_dir / FILE
         if not path.is_file():
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(data["plan"], float(data["time_scale"]), tuple(data["overrides"]))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            invocation = cls(str(data["plan"]), float(data["time_scale"]), tuple(str(o) for o in data["overrides"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InvocationError(
+                f"{path} is damaged ({type(exc).__name__}: {str(exc)[:100]}): it records how the run was started. "
+                "Remove it and resume with the run's plan, --time-scale and --set given again"
+            ) from None
+        if not isinstance(data["overrides"], list):
+            raise InvocationError(f"{path} is damaged ('overrides' is not a list); remove it and resume explicitly")
+        return invocation

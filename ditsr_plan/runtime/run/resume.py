@@ -7,13 +7,15 @@ says where the step lands in the new schedule.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ditsr_plan.compiler.graph import ScheduleGraph
 from ditsr_plan.compiler.show import format_steps
 
+from ..analysis.status import read_graph
 from ..distributed import barrier
+from ..errors import RunFailure
+from ..train.generators import fingerprint
 from .checkpoint import Checkpoint, newest_complete, newest_written, remove_partial
 from .console import say
 from .folder import RunError
@@ -35,7 +37,7 @@ def _why_different(run_dir: Path, graph: ScheduleGraph, invocation: Invocation |
 
 def _landing(run_dir: Path, graph: ScheduleGraph, step: int) -> str:
     """Where step ``step`` of the run's own schedule lands in ``graph``'s."""
-    old = ScheduleGraph.from_json(json.loads((run_dir / "plan.json").read_text()))
+    old = read_graph(run_dir)
 
     def where(g: ScheduleGraph) -> str:
         if step >= g.total_steps:
@@ -60,19 +62,28 @@ def resume(
         say(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
         return None
     state = ckpt.state()
-    if state["plan_hash"] != graph.hash:
+    if state.get("plan_hash") != graph.hash:
         why = _why_different(run_dir, graph, invocation)
         if not force:
             raise _other_schedule(ckpt, state, graph, why)
         say(f"--force: resuming in another schedule ({why}); {_landing(run_dir, graph, ckpt.step)}")
-    _check_base(trainer, ckpt, state["trainer"].get("base"))
-    trainer.load_state_dict(ckpt.tensors, state["trainer"])
+    base = state["trainer"].get("base")
+    check_base(f"checkpoint {ckpt.path}", base, fingerprint(trainer.model), "the model now loads")
+    try:
+        trainer.load_state_dict(ckpt.tensors, state["trainer"])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:  # CheckpointError passes through
+        if isinstance(exc, RunFailure):
+            raise
+        raise RunError(
+            f"checkpoint {ckpt.path} does not fit this run ({type(exc).__name__}: {str(exc)[:200]}): was the plan, "
+            "the model or the checkpoint changed? Resume with what the run started with, or start a new run folder"
+        ) from None
     return ckpt
 
 
 def _other_schedule(ckpt: Checkpoint, state: dict, graph: ScheduleGraph, why: str) -> RunError:
     return RunError(
-        f"checkpoint {ckpt.path} was made from another schedule (hash {state['plan_hash']}, now "
+        f"checkpoint {ckpt.path} was made from another schedule (hash {state.get('plan_hash')}, now "
         f"{graph.hash}): {why}. Resume with the run's own settings, or --force to continue in this schedule"
     )
 
@@ -86,22 +97,25 @@ def refuse_other_schedule(graph: ScheduleGraph, run_dir: Path, invocation: Invoc
         return
     try:
         state = ckpt.state()
-    except (OSError, ValueError):
+    except RunFailure:
         return  # a damaged checkpoint: resume() reports it and falls back
     if state.get("plan_hash") != graph.hash:
         raise _other_schedule(ckpt, state, graph, _why_different(run_dir, graph, invocation))
 
 
-def _check_base(trainer, ckpt: Checkpoint, base: dict | None) -> None:
-    """A checkpoint of a fine-tune holds only the trained tensors: it fits only the base it was made on."""
-    from ..train.generators import fingerprint
-
-    now = fingerprint(trainer.model)
-    if (base or {}).get("digest") != (now or {}).get("digest"):
-        was = f"base {base['digest']} ({base.get('class')})" if base else "a model trained from scratch"
-        raise RunError(
-            f"checkpoint {ckpt.path} was made on {was}, but the model now loads base "
-            f"{now['digest'] if now else '(none: from scratch)'}"
-            f"{' (' + str(now.get('class')) + ')' if now else ''}: its trained tensors fit only their own base. "
-            "Point model path= at the base the run started with"
-        )
+def check_base(what: str, base: dict | None, now: dict | None, loads: str, folder: str | None = None) -> None:
+    """A checkpoint of a fine-tune (``what``: "checkpoint RUN/checkpoints/step-N", "RUN/final/generator")
+    holds only the trained tensors: it fits only the base it was made on. ``base``: the fingerprint it
+    recorded; ``now``: the one of the model built now (``loads`` says by what, ``folder`` from where);
+    different digests are refused, naming both."""
+    base = base if isinstance(base, dict) else None
+    if (base or {}).get("digest") == (now or {}).get("digest"):
+        return
+    was = f"base {base.get('digest')} ({base.get('class')})" if base else "a model trained from scratch"
+    where = f" from {folder}" if folder else ""
+    raise RunError(
+        f"{what} was made on {was}, but {loads} base "
+        f"{now['digest'] if now else '(none: from scratch)'}"
+        f"{' (' + str(now.get('class')) + ')' if now else ''}{where}: its trained tensors fit only their own base. "
+        "Point model path= at the base the run started with"
+    )

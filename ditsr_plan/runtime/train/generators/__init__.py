@@ -50,13 +50,23 @@ def parameter_groups(model: nn.Module) -> list[dict]:
     return [{"params": trainable_parameters(model), "lr_scale": 1.0}]
 
 
-def load_trained(model: nn.Module, tensors: dict[str, torch.Tensor]) -> str | None:
-    """Put a checkpoint's trained tensors into ``model``; what does not fit (None when all does): anything
-    the tensors lack must be frozen (a fine-tune's checkpoint holds only what trains)."""
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    lacking = sorted(set(trainable_state_dict(model)) & set(missing))
+def load_trained(model: nn.Module, tensors: dict[str, torch.Tensor], complete: bool = True) -> str | None:
+    """Put a checkpoint's trained tensors into ``model``; what does not fit (None when all does, and nothing
+    is loaded otherwise): anything the tensors lack must be frozen (a fine-tune's checkpoint holds only what
+    trains; ``complete=False``: any subset, as an EMA's), and every tensor must have its parameter's shape."""
+    own = model.state_dict()
+    unexpected = sorted(set(tensors) - set(own))
+    lacking = sorted(set(trainable_state_dict(model)) - set(tensors)) if complete else []
     if unexpected or lacking:
-        return f"missing {lacking[:5]}, unexpected {sorted(unexpected)[:5]}"
+        return f"missing {lacking[:5]}, unexpected {unexpected[:5]}"
+    shapes = [
+        f"{k} is {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} in the model"
+        for k, v in tensors.items()
+        if tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if shapes:
+        return "; ".join(shapes[:3]) + (f" and {len(shapes) - 3} more" if len(shapes) > 3 else "")
+    model.load_state_dict(tensors, strict=False)
     return None
 
 
