@@ -174,8 +174,9 @@ def _values(values: dict) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in values.items() if v is not None)
 
 
-def _flags_section(metrics: list[MetricsRecord]) -> tuple[tuple[str, str] | None, str | None]:
-    flags = [f for m in metrics for f in m.flags]
+def _flags_section(metrics: list[MetricsRecord], evals: list[EvalRecord]) -> tuple[tuple[str, str] | None, str | None]:
+    """The term flags of metrics.jsonl, the evals' flags (a non-finite SR) and the skipped steps."""
+    flags = [f for m in metrics for f in m.flags] + [f for e in evals for f in e.flags]
     skipped = [m for m in metrics if m.skipped]
     if not flags and not skipped:
         return None, None
@@ -206,7 +207,7 @@ def build_report(run_dir: Path) -> str:
     ]
     sections += [s for s in optional if s is not None]
     facts = _facts(graph, run_dir, metrics, evals, summary)
-    flags, flag_fact = _flags_section(metrics)
+    flags, flag_fact = _flags_section(metrics, evals)
     if flags:
         sections.insert(0, flags)
         facts.append(flag_fact)

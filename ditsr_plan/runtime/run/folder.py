@@ -4,6 +4,9 @@
   ``--resume``: the newest ``runs/<plan>-*``).
 - A folder that exists and is not empty is never reused silently: ``--resume`` continues it,
   ``--overwrite`` starts it again (its old content is deleted only once the new run has been built).
+  ``--overwrite`` clears only a run folder of this tool (one holding ``run.json`` or ``plan.json``), never
+  the working directory or a folder above it: anything else is refused, naming a few of its entries, and
+  nothing is touched.
 - A run that fails before its first step leaves nothing: a folder it created is removed again.
 """
 
@@ -33,32 +36,75 @@ def default_run_dir(name: str, out_setting: str | None, resume: bool) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+RUN_MARKERS = ("run.json", "plan.json")  # what every run of this tool writes before its first step
+
+
 def _is_empty(run_dir: Path) -> bool:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"run folder {run_dir} is a file, not a folder: choose another --out")
     return not run_dir.exists() or not any(run_dir.iterdir())
+
+
+def _entries(folder: Path, shown: int = 3) -> str:
+    names = sorted(shown(p.name) for p in folder.iterdir())
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
+def check_clearable(run_dir: Path) -> None:
+    """Refuse ``--overwrite`` of anything but a run folder of this tool: a data set, a home folder, the
+    working directory (or a folder above it) are never deleted."""
+    here, target = Path.cwd().resolve(), run_dir.resolve()
+    if target == here or target in here.parents:
+        raise RunError(
+            f"{run_dir} is the working directory{'' if target == here else ' or a folder above it'}: "
+            "--overwrite clears only run folders; choose another --out"
+        )
+    if run_dir.is_symlink():
+        raise RunError(
+            f"{run_dir} is a symbolic link (to {target}): --overwrite clears only a run folder itself; "
+            "give that folder or another --out"
+        )
+    if not any((run_dir / name).is_file() for name in RUN_MARKERS):
+        raise RunError(
+            f"{run_dir} is not a run folder of ditsr-plan (holds {_entries(run_dir)}; no run.json or plan.json): "
+            "--overwrite clears only run folders; choose another --out"
+        )
+
+
+class FolderState:
+    """What :func:`run_folder` yields: call it once the first step is done; ``removed`` says whether a
+    failure before that removed the folder this run created."""
+
+    def __init__(self, fresh: bool) -> None:
+        self.fresh, self.started, self.removed = fresh, False, False
+
+    def __call__(self) -> None:
+        self.started = True
 
 
 @contextlib.contextmanager
 def run_folder(run_dir: Path, resume: bool, overwrite: bool, ranks: Ranks):
     """Prepare ``run_dir`` (every rank checks, so that all stop with the same error; rank 0 alone clears
-    and creates). Yields ``started``: call it once the first step is done. A folder this call created is
-    removed again when the run fails before that."""
+    and creates). Yields a :class:`FolderState`: call it once the first step is done. A folder this call
+    created is removed again when the run fails before that."""
     if not _is_empty(run_dir) and not resume:
         if not overwrite:
             raise RunError(
                 f"run folder {run_dir} exists and is not empty: use --resume to continue it, "
                 "--overwrite to start it again, or --out for another folder"
             )
+        check_clearable(run_dir)
         barrier(ranks)  # no rank is still looking at the folder when rank 0 clears it
         if ranks.main:
             shutil.rmtree(run_dir)
-    fresh = _is_empty(run_dir)
+    state = FolderState(_is_empty(run_dir))
     if ranks.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier(ranks)
-    state = {"started": False}
     try:
-        yield lambda: state.__setitem__("started", True)
+        yield state
     except BaseException:
-        if fresh and not state["started"] and ranks.main:
+        if state.fresh and not state.started and ranks.main:
             shutil.rmtree(run_dir, ignore_errors=True)
+            state.removed = True
         raise

@@ -11,6 +11,7 @@ checkpoint, stop -- each a named helper of :class:`Run`.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 
 from ditsr_plan import __version__
 from ditsr_plan.compiler.graph import ScheduleGraph
+from ditsr_plan.terminal import shown
 
 from ..distributed import (
     SINGLE,
@@ -33,7 +35,15 @@ from ..distributed import (
     sum_floats,
     weights_digest,
 )
-from ..records import EvalRecord, MetricsRecord, TermValues, read_metrics, truncate_jsonl
+from ..records import (
+    EvalRecord,
+    MetricsRecord,
+    TermValues,
+    json_safe,
+    read_evals,
+    read_metrics,
+    truncate_jsonl,
+)
 from ..train.data import StepBatches
 from ..train.device import place, set_threads
 from ..train.trainer import StepRecord, Trainer, dynamo_graphs
@@ -45,7 +55,7 @@ from .header import header
 from .invocation import Invocation
 from .logs import MetricsLog, NoLog, Progress
 from .resume import refuse_other_schedule, resume
-from .signals import RunInterrupted, Signals
+from .signals import RunInterrupted, Signals, stopped_at_once
 from .watch_keep import Watches, update_best
 
 
@@ -77,16 +87,22 @@ def run_plan(
     )
     ranks = join(ranks, placement.device.type)
     silence(not ranks.main)
+    invocation = invocation or Invocation(graph.path, graph.time_scale)
+    folder, run = None, None
     try:
         run_dir = Path(str(broadcast_object(ranks, str(run_dir))))
         _check_same_plan(ranks, graph)
         if resume and not force:
-            refuse_other_schedule(graph, run_dir, invocation or Invocation(graph.path, graph.time_scale))
+            refuse_other_schedule(graph, run_dir, invocation)
         trainer = Trainer(graph, placement, ranks)  # a run that cannot be built writes nothing
-        with run_folder(run_dir, resume, overwrite, ranks) as started:
-            run = Run(graph, trainer, run_dir, invocation or Invocation(graph.path, graph.time_scale), quiet)
+        with run_folder(run_dir, resume, overwrite, ranks) as folder:
+            run = Run(graph, trainer, run_dir, invocation, quiet)
             run.start(resume, force)
-            return run.train(started)
+            return run.train(folder)
+    except KeyboardInterrupt as exc:  # a second signal, or one before the loop: said, never silent
+        done = run.done if run is not None else None
+        message = stopped_at_once(exc, run_dir, folder, done, invocation.command(run_dir))
+        raise RunInterrupted(message, getattr(exc, "signum", signal.SIGINT)) from None
     finally:
         silence(False)
         leave(ranks)
@@ -119,6 +135,7 @@ class Run:
         self.log_settings = graph.blocks["log"].values
         self.quiet = quiet
         self.start_step = 0
+        self.done: int | None = None  # steps done so far, once the loop has begun
         self.first_loss: float | None = None
         self.last_loss: float | None = None
         self.bad_steps = 0
@@ -165,6 +182,7 @@ class Run:
         grads = log["grads"] == "on" or (log["grads"] == "auto" and trainer.placement.device.type == "cpu")
         stopped = None
         self.since, self.steps_since = time.perf_counter(), 0  # throughput since the last log line
+        self.done = self.start_step
         with Signals() as signals:
             try:
                 for step, batches in self._batches():
@@ -175,7 +193,7 @@ class Run:
                     )
                     self.log_step(record, is_log)
                     started()
-                    done = step + 1
+                    done = self.done = step + 1
                     fault_point("step", done)
                     stopped = self.maybe_evaluate(done)
                     signalled = self.signal_vote(signals)
@@ -218,7 +236,7 @@ class Run:
         known = self.trainer.data.stats.skipped
         for path, why in skipped.items():
             if path not in known or not self._said_skipped.get(path):
-                say(f"data: skipping unreadable image {path} ({why})")
+                say(f"data: skipping unreadable image {shown(path)} ({shown(why)})")
                 self._said_skipped[path] = True
             known[path] = why
 
@@ -296,6 +314,8 @@ class Run:
             self.evaluator.append(record)
             self.progress.evaluated(time.perf_counter() - started)
             say(f"eval after {done} steps: {eval_summary(record)}")
+            for flag in record.flags:
+                say(f"eval after {done} steps: warning: {flag['message']}")
             for event in record.watch:
                 say(f"watch fired after {done} steps: {event['watch']} (value {event['value']:.4g}): {event['action']}")
                 if event["action"] == "stop":
@@ -369,7 +389,8 @@ class Run:
         if self.trainer.ema is not None:
             with self.trainer.ema.applied(self.trainer.model):
                 self.trainer.model.save_final(final / "generator_ema")
-        (self.run_dir / "summary.json").write_text(json.dumps(self.summary(steps_done, stopped), indent=1))
+        summary = json_safe(self.summary(steps_done, stopped))  # a watch's value may be nan: strict JSON
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
         from ..analysis.report import write_report
 
         report = write_report(self.run_dir)
@@ -381,6 +402,7 @@ class Run:
 
     def summary(self, steps_done: int, stopped: dict | None) -> dict:
         run = self.settings
+        eval_flags = [f for record in read_evals(self.run_dir) for f in record.flags]
         return {
             "plan": self.graph.name,
             "hash": self.graph.hash,
@@ -391,7 +413,8 @@ class Run:
             "skipped_images": self.trainer.data.stats.skipped,
             "finished": time.time(),
             "stopped_by": stopped,
-            "flags": [f for record in read_metrics(self.run_dir) for f in record.flags],
+            "flags": [f for record in read_metrics(self.run_dir) for f in record.flags] + eval_flags,
+            "evals_not_finite": [f["step"] for f in eval_flags if f.get("flag") == "eval_not_finite"],
             "compile": {
                 "backend": run["compile_backend"],
                 "dynamo_graphs": dynamo_graphs(),

@@ -5,6 +5,7 @@ Both read :class:`~ditsr_plan.runtime.records.EvalRecord` s."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -27,7 +28,7 @@ class Watches:
         for i, w in enumerate(self.watches):
             value = w.metric.of(record)
             active = record.step >= w.after
-            self.streak[i] = self.streak[i] + 1 if active and w.holds(value) else 0
+            self.streak[i] = self.streak[i] + 1 if active and _holds(w, value) else 0
             if self.streak[i] >= w.evals:
                 events.append(
                     {
@@ -40,9 +41,16 @@ class Watches:
         return events
 
 
+def _holds(watch: Watch, value: float | None) -> bool:
+    """A watch holds on a NaN metric (an eval whose SR was not finite): whatever it guards, that is worse."""
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return watch.holds(value)
+
+
 def _key(direction: str, value: float | None) -> tuple[int, float]:
-    """Sort key: present values first, best first."""
-    if value is None:
+    """Sort key: present (and not NaN) values first, best first."""
+    if value is None or math.isnan(value):
         return (1, 0.0)
     return (0, value if direction == "min" else -value)
 

@@ -5,12 +5,20 @@
 ``sampler.py``'s, the metrics ``metrics.py``'s. The bicubic baseline -- the metrics of the LR upsampled
 by bicubic, the model's input -- is computed once and written beside every eval's metrics, so that every
 number has its reference.
+
+An SR that is not finite (a generator that gives NaN) does not stop the run: its metrics are recorded as
+NaN (``"nan"`` in ``eval.jsonl``), so is the mean of every metric it enters, and the record carries a
+flag (``eval_not_finite``) that the console, ``summary.json`` and the report show; a ``watch`` can stop
+the run on it, ``keep best`` never keeps it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
+
+import torch
 
 from ..records import EvalRecord, append_jsonl, read_evals
 from ..train.generators import patch_size
@@ -66,29 +74,60 @@ class Evaluator:
         with weights:
             return sample(t.model, t.latent, t.blocks["diffusion"], lr_up, self.settings, t.placement)
 
+    def _metrics(self, sr, gt) -> dict:
+        """An SR's metrics against its GT; every one NaN when the SR is not finite."""
+        if not bool(torch.isfinite(sr).all()):
+            return self._nan_row(self.bicubic[self.images[0].role])
+        return all_metrics(sr, gt.to(sr.device), self.trainer.data.scale, self.lpips)[0]
+
+    def _nan_row(self, keys) -> dict:
+        return {k: math.nan if k != "lpips" or self.lpips is not None else None for k in keys}
+
+    def _pack_scores(self) -> tuple[dict, list[str]]:
+        """The pack's scores (non-finite SRs' metrics as NaN) and the names of the pack images whose SR was
+        not finite."""
+        bad: list[int] = []
+
+        def checked(lr_up):
+            sr = self.sample(lr_up)
+            if not bool(torch.isfinite(sr).all()):
+                bad.append(id(lr_up))
+            return sr
+
+        scored = evaluate_pack(self.pack, checked, self.trainer.data.scale, self.lpips)
+        names = [im.name for im in self.pack if id(im.lr_up) in bad]
+        if names:
+            scored["images"].update({name: self._nan_row(scored["images"][name]) for name in names})
+            scored["mean"] = not_finite_mean(scored["images"])
+        return scored, names
+
     def run(self, step: int) -> EvalRecord:
         """Evaluate after ``step`` completed steps: save images and the grid; return the record
         (``append`` writes it to eval.jsonl)."""
         folder = self.dir / f"step-{step:08d}"
         folder.mkdir(parents=True, exist_ok=True)
         per_image, results = {}, []
-        device = self.trainer.placement.device
         for image in self.images:
             sr = self.sample(image.lr_up)
-            per_image[image.role] = all_metrics(sr, image.gt.to(device), self.trainer.data.scale, self.lpips)[0]
-            save_png(sr[0].cpu(), folder / f"{image.role}.png")
-            results.append((image, sr[0].cpu()))
+            per_image[image.role] = self._metrics(sr, image.gt)
+            sr = torch.nan_to_num(sr[0].cpu(), nan=0.0)  # pictures of a non-finite SR: NaN drawn grey
+            save_png(sr, folder / f"{image.role}.png")
+            results.append((image, sr))
         record = EvalRecord(
             step=step,
             images=per_image,
-            mean=mean_metrics(list(per_image.values())),
+            mean=not_finite_mean(per_image),
             bicubic=self.bicubic,
             lpips=self.lpips is not None,
             settings=dict(self.settings),
         )
+        bad = [role for role, row in per_image.items() if _has_nan(row)]
         if self.pack:
-            scored = evaluate_pack(self.pack, self.sample, self.trainer.data.scale, self.lpips)
+            scored, bad_pack = self._pack_scores()
             record.pack = {"dir": self.settings["pack"], **scored, "bicubic": self.pack_bicubic}
+            bad += [f"pack image {name}" for name in bad_pack]
+        if bad:
+            record.flags.append(not_finite_flag(step, bad))
         eval_grid(results, per_image, self.bicubic, step, self.dir / f"grid-{step:08d}.png")
         progression_strips(self.dir, [im.role for im in self.images], {im.role: im.gt[0] for im in self.images})
         return record
@@ -98,3 +137,29 @@ class Evaluator:
 
     def records(self) -> list[EvalRecord]:
         return read_evals(self.jsonl.parent)
+
+
+def _has_nan(row: dict) -> bool:
+    return any(isinstance(v, float) and math.isnan(v) for v in row.values())
+
+
+def not_finite_mean(rows: dict[str, dict]) -> dict:
+    """The mean of metric rows (``mean_metrics``), NaN for every metric that is NaN in any row: an eval
+    with a non-finite SR has no finite mean."""
+    mean = mean_metrics(list(rows.values()))
+    for key in mean:
+        if any(isinstance(r.get(key), float) and math.isnan(r[key]) for r in rows.values()):
+            mean[key] = math.nan
+    return mean
+
+
+def not_finite_flag(step: int, images: list[str]) -> dict:
+    shown = ", ".join(images[:5]) + (f" and {len(images) - 5} more" if len(images) > 5 else "")
+    return {
+        "flag": "eval_not_finite",
+        "step": step,
+        "images": images,
+        "message": f"validation after {step} steps: the SR of {shown} is not finite (NaN or inf); its metrics "
+        "are recorded as nan. Training goes on; a 'watch' counts a nan metric as holding (so a "
+        "'watch ...: stop' stops the run)",
+    }

@@ -15,6 +15,7 @@ from ditsr_plan.compiler import compile_plan
 from ditsr_plan.diagnostics import PlanError
 from ditsr_plan.runtime.errors import RunFailure
 from ditsr_plan.runtime.run import run_plan
+from ditsr_plan.runtime.run.signals import RunInterrupted
 from ditsr_plan.testing import make_dit, make_pixart, make_vae, pretrained_plan, trainer_for
 
 torch.set_num_threads(2)
@@ -113,7 +114,7 @@ def test_checkpoints_hold_the_trained_tensors_and_resume_bitwise_on_the_same_bas
 
     broken = tmp_path / "broken"
     monkeypatch.setattr(trainer_module.Trainer, "train_step", crash_at_4)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunInterrupted, match="stopped at once"):  # a Ctrl-C outside the handler's reach
         run_plan(graph, broken)
     monkeypatch.setattr(trainer_module.Trainer, "train_step", real_step)
     # another base (same shape, other weights) is refused, naming both fingerprints
