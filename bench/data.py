@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from ditsr_plan.dsl.schemas import HighorderDegrade, RealesrganDegrade
 from ditsr_plan.runtime.train.data import StepBatches, TrainingData
+from ditsr_plan.settings.schemas import HighorderDegrade, RealesrganDegrade
 
 KINDS = {"highorder": HighorderDegrade, "realesrgan": RealesrganDegrade}
 

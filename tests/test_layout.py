@@ -100,6 +100,19 @@ def test_phases_import_only_earlier_phases():
     assert _importing("ditsr_plan.runtime", "ditsr_plan.dsl") == []  # the runtime sees the compiled graph only
 
 
+def test_the_settings_are_the_shared_vocabulary():
+    # dsl, compiler and runtime all import ditsr_plan.settings; it imports none of them (and no torch, no lark)
+    assert _importing("ditsr_plan.settings", "ditsr_plan.dsl") == []
+    assert _importing("ditsr_plan.settings", "ditsr_plan.compiler") == []
+    assert _importing("ditsr_plan.settings", "ditsr_plan.runtime") == []
+    assert _importing("ditsr_plan.settings", "ditsr_plan.cli") == []
+    code = (
+        "import sys; import ditsr_plan.settings.schemas, ditsr_plan.settings.numbers; "
+        "assert not {'torch', 'lark'} & set(sys.modules), 'torch or lark imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_the_runtimes_rooms_keep_to_their_jobs():
     assert _importing("ditsr_plan.runtime.analysis", "ditsr_plan.runtime.train") == []
     assert _importing("ditsr_plan.runtime.analysis", "ditsr_plan.runtime.run") == []

@@ -22,7 +22,7 @@ def _time_scale(text: str) -> float:
 
 
 def _step(text: str) -> int:
-    from ditsr_plan.dsl.numbers import NumberError, parse_steps
+    from ditsr_plan.settings.numbers import NumberError, parse_steps
 
     try:
         return parse_steps(text)

@@ -126,7 +126,7 @@ def _degradation_of(plan: str | None) -> tuple[dict, int | None]:
     """The degrade block of ``plan`` with its kind (and the plan's data scale); without a plan the
     reference's highorder degradation."""
     if plan is None:
-        from ditsr_plan.dsl.schemas import HighorderDegrade
+        from ditsr_plan.settings.schemas import HighorderDegrade
 
         return {**HighorderDegrade().model_dump(), "kind": "highorder"}, None
     from ditsr_plan.compiler import compile_plan
@@ -174,8 +174,8 @@ def cmd_pack(args: argparse.Namespace, out: Output) -> int:
 
 def _eval_settings(run_dir: Path, steps: int | None, lq_init: float | None) -> dict:
     """The run's eval settings (the defaults when its plan has no eval), with --steps / --lq-init."""
-    from ditsr_plan.dsl.schemas import Eval
     from ditsr_plan.runtime.analysis.status import read_graph
+    from ditsr_plan.settings.schemas import Eval
 
     graph = read_graph(run_dir)
     settings = dict(graph.blocks["eval"].values) if "eval" in graph.blocks else Eval().model_dump()

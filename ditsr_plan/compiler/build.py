@@ -18,8 +18,10 @@ from dataclasses import dataclass, replace
 from itertools import pairwise
 
 from ditsr_plan.diagnostics import NAME, SCHEDULE, VALUE, Diagnostic, Note, PlanError, Pos, did_you_mean
-from ditsr_plan.dsl.numbers import format_steps
-from ditsr_plan.dsl.schemas import (
+from ditsr_plan.dsl.spec import PlanSpec, StageDecl
+from ditsr_plan.dsl.syntax import MetricRef, TermStmt, WatchStmt
+from ditsr_plan.settings.numbers import format_steps
+from ditsr_plan.settings.schemas import (
     BLOCKS,
     DEFAULT_BLOCKS,
     DIT_PRESETS,
@@ -30,8 +32,6 @@ from ditsr_plan.dsl.schemas import (
     eval_roles,
     step_fields,
 )
-from ditsr_plan.dsl.spec import PlanSpec, StageDecl
-from ditsr_plan.dsl.syntax import MetricRef, TermStmt, WatchStmt
 
 from .graph import Block, Keep, Knob, MetricName, Piece, ScheduleGraph, Stage, Term, Watch, merge_ranges
 

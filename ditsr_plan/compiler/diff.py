@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from ditsr_plan.dsl.numbers import format_steps
+from ditsr_plan.settings.numbers import format_steps
 
 from .graph import Knob, Piece, ScheduleGraph
 from .show import describe_range, stage_label

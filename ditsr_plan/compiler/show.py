@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ditsr_plan.dsl.numbers import format_steps, format_value
+from ditsr_plan.settings.numbers import format_steps, format_value
 
 from .graph import Knob, Piece, ScheduleGraph, Stage
 from .trust import code_run, resolved_paths

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ditsr_plan.diagnostics import Pos
-from ditsr_plan.dsl.schemas import BLOCKS, path_fields
+from ditsr_plan.settings.schemas import BLOCKS, path_fields
 
 from .graph import ScheduleGraph
 

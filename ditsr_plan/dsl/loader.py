@@ -30,7 +30,6 @@ from ditsr_plan.diagnostics import (
 )
 from ditsr_plan.dsl import field_errors
 from ditsr_plan.dsl.parser import parse_plan_partial
-from ditsr_plan.dsl.schemas import BLOCKS, DEFAULT_BLOCKS, TERM_KINDS, path_fields
 from ditsr_plan.dsl.spec import BlockDecl, PlanSpec, StageDecl, TermDecl
 from ditsr_plan.dsl.syntax import (
     BlockStmt,
@@ -46,6 +45,7 @@ from ditsr_plan.dsl.syntax import (
     WatchStmt,
     Word,
 )
+from ditsr_plan.settings.schemas import BLOCKS, DEFAULT_BLOCKS, TERM_KINDS, path_fields
 
 MAX_EXTENDS_DEPTH = 64
 MAX_PLAN_BYTES = 1 << 20  # a plan file (or a parent) larger than this is refused without being read

@@ -15,7 +15,6 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ditsr_plan.diagnostics import SYNTAX, VALUE, Diagnostic, PlanError, Pos, did_you_mean
 from ditsr_plan.dsl.comments import split_comment
-from ditsr_plan.dsl.numbers import NumberError, parse_steps, parse_weight
 from ditsr_plan.dsl.syntax import (
     BlockStmt,
     Chunk,
@@ -36,6 +35,7 @@ from ditsr_plan.dsl.syntax import (
     Weight,
     Word,
 )
+from ditsr_plan.settings.numbers import NumberError, parse_steps, parse_weight
 
 KEYWORDS = ("plan", "steps", "extends", "loss", "stage", "amend", "watch", "keep")
 
@@ -187,7 +187,7 @@ def _describe_expected(names: set[str]) -> str:
 def _unknown_statement(text: str, path: str, line0: int) -> Diagnostic | None:
     """A statement whose first word is neither a keyword nor a settings block, close to one of them
     (``stgae A 0..:``): the first word is the mistake, not whatever the parser tripped on later."""
-    from ditsr_plan.dsl.schemas import BLOCKS
+    from ditsr_plan.settings.schemas import BLOCKS
 
     stripped = text.lstrip()
     first_word = stripped.split(None, 1)[0] if stripped else ""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from ditsr_plan.dsl.field_errors import expected
-from ditsr_plan.dsl.schemas import BLOCKS, DEFAULT_BLOCKS, TERM_KINDS, step_fields
+from ditsr_plan.settings.schemas import BLOCKS, DEFAULT_BLOCKS, TERM_KINDS, step_fields
 
 
 def _doc(schema: type[BaseModel]) -> str:
@@ -46,7 +46,7 @@ def settings_markdown() -> str:
     out = [
         "# Settings: loss-term kinds and blocks",
         "",
-        "Generated from the schemas in `ditsr_plan/dsl/schemas.py` by",
+        "Generated from the schemas in `ditsr_plan/settings/schemas.py` by",
         "`python -m ditsr_plan.dsl.settings_docs > docs/settings.md`; every key, its default, what it accepts and",
         "what it does. The plan language itself: [language.md](language.md).",
         "",

@@ -39,7 +39,7 @@ def test_restated_stage_replaces_the_parents(write_plan):
 
 
 def test_a_block_of_another_kind_is_replaced_whole(write_plan, monkeypatch):
-    from ditsr_plan.dsl import schemas
+    from ditsr_plan.settings import schemas
 
     class Folder(schemas.Schema):
         root: str = "x"
@@ -138,7 +138,7 @@ def test_a_missing_required_key_names_the_key_and_what_it_expects(write_plan):
 
 
 def _every_field():
-    from ditsr_plan.dsl.schemas import BLOCKS, TERM_KINDS
+    from ditsr_plan.settings.schemas import BLOCKS, TERM_KINDS
 
     for kind, schema in TERM_KINDS.items():
         for key in schema.model_fields:

@@ -1,6 +1,6 @@
 import pytest
 
-from ditsr_plan.dsl.numbers import NumberError, format_steps, parse_steps, parse_weight
+from ditsr_plan.settings.numbers import NumberError, format_steps, parse_steps, parse_weight
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ditsr_plan.diagnostics import Diagnostic, Pos
-from ditsr_plan.dsl.numbers import format_steps
+from ditsr_plan.settings.numbers import format_steps
 
 from ..graph import Knob, ScheduleGraph, Term, merge_ranges
 

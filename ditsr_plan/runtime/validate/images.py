@@ -20,7 +20,7 @@ from ..train.data import fit_crop, load_image, shown, to_tensor
 from ..train.degradation import degrade
 
 # role -> (scikit-image photo, centre (y, x) of the crop); the plan language checks metric names against
-# the same roles (dsl/schemas.py BUILTIN_EVAL_ROLES; a test keeps the two equal)
+# the same roles (settings/schemas.py BUILTIN_EVAL_ROLES; a test keeps the two equal)
 BUILTIN_EVAL = {
     "high_texture": ("immunohistochemistry", (300, 190)),
     "low_texture": ("rocket", (80, 200)),

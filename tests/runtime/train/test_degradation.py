@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ditsr_plan.dsl.schemas import HighorderDegrade, RealesrganDegrade
 from ditsr_plan.runtime.seeds import generator
 from ditsr_plan.runtime.train.data import TrainingData, builtin_images
 from ditsr_plan.runtime.train.degradation import apply, degrade_batch, draw, sinc_kernel
+from ditsr_plan.settings.schemas import HighorderDegrade, RealesrganDegrade
 
 torch.set_num_threads(2)
 HIGHORDER = {**HighorderDegrade().model_dump(), "kind": "highorder"}

@@ -7,8 +7,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ditsr_plan.dsl.schemas import TermKind
 from ditsr_plan.runtime.train.terms.base import LossTerm, StepTensors
+from ditsr_plan.settings.schemas import TermKind
 
 
 class ToySettings(TermKind):

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from ditsr_plan.compiler import compile_plan
-from ditsr_plan.dsl.schemas import HighorderDegrade
 from ditsr_plan.runtime.run import run_plan
 from ditsr_plan.runtime.seeds import generator
 from ditsr_plan.runtime.validate.evaluator import Evaluator
 from ditsr_plan.runtime.validate.images import EvalImagesError, eval_images, pretrained_lpips
 from ditsr_plan.runtime.validate.metrics import all_metrics
+from ditsr_plan.settings.schemas import HighorderDegrade
 from ditsr_plan.testing import tiny_plan, tiny_trainer
 
 torch.set_num_threads(2)

@@ -1,4 +1,4 @@
-from ditsr_plan.dsl.numbers import format_value
+from ditsr_plan.settings.numbers import format_value
 
 from ..rule import Rule
 

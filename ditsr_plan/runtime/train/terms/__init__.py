@@ -1,7 +1,7 @@
 """One module per loss-term kind, one interface (:class:`~.base.LossTerm`).
 
 There is no registry here: the compiled graph names each term's class (``Term.implementation``, from the
-kind's schema in ``dsl/schemas.py``, the registry of kinds), and :func:`build_term` imports it.
+kind's schema in ``settings/schemas.py``, the registry of kinds), and :func:`build_term` imports it.
 """
 
 from __future__ import annotations

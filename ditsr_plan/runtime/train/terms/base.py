@@ -13,7 +13,7 @@ Hooks, for terms that do more than compute a loss (the PatchGAN trains its discr
 - ``state()`` / ``restore(state)``: JSON state of the term's own (the flags' streaks), for checkpoints.
 
 What a term needs (the pixel patch; an after-step) is declared with its settings schema in
-``dsl/schemas.py`` and reaches the runtime through the compiled graph.
+``settings/schemas.py`` and reaches the runtime through the compiled graph.
 """
 
 from __future__ import annotations

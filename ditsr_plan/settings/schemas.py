@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from ditsr_plan.dsl.numbers import parse_steps
+from ditsr_plan.settings.numbers import parse_steps
 
 
 class StepQuantity:
