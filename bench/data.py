@@ -15,14 +15,14 @@ import time
 import torch
 
 from ditsr_plan.runtime.train.data import StepBatches, TrainingData
-from ditsr_plan.settings.schemas import HighorderDegrade, RealesrganDegrade
+from ditsr_plan.settings.schemas import BuiltinData, HighorderDegrade, RealesrganDegrade
 
 KINDS = {"highorder": HighorderDegrade, "realesrgan": RealesrganDegrade}
 
 
 def _data(kind: str, on: str, crop: int, batch: int, device: str) -> TrainingData:
-    settings = {"crop": crop, "scale": 4, "batch": batch, "degrade": kind, "scenes": 2, "workers": 0}
-    return TrainingData("builtin", settings, 0, {**KINDS[kind]().model_dump(), "kind": kind, "on": on}, device)
+    settings = BuiltinData(crop=crop, scale=4, batch=batch, degrade=kind, scenes=2, workers=0)
+    return TrainingData(settings, 0, KINDS[kind](on=on), device)
 
 
 def _sync(device: torch.device) -> None:

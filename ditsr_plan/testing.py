@@ -56,7 +56,7 @@ def trainer_for(plan: Path, overrides=(), device: str = "cpu"):
     from ditsr_plan.runtime.train.trainer import Trainer
 
     graph = compile_plan(plan, overrides=overrides)
-    return Trainer(graph, place(device, "fp32" if device == "cpu" else graph.blocks["run"].values["precision"]))
+    return Trainer(graph, place(device, "fp32" if device == "cpu" else graph.block("run").precision))
 
 
 def tiny_trainer(folder: Path, **kwargs):

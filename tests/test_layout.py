@@ -4,6 +4,7 @@ no function is longer than a screen."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,35 @@ def test_the_analysis_room_and_the_plan_commands_import_no_torch():
         "ditsr_plan.runtime.records, ditsr_plan.cli; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# A plan setting read by its name as a string: a renamed field would be a KeyError at run time, not a type error.
+STRING_KEY_READS = (
+    re.compile(r"settings\s*\[\s*[\"']"),  # settings["lr"]
+    re.compile(r"settings\.get\("),  # settings.get("lr")
+    re.compile(r"\bs\[\s*[\"']"),  # s["lr"], s the settings
+    re.compile(r"\.values\b(?!\s*\()"),  # block.values (the JSON dump), but not dict.values()
+    re.compile(r"\bblocks\s*\[[^\]]*\]\s*\.(settings|values)"),  # graph.blocks["run"].settings: graph.block("run")
+    re.compile(r"getattr\(\s*[\w.]*settings\s*,\s*[\"']"),  # getattr(settings, "lr")
+)
+
+
+def test_the_runtime_reads_settings_as_attributes():
+    samples = (
+        's = settings["lr"]',
+        'settings.get("lr")',
+        "s['d_collapse']",
+        "dict(block.values)",
+        'graph.blocks["ema"].settings',
+        'getattr(self.settings, "lr")',
+    )
+    assert all(pattern.search(sample) for pattern, sample in zip(STRING_KEY_READS, samples, strict=True))
+    assert not any(pattern.search("for k, v in d.values(): graph.blocks['data'].kind") for pattern in STRING_KEY_READS)
+    found = [
+        f"{path.relative_to(ROOT.parent)}:{number}: {line.strip()}"
+        for name, (path, _) in MODULES.items()
+        if name.startswith("ditsr_plan.runtime")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if any(pattern.search(line) for pattern in STRING_KEY_READS)
+    ]
+    assert found == [], "read the schema's attribute (graph.block('ema').decay), not a string key"

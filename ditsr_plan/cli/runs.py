@@ -8,11 +8,16 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ditsr_plan.diagnostics import PlanError
 
 from .output import Output, write_json
 from .plans import EXIT_OK, UsageError
+
+if TYPE_CHECKING:  # imported where used: the plan commands start without pydantic's schemas built
+    from ditsr_plan.runtime.train.degradation import DegradeSettings
+    from ditsr_plan.settings.schemas import Eval
 
 
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
@@ -122,22 +127,22 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def _degradation_of(plan: str | None) -> tuple[dict, int | None]:
-    """The degrade block of ``plan`` with its kind (and the plan's data scale); without a plan the
-    reference's highorder degradation."""
-    if plan is None:
-        from ditsr_plan.settings.schemas import HighorderDegrade
+def _degradation_of(plan: str | None) -> tuple[DegradeSettings, int | None]:
+    """The degrade block of ``plan`` (and the plan's data scale); without a plan the reference's highorder
+    degradation."""
+    from ditsr_plan.settings.schemas import HighorderDegrade
 
-        return {**HighorderDegrade().model_dump(), "kind": "highorder"}, None
+    if plan is None:
+        return HighorderDegrade(), None
     from ditsr_plan.compiler import compile_plan
 
     graph = compile_plan(plan)
-    block = graph.blocks["degrade"]
-    return {**block.values, "kind": block.kind}, graph.blocks["data"].values.get("scale")
+    return graph.block("degrade"), graph.block("data").scale
 
 
 def cmd_pack(args: argparse.Namespace, out: Output) -> int:
     from ditsr_plan.runtime.validate.packs import PackError, make_pack
+    from ditsr_plan.settings.schemas import kind_of
     from ditsr_plan.terminal import shown
 
     for name in ("n", "size", "scale", "max_pixels"):
@@ -167,26 +172,25 @@ def cmd_pack(args: argparse.Namespace, out: Output) -> int:
         note += f"; {len(manifest['skipped'])} unusable images skipped (manifest.json 'skipped'; --strict refuses them)"
     out.info(
         f"wrote {shown(args.out)}: {manifest['n']} GT {args.size} px / LR {args.size // scale} px pairs, "
-        f"{degradation['kind']} degradation, seed {args.seed}{note}"
+        f"{kind_of('degrade', degradation)} degradation, seed {args.seed}{note}"
     )
     return EXIT_OK
 
 
-def _eval_settings(run_dir: Path, steps: int | None, lq_init: float | None) -> dict:
+def _eval_settings(run_dir: Path, steps: int | None, lq_init: float | None) -> Eval:
     """The run's eval settings (the defaults when its plan has no eval), with --steps / --lq-init."""
     from ditsr_plan.runtime.analysis.status import read_graph
     from ditsr_plan.settings.schemas import Eval
 
-    graph = read_graph(run_dir)
-    settings = dict(graph.blocks["eval"].values) if "eval" in graph.blocks else Eval().model_dump()
+    settings = read_graph(run_dir).block("eval") or Eval()
     if steps is not None:
         if steps < 1:
             raise UsageError("evaluate: --steps must be at least 1")
-        settings["steps"] = steps
+        settings = settings.model_copy(update={"steps": steps})
     if lq_init is not None:
         if not 0 <= lq_init <= 1:
             raise UsageError("evaluate: --lq-init is a fraction of the schedule, in [0, 1]")
-        settings["lq_init"] = lq_init
+        settings = settings.model_copy(update={"lq_init": lq_init})
     return settings
 
 
@@ -251,7 +255,7 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
         weights = "EMA" if result.ema else "trained weights"
         print(
             f"{result.checkpoint} (step {result.step}, {weights}) on {result.pack}: {len(result.images)} images, "
-            f"DDIM {settings['steps']} steps, lq_init {settings['lq_init']:g}"
+            f"DDIM {settings.steps} steps, lq_init {settings.lq_init:g}"
             + ("" if result.lpips else "; LPIPS unavailable (pretrained AlexNet not cached)")
         )
         sys.stdout.write(_metrics_table(result, markdown=args.format == "markdown"))

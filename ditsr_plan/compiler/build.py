@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from itertools import pairwise
+from typing import TypeVar
 
 from ditsr_plan.diagnostics import NAME, SCHEDULE, VALUE, Diagnostic, Note, PlanError, Pos, did_you_mean
 from ditsr_plan.dsl.spec import PlanSpec, StageDecl
@@ -26,14 +27,18 @@ from ditsr_plan.settings.schemas import (
     DEFAULT_BLOCKS,
     DIT_PRESETS,
     EVAL_METRICS,
-    FROM_SCRATCH,
     PACK_ROLE,
     TERM_KINDS,
+    DitModel,
+    Eval,
+    Schema,
     eval_roles,
     step_fields,
 )
 
 from .graph import Block, Keep, Knob, MetricName, Piece, ScheduleGraph, Stage, Term, Watch, merge_ranges
+
+S = TypeVar("S", bound=Schema)
 
 MAX_SCALED_EVALS = 5  # under --time-scale below 1, 'eval every' is never below 1/5 of the run
 
@@ -80,7 +85,7 @@ class _Compiler:
         blocks = self.blocks()
         defaults = self.knob_defaults()
         terms = {
-            name: replace(t, lr_knob=TERM_KINDS[t.kind].lr_knob) if TERM_KINDS[t.kind].lr_knob in defaults else t
+            name: replace(t, lr_knob=type(t.settings).lr_knob) if type(t.settings).lr_knob in defaults else t
             for name, t in terms.items()
         }
         self.check_knob_names(stages, defaults)
@@ -206,22 +211,19 @@ class _Compiler:
 
     # ---- declarations ----------------------------------------------------------------------------
 
-    def scaled_settings(self, settings) -> dict:
-        values = settings.model_dump(mode="json")
-        for name in step_fields(type(settings)):
-            values[name] = self.scale.interval(values[name])
-        return values
+    def scaled_settings(self, settings: S) -> S:
+        """``settings`` with its step-valued fields scaled by ``--time-scale``."""
+        update = {name: self.scale.interval(getattr(settings, name)) for name in step_fields(type(settings))}
+        return settings.model_copy(update=update) if update else settings
 
     def terms(self) -> dict[str, Term]:
         return {
             name: Term(
                 name,
                 decl.kind.text,
-                TERM_KINDS[decl.kind.text].pixel,
                 self.scaled_settings(decl.settings),
                 decl.pos,
                 {k: s.key.pos for k, s in decl.given.items()},
-                implementation=TERM_KINDS[decl.kind.text].implementation,
             )
             for name, decl in self.spec.terms.items()
         }
@@ -241,35 +243,32 @@ class _Compiler:
             if name not in blocks:
                 blocks[name] = Block(name, kind, self.scaled_settings(BLOCKS[name][kind]()))
         blocks["degrade"] = self.degrade_block(blocks)
-        if "eval" in blocks and self.scale.factor < 1:
+        ev = blocks.get("eval")
+        if ev is not None and isinstance(ev.settings, Eval) and self.scale.factor < 1:
             # a shortened run keeps at most MAX_SCALED_EVALS evals: every eval samples its full number of
             # sampler steps, which --time-scale does not shorten
-            ev = blocks["eval"]
             floor = math.ceil(self.scale.at(self.total) / MAX_SCALED_EVALS)
-            if ev.values["every"] < floor:
-                blocks["eval"] = Block("eval", ev.kind, {**ev.values, "every": floor}, ev.origin, ev.value_origins)
+            if ev.settings.every < floor:
+                blocks["eval"] = replace(ev, settings=ev.settings.model_copy(update={"every": floor}))
         model = blocks["model"]
-        if model.kind == "dit":  # the keys of the DiT that runs: the preset resolved, or the pretrained one's
-            if model.values["path"] is None:
-                preset = dict(zip(("depth", "heads", "head_dim"), DIT_PRESETS[model.values["preset"]], strict=True))
-                values = {
-                    k: preset[k] if k in preset and v is None else v
-                    for k, v in model.values.items()
-                    if k in FROM_SCRATCH or k == "checkpointing"
-                }
-            else:
-                values = {k: v for k, v in model.values.items() if k not in FROM_SCRATCH}
-            blocks["model"] = Block("model", model.kind, values, model.origin, model.value_origins)
+        if isinstance(model.settings, DitModel) and model.settings.path is None:
+            # the DiT that runs: the preset resolved (a pretrained one's folder decides, and DitModel's dump
+            # leaves these keys out)
+            settings = model.settings
+            preset = dict(zip(("depth", "heads", "head_dim"), DIT_PRESETS[settings.preset], strict=True))
+            update = {k: v for k, v in preset.items() if getattr(settings, k) is None}
+            blocks["model"] = replace(model, settings=settings.model_copy(update=update))
         return dict(sorted(blocks.items()))
 
     def degrade_block(self, blocks: dict[str, Block]) -> Block:
         """The degradation: the ``degrade`` block when the plan writes one, else the defaults of the data
         block's ``degrade=`` kind (bicubic for paired data, whose LR is given, and whose eval LR is bicubic)."""
         data = blocks["data"]
-        written = data.values.get("degrade") if "degrade" in data.value_origins else None
+        kind = getattr(data.settings, "degrade", None)  # paired data has no degrade= (its LR is given)
+        written = kind if "degrade" in data.value_origins else None
         block = blocks.get("degrade")
         if block is None:
-            kind = data.values.get("degrade", "bicubic")
+            kind = kind or "bicubic"
             return Block("degrade", kind, self.scaled_settings(BLOCKS["degrade"][kind]()))
         if written is not None and written != block.kind:
             self.error(
@@ -278,10 +277,8 @@ class _Compiler:
                 data.value_origins["degrade"],
                 hint=f"drop degrade= from data (the degrade block decides) or write 'degrade {written} ...'",
             )
-        if "degrade" in data.values:
-            blocks["data"] = Block(
-                "data", data.kind, {**data.values, "degrade": block.kind}, data.origin, data.value_origins
-            )
+        if kind is not None:
+            blocks["data"] = replace(data, settings=data.settings.model_copy(update={"degrade": block.kind}))
         return block
 
     def knob_defaults(self) -> dict[str, float]:
@@ -360,8 +357,9 @@ class _Compiler:
                     "add one, e.g. 'eval every=1k steps=50'",
                 )
             return (), None
-        values = blocks["eval"].values
-        roles = eval_roles(values["images"], values.get("pack"))
+        ev = blocks["eval"].settings
+        assert isinstance(ev, Eval)
+        roles = eval_roles(ev.images, ev.pack)
         watches = []
         for w in spec.watches:
             name = self.metric(w.metric, roles)
@@ -450,12 +448,12 @@ class _Compiler:
         live, and its warm-up's steps before it first is."""
         ranges: list[tuple[int, int]] = []
         for term in terms.values():
-            kind = TERM_KINDS[term.kind]
+            kind = type(term.settings)
             if not kind.after_step:
                 continue
             live = knobs[term.name].live
             ranges += live
-            warmup = term.settings[kind.warmup] if kind.warmup else 0
+            warmup: int = getattr(term.settings, kind.warmup) if kind.warmup else 0
             if live and warmup:
                 first = live[0][0]
                 ranges.append((max(0, first - warmup), first))

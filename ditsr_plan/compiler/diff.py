@@ -82,7 +82,7 @@ def diff_graphs(a: ScheduleGraph, b: ScheduleGraph) -> PlanDiff:
     for name in a.terms:
         if name in b.terms:
             ta, tb = a.terms[name], b.terms[name]
-            changes = _dict_changes({"kind": ta.kind, **ta.settings}, {"kind": tb.kind, **tb.settings})
+            changes = _dict_changes({"kind": ta.kind, **ta.values}, {"kind": tb.kind, **tb.values})
             if changes:
                 d.changed_settings[name] = changes
     total = max(a.total_steps, b.total_steps)
@@ -153,10 +153,10 @@ def render_text(d: PlanDiff, labels: tuple[str, str] | None = None) -> str:
         return " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
 
     for name in d.removed:
-        out.append(f"- term {name} ({a.terms[name].kind}): {settings(a.terms[name].settings)}")
+        out.append(f"- term {name} ({a.terms[name].kind}): {settings(a.terms[name].values)}")
         out += weights(name)
     for name in d.added:
-        out.append(f"+ term {name} ({b.terms[name].kind}): {settings(b.terms[name].settings)}")
+        out.append(f"+ term {name} ({b.terms[name].kind}): {settings(b.terms[name].values)}")
         out += weights(name)
     for name in [*a.knobs, *(n for n in b.knobs if n not in a.knobs)]:
         if name in d.removed or name in d.added or (name not in d.knobs and name not in d.changed_settings):
@@ -187,8 +187,8 @@ def to_json(d: PlanDiff) -> dict:
         "steps": list(d.steps) if d.steps else None,
         "stages": {"a": d.stages[0], "b": d.stages[1]} if d.stages else None,
         "terms": {
-            "added": {n: {"kind": d.b.terms[n].kind, "settings": dict(d.b.terms[n].settings)} for n in d.added},
-            "removed": {n: {"kind": d.a.terms[n].kind, "settings": dict(d.a.terms[n].settings)} for n in d.removed},
+            "added": {n: {"kind": d.b.terms[n].kind, "settings": d.b.terms[n].values} for n in d.added},
+            "removed": {n: {"kind": d.a.terms[n].kind, "settings": d.a.terms[n].values} for n in d.removed},
             "changed": {n: {k: list(v) for k, v in ch.items()} for n, ch in d.changed_settings.items()},
         },
         "knobs": {n: [{"start": c.start, "end": c.end, "a": c.a, "b": c.b} for c in ch] for n, ch in d.knobs.items()},

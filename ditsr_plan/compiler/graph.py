@@ -15,11 +15,38 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
+
+from pydantic import ValidationError
 
 from ditsr_plan.diagnostics import Pos
+from ditsr_plan.settings.schemas import (
+    BLOCKS,
+    TERM_KINDS,
+    BicubicDegrade,
+    BuiltinData,
+    CustomModel,
+    Diffusion,
+    DitModel,
+    Ema,
+    Eval,
+    FolderData,
+    HighorderDegrade,
+    Log,
+    Optim,
+    PairedData,
+    PixartModel,
+    Pixel,
+    PixelUnshuffleLatent,
+    RealesrganDegrade,
+    Run,
+    Schema,
+    TermKind,
+    VaeLatent,
+)
 
 GRAPH_FORMAT = 1
+S = TypeVar("S", bound=Schema)
 SHAPES = ("const", "linear", "cosine")
 
 
@@ -121,34 +148,47 @@ class Stage:
 
 @dataclass(frozen=True)
 class Term:
-    """A declared loss term: its kind, whether it works on the pixel patch, its full settings, and the
-    runtime class that computes it (``module:Class``; where the code lives is not part of the meaning)."""
+    """A declared loss term: its kind, its full settings (the kind's frozen schema instance, defaults filled
+    in), and whether a stage schedules its own modules' learning rate (``lr_knob``, e.g. ``lr_d``)."""
 
     name: str
     kind: str
-    pixel: bool
-    settings: Mapping[str, Any]
+    settings: TermKind
     origin: Pos | None = field(default=None, compare=False)
     setting_origins: Mapping[str, Pos] = field(default_factory=dict, compare=False, repr=False)
-    implementation: str = field(default="", compare=False)
-    lr_knob: str | None = field(default=None, compare=False)  # the knob scheduling its own modules' lr (lr_d)
+    lr_knob: str | None = field(default=None, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+    @property
+    def pixel(self) -> bool:
+        """Computed on the decoded pixel patch."""
+        return type(self.settings).pixel
+
+    @property
+    def implementation(self) -> str:
+        """The runtime class that computes it (``module:Class``; where the code lives is not part of the meaning)."""
+        return type(self.settings).implementation
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The settings as plain JSON data."""
+        return self.settings.model_dump(mode="json")
 
 
 @dataclass(frozen=True)
 class Block:
-    """A settings block (``ema``, ``pixel``, ...) with every key, defaults filled in."""
+    """A settings block (``ema``, ``pixel``, ...): its kind (None for a block that takes none) and its settings,
+    the kind's frozen schema instance with every key, defaults filled in."""
 
     name: str
     kind: str | None
-    values: Mapping[str, Any]
+    settings: Schema
     origin: Pos | None = field(default=None, compare=False)
     value_origins: Mapping[str, Pos] = field(default_factory=dict, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
+    @property
+    def values(self) -> dict[str, Any]:
+        """The settings as plain JSON data."""
+        return self.settings.model_dump(mode="json")
 
 
 @dataclass(frozen=True)
@@ -272,6 +312,36 @@ class ScheduleGraph:
         i = bisect.bisect_right([s.start for s in self.stages], step) - 1
         return self.stages[i]
 
+    # ---- the settings blocks, typed ---------------------------------------------------------------
+
+    @overload
+    def block(self, name: Literal["ema"]) -> Ema | None: ...
+    @overload
+    def block(self, name: Literal["eval"]) -> Eval | None: ...
+    @overload
+    def block(self, name: Literal["pixel"]) -> Pixel: ...
+    @overload
+    def block(self, name: Literal["optim"]) -> Optim: ...
+    @overload
+    def block(self, name: Literal["model"]) -> DitModel | PixartModel | CustomModel: ...
+    @overload
+    def block(self, name: Literal["latent"]) -> PixelUnshuffleLatent | VaeLatent: ...
+    @overload
+    def block(self, name: Literal["diffusion"]) -> Diffusion: ...
+    @overload
+    def block(self, name: Literal["data"]) -> BuiltinData | FolderData | PairedData: ...
+    @overload
+    def block(self, name: Literal["degrade"]) -> BicubicDegrade | HighorderDegrade | RealesrganDegrade: ...
+    @overload
+    def block(self, name: Literal["run"]) -> Run: ...
+    @overload
+    def block(self, name: Literal["log"]) -> Log: ...
+    def block(self, name: str) -> Schema | None:
+        """The settings of block ``name`` (None for an optional block the plan does not write: ``ema``,
+        ``eval``), typed by the block's schemas."""
+        found = self.blocks.get(name)
+        return found.settings if found else None
+
     # ---- serialisation -------------------------------------------------------------------------
 
     def meaning(self) -> dict:
@@ -281,7 +351,7 @@ class ScheduleGraph:
             "total_steps": self.total_steps,
             "stages": [[s.name, s.start, s.end] for s in self.stages],
             "knobs": {n: {"kind": k.kind, "pieces": [p.to_json() for p in k.pieces]} for n, k in self.knobs.items()},
-            "terms": {n: {"kind": t.kind, "settings": dict(t.settings)} for n, t in self.terms.items()},
+            "terms": {n: {"kind": t.kind, "settings": t.values} for n, t in self.terms.items()},
             "blocks": {n: {"kind": b.kind, "values": dict(b.values)} for n, b in self.blocks.items()},
             "watches": [w.to_json() for w in self.watches],
             "keep": self.keep.to_json() if self.keep else None,
@@ -334,7 +404,6 @@ class ScheduleGraph:
             s, e, v0, v1, shape = raw
             return Piece(s, e, v0, v1, shape, _unpos(origin))
 
-        pixel = set(data.get("pixel_terms", ()))
         graph = cls(
             name=data["name"],
             path=data["path"],
@@ -356,15 +425,15 @@ class ScheduleGraph:
                 n: Term(
                     n,
                     data["terms"][n]["kind"],
-                    n in pixel,
-                    data["terms"][n]["settings"],
+                    _term_settings(n, data["terms"][n]),
                     *origins(term_at, n),
-                    implementation=data.get("implementations", {}).get(n, ""),
                     lr_knob=data.get("lr_knobs", {}).get(n),
                 )
                 for n in data["term_order"]
             },
-            blocks={n: Block(n, b["kind"], b["values"], *origins(block_at, n)) for n, b in data["blocks"].items()},
+            blocks={
+                n: Block(n, b["kind"], _block_settings(n, b), *origins(block_at, n)) for n, b in data["blocks"].items()
+            },
             pixel_ranges=tuple(tuple(r) for r in data["pixel_ranges"]),
             discriminator_ranges=tuple(tuple(r) for r in data["discriminator_ranges"]),
             watches=tuple(
@@ -379,6 +448,34 @@ class ScheduleGraph:
         if graph.hash != data["hash"]:
             raise ValueError(f"schedule graph hash mismatch: file says {data['hash']}, content is {graph.hash}")
         return graph
+
+
+def _validated(schema: type[S], values: Any, what: str) -> S:
+    """Settings read back from JSON are validated again: a graph written by another version of the settings
+    is refused here, not half-read by the runtime."""
+    try:
+        return schema.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(
+            f"schedule graph {what}: {where + ': ' if where else ''}{first['msg']}; the graph was written by a "
+            f"version of ditsr-plan whose settings differ from this one's (compile the plan again)"
+        ) from None
+
+
+def _term_settings(name: str, data: dict[str, Any]) -> TermKind:
+    schema = TERM_KINDS.get(data["kind"])
+    if schema is None:
+        raise ValueError(f"schedule graph term {name}: kind {data['kind']!r} is unknown to this version")
+    return _validated(schema, data["settings"], f"term {name}")
+
+
+def _block_settings(name: str, data: dict[str, Any]) -> Schema:
+    schema = BLOCKS.get(name, {}).get(data["kind"])
+    if schema is None:
+        raise ValueError(f"schedule graph block {name} ({data['kind']}) is unknown to this version")
+    return _validated(schema, data["values"], f"block {name}")
 
 
 def _metric(text: str) -> MetricName:

@@ -83,10 +83,11 @@ def blocks_json(graph: ScheduleGraph) -> dict:
     return {
         name: {
             "kind": block.kind,
-            "values": dict(block.values),
-            "defaults": sorted(k for k in block.values if k not in block.value_origins),
+            "values": values,
+            "defaults": sorted(k for k in values if k not in block.value_origins),
         }
         for name, block in graph.blocks.items()
+        for values in [block.values]
     }
 
 
@@ -96,8 +97,9 @@ def blocks_text(graph: ScheduleGraph) -> list[str]:
     width = max(len(n) for n in graph.blocks)
     lines = ["settings (* = default, not written in the plan):"]
     for name, block in graph.blocks.items():
-        given = [(k, v, "") for k, v in block.values.items() if k in block.value_origins]
-        defaults = [(k, v, "*") for k, v in block.values.items() if k not in block.value_origins]
+        values = block.values
+        given = [(k, v, "") for k, v in values.items() if k in block.value_origins]
+        defaults = [(k, v, "*") for k, v in values.items() if k not in block.value_origins]
         values = " ".join(f"{k}={_value_text(v)}{mark}" for k, v, mark in given + defaults)
         kind = f"{block.kind}: " if block.kind else ""
         lines.append(f"  {name.ljust(width)}  {kind}{values}".rstrip())
@@ -119,7 +121,7 @@ def table_json(graph: ScheduleGraph) -> dict:
             }
             for s in graph.stages
         ],
-        "terms": {n: {"kind": t.kind, "pixel": t.pixel, "settings": dict(t.settings)} for n, t in graph.terms.items()},
+        "terms": {n: {"kind": t.kind, "pixel": t.pixel, "settings": t.values} for n, t in graph.terms.items()},
         "blocks": blocks_json(graph),
         "paths": dict(resolved_paths(graph)),
         "code": [run.what for run in code_run(graph)],

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ditsr_plan.diagnostics import Pos
-from ditsr_plan.settings.schemas import BLOCKS, path_fields
+from ditsr_plan.settings.schemas import BLOCKS, CustomModel, path_fields
 
 from .graph import ScheduleGraph
 
@@ -23,9 +23,9 @@ class CodeRun:
 def code_run(graph: ScheduleGraph) -> list[CodeRun]:
     """The code a run of ``graph`` would execute besides this tool's own."""
     model = graph.blocks.get("model")
-    if model is None or model.kind != "custom":
+    if model is None or not isinstance(model.settings, CustomModel):
         return []
-    factory, file = model.values.get("factory"), model.values.get("file")
+    factory, file = model.settings.factory, model.settings.file
     module, _, function = str(factory).partition(":")
     where = model.value_origins.get("factory", model.origin)
     if file:
@@ -46,7 +46,7 @@ def resolved_paths(graph: ScheduleGraph) -> list[tuple[str, str]]:
         if schema is None:
             continue
         for key in path_fields(schema):
-            value = block.values.get(key)
+            value = getattr(block.settings, key, None)
             if value and value != schema.model_fields[key].default:
                 out.append((f"{name}.{key}", str(value)))
     return out

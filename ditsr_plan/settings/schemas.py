@@ -7,9 +7,19 @@ can scale them. New blocks (the runtime's ``model``, ``data``, ...) are added to
 without touching the grammar.
 """
 
-from typing import Annotated, Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from ditsr_plan.settings.numbers import parse_steps
 
@@ -232,7 +242,7 @@ class PretrainedSettings(Schema):
     checkpointing: bool = Field(False, description="activation checkpointing in the transformer blocks")
 
     @model_validator(mode="after")
-    def _lora_needs_a_rank(self):
+    def _lora_needs_a_rank(self) -> Self:
         if self.train in ("lora", "lora+cond") and not self.lora:
             raise ValueError(f"train={self.train} needs lora=RANK (the LoRA rank, e.g. 16)")
         if self.train == "lora" and "concat" in self.cond:
@@ -263,8 +273,17 @@ class DitModel(PretrainedSettings):
     head_dim: int | None = Field(None, ge=8, le=256, description="width of a head (default: the preset's)")
     patch: int = Field(2, ge=1, le=8, description="transformer patch size, in latent pixels")
 
+    @model_serializer(mode="wrap")
+    def _only_what_runs(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Only the keys of the DiT that runs: a DiT from scratch has no pretrained settings (but
+        ``checkpointing``), a pretrained one's folder decides the keys that describe one from scratch."""
+        data: dict[str, Any] = handler(self)
+        if self.path is None:
+            return {k: v for k, v in data.items() if k in FROM_SCRATCH or k == "checkpointing"}
+        return {k: v for k, v in data.items() if k not in FROM_SCRATCH}
+
     @model_validator(mode="after")
-    def _scratch_or_pretrained(self):
+    def _scratch_or_pretrained(self) -> Self:
         given = [k for k in FROM_SCRATCH if k in self.model_fields_set]
         if self.path is not None and given:
             verb = "describes" if len(given) == 1 else "describe"
@@ -358,7 +377,7 @@ def _ordered(value: tuple[float, float]) -> tuple[float, float]:
     return value
 
 
-def _within(lo: float, hi: float):
+def _within(lo: float, hi: float) -> Callable[[tuple[float, float]], tuple[float, float]]:
     def check(value: tuple[float, float]) -> tuple[float, float]:
         if not lo <= value[0] <= value[1] <= hi:
             raise ValueError(f"both ends must lie in [{lo:g}, {hi:g}]")
@@ -373,25 +392,21 @@ def _probabilities(value: tuple[float, ...]) -> tuple[float, ...]:
     return value
 
 
-def _range(lo: float, hi: float):
-    """LOW,HIGH with lo <= LOW <= HIGH <= hi."""
-    return Annotated[
-        tuple[float, float], BeforeValidator(_pair), AfterValidator(_ordered), AfterValidator(_within(lo, hi))
-    ]
+def _range(lo: float, hi: float) -> tuple[BeforeValidator, AfterValidator, AfterValidator]:
+    """The validators of LOW,HIGH with lo <= LOW <= HIGH <= hi."""
+    return BeforeValidator(_pair), AfterValidator(_ordered), AfterValidator(_within(lo, hi))
 
 
 Probs3 = Annotated[tuple[float, float, float], BeforeValidator(_pair), AfterValidator(_probabilities)]
 Probs6 = Annotated[
     tuple[float, float, float, float, float, float], BeforeValidator(_pair), AfterValidator(_probabilities)
 ]
-Kernel, Sigma, Resize, Noise, Quality, Shape = (
-    _range(1, 63),
-    _range(0.01, 50),
-    _range(0.05, 8),
-    _range(0, 255),
-    _range(1, 100),
-    _range(0.05, 20),
-)
+Kernel = Annotated[tuple[float, float], *_range(1, 63)]
+Sigma = Annotated[tuple[float, float], *_range(0.01, 50)]
+Resize = Annotated[tuple[float, float], *_range(0.05, 8)]
+Noise = Annotated[tuple[float, float], *_range(0, 255)]
+Quality = Annotated[tuple[float, float], *_range(1, 100)]
+Shape = Annotated[tuple[float, float], *_range(0.05, 20)]
 
 
 class DegradeCommon(Schema):
@@ -622,6 +637,11 @@ DEFAULT_BLOCKS: dict[str, str | None] = {
     "run": None,
     "log": None,
 }
+
+
+def kind_of(block: str, settings: Schema) -> str | None:
+    """The kind of block ``block`` whose schema ``settings`` is an instance of (``highorder``)."""
+    return next(kind for kind, schema in BLOCKS[block].items() if type(settings) is schema)
 
 
 def step_fields(model: type[BaseModel]) -> list[str]:

@@ -75,7 +75,7 @@ def test_time_scale_keeps_the_shape(v10):
     assert [(s.start, s.end) for s in small.stages] == [(0, 30), (30, 90), (90, 150)]
     assert small.weights_at(60)["lpips"] == pytest.approx(0.175)
     assert small.weights_at(110)["gan"] == pytest.approx(0.015)
-    assert small.terms["gan"].settings["r1_every"] == 1  # intervals never scale to 0
+    assert small.terms["gan"].settings.r1_every == 1  # intervals never scale to 0
     assert small.hash != v10.hash
 
 

@@ -16,6 +16,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ditsr_plan.settings.schemas import DitModel, Eval, PixartModel
+
 from ..analysis.status import read_graph
 from ..records import json_safe, strict_json
 from ..train.device import place
@@ -150,7 +152,7 @@ def evaluate_checkpoint(
     ckpt: Checkpoint,
     run_dir: Path,
     pack: Path,
-    settings: dict,
+    settings: Eval,
     ema: bool = True,
     device: str = "auto",
     limit: int | None = None,
@@ -166,15 +168,15 @@ def evaluate_checkpoint(
         prepare_out(out, source)
     placement = place(device, "auto")
     latent, model = generator_of_run(graph, placement.device)
-    model_path = graph.blocks["model"].values.get("path")
+    model_settings = graph.block("model")
+    model_path = model_settings.path if isinstance(model_settings, DitModel | PixartModel) else None
     base = ckpt.state()["trainer"].get("base")
     check_base(f"checkpoint {ckpt.path}", base, fingerprint(model), "the run's plan.json now loads", model_path)
     used_ema = _load(model, ckpt, ema)
-    data = graph.blocks["data"].values
-    scale = data["scale"]
+    scale = graph.block("data").scale
     images = load_pack(pack, scale, latent.factor * patch_size(model) * scale, limit)
-    lpips_fn = pretrained_lpips(placement.device) if settings.get("lpips", "auto") == "auto" else None
-    diffusion = graph.blocks["diffusion"].values
+    lpips_fn = pretrained_lpips(placement.device) if settings.lpips == "auto" else None
+    diffusion = graph.block("diffusion")
     kept, broken = {}, []
     done = [0]
 
@@ -195,7 +197,7 @@ def evaluate_checkpoint(
         ckpt.step,
         used_ema,
         str(pack),
-        dict(settings),
+        settings.model_dump(mode="json"),
         scored["images"],
         scored["mean"],
         pack_baseline(images, scale, lpips_fn),

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from ditsr_plan.compiler.graph import ScheduleGraph
+from ditsr_plan.settings.schemas import DitModel, PixartModel
 
 from ..analysis.status import read_graph
 from ..train.device import place
@@ -28,9 +29,9 @@ from .resume import check_base
 def generator_of_run(graph: ScheduleGraph, device):
     """(latent, generator) of a run's plan, freshly built on ``device`` (its pretrained base loaded from the
     plan's path; the trained weights still to be put in)."""
-    latent = build_latent(graph.blocks["latent"].kind, dict(graph.blocks["latent"].values)).to(device)
-    crop = graph.blocks["data"].values["crop"]
-    return latent, build_generator(graph.blocks["model"], latent, crop // latent.factor, crop, device).to(device)
+    latent = build_latent(graph.block("latent")).to(device)
+    crop = graph.block("data").crop
+    return latent, build_generator(graph.block("model"), latent, crop // latent.factor, crop, device).to(device)
 
 
 def final_folder(run_dir: Path, ema: bool) -> tuple[Path, str | None]:
@@ -117,7 +118,8 @@ def rebuild_generator(run_dir: Path, ema: bool = True, device: str = "cpu", note
     _, model = generator_of_run(graph, place(device, "fp32").device)
     if not hasattr(model, "merged"):
         raise RunError(f"model {graph.blocks['model'].kind} from scratch: final/ already holds a diffusers folder")
-    where = graph.blocks["model"].values.get("path")
+    model_settings = graph.block("model")
+    where = model_settings.path if isinstance(model_settings, DitModel | PixartModel) else None
     check_base(f"{final}", _recorded_base(final), fingerprint(model), "the run's plan.json now loads", where)
     _load_final(model, final)
     return model, graph
@@ -134,7 +136,7 @@ def export_merged(run_dir: Path, out: Path, ema: bool = True, note=lambda line: 
     info = {
         "from": str(run_dir),
         "ema": ema and not notes,
-        "cond": model.settings["cond"],
+        "cond": model.settings.cond,
         "input": "cat([noisy, LR latent])" if model.concat else "noisy",
     }
     if model.adapter is not None:

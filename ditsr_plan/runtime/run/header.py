@@ -16,7 +16,7 @@ from .invocation import Invocation
 def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, invocation: Invocation) -> str:
     p, data, blocks = trainer.placement, trainer.data, graph.blocks
     scale = f" (time scale {graph.time_scale:g})" if graph.time_scale != 1 else ""
-    compiled = f", torch.compile {blocks['run'].values['compile_backend']}" if trainer.compiled else ""
+    compiled = f", torch.compile {graph.block('run').compile_backend}" if trainer.compiled else ""
     files = "images" if blocks["data"].kind == "builtin" else "image files"
     lines = [
         f"ditsr-plan {__version__} · plan {graph.name} · hash {graph.hash} · {format_steps(graph.total_steps)} steps"
@@ -47,15 +47,16 @@ def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, 
     if never:
         lines.append(f"  never live (never computed): {', '.join(never)}")
     if evaluator is not None:
-        ev = blocks["eval"].values
+        ev = graph.block("eval")
+        assert ev is not None  # an evaluator runs the plan's eval block
         lines.append(
-            f"eval every {format_steps(ev['every'])} steps on {', '.join(i.role for i in evaluator.images)} "
-            f"(DDIM {ev['steps']} steps, EMA weights); {evaluator.lpips_note()}"
+            f"eval every {format_steps(ev.every)} steps on {', '.join(i.role for i in evaluator.images)} "
+            f"(DDIM {ev.steps} steps, EMA weights); {evaluator.lpips_note()}"
         )
         if evaluator.pack:
             pack_mean = evaluator.pack_bicubic["mean"]
             lines.append(
-                f"  and on the pack {ev['pack']} ({len(evaluator.pack)} images; bicubic psnr "
+                f"  and on the pack {ev.pack} ({len(evaluator.pack)} images; bicubic psnr "
                 f"{pack_mean['psnr']:.2f}, ssim {pack_mean['ssim']:.3f}): keep/watch as pack.psnr, pack.lpips, ..."
             )
     lines.append(

@@ -26,7 +26,7 @@ def launch(
     """``ditsr-plan run``. ``time_scale``/``overrides`` None: 1 and none -- or, resuming, the run's own."""
     given = Invocation(plan, time_scale or 1.0, tuple(overrides or ()))
     graph = compile_plan(plan, given.time_scale, overrides=given.overrides)
-    run_dir = Path(out) if out else default_run_dir(graph.name, graph.blocks["run"].values.get("out"), resume)
+    run_dir = Path(out) if out else default_run_dir(graph.name, graph.block("run").out, resume)
     invocation = given
     stored = Invocation.load(run_dir) if resume else None
     if stored is not None:

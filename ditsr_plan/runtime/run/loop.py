@@ -81,8 +81,8 @@ def run_plan(
     every process calls this; rank 0's ``run_dir`` is the one used. ``quiet``: no progress lines."""
     ranks = from_env() if ranks is None else ranks
     placement = place(
-        graph.blocks["run"].values["device"],
-        graph.blocks["run"].values["precision"],
+        graph.block("run").device,
+        graph.block("run").precision,
         ranks.local_rank if ranks.enabled else None,
     )
     ranks = join(ranks, placement.device.type)
@@ -131,8 +131,8 @@ class Run:
     def __init__(self, graph: ScheduleGraph, trainer: Trainer, run_dir: Path, invocation: Invocation, quiet: bool):
         self.graph, self.trainer, self.run_dir, self.invocation = graph, trainer, run_dir, invocation
         self.ranks = trainer.ranks
-        self.settings = graph.blocks["run"].values
-        self.log_settings = graph.blocks["log"].values
+        self.settings = graph.block("run")
+        self.log_settings = graph.block("log")
         self.quiet = quiet
         self.start_step = 0
         self.done: int | None = None  # steps done so far, once the loop has begun
@@ -143,7 +143,8 @@ class Run:
         self.recompiles: list[int] = []  # steps after the first at which torch.compile built a new graph
         self.evaluator = None
         self.watches = Watches(graph.watches)
-        self.eval_every = graph.blocks["eval"].values["every"] if "eval" in graph.blocks else 0
+        self.eval_settings = graph.block("eval")
+        self.eval_every = self.eval_settings.every if self.eval_settings else 0
         self._said_skipped: dict[str, bool] = {}
 
     # ---- before the first step --------------------------------------------------------------------
@@ -154,7 +155,7 @@ class Run:
             self.start_step = ckpt.step
             self.first_loss = ckpt.state().get("first_loss")
         previous = ckpt.state().get("threads") if ckpt else None
-        set_threads(self.settings["threads"], _processes_here(self.ranks), previous)
+        set_threads(self.settings.threads, _processes_here(self.ranks), previous)
         if self.ranks.main:
             (self.run_dir / "plan.json").write_text(json.dumps(self.graph.to_json(), indent=1))
             self.invocation.save(self.run_dir)
@@ -162,11 +163,11 @@ class Run:
         say(header(self.graph, self.trainer, self.run_dir, self.start_step, self.evaluator, self.invocation))
 
     def _start_evaluator(self, resuming: bool) -> None:
-        if not self.eval_every:
+        if not self.eval_settings:
             return
         from ..validate.evaluator import Evaluator
 
-        self.evaluator = Evaluator(self.trainer, dict(self.graph.blocks["eval"].values), self.run_dir)
+        self.evaluator = Evaluator(self.trainer, self.eval_settings, self.run_dir)
         if resuming:  # evals after the checkpoint run again; streaks continue across the resume
             truncate_jsonl(self.evaluator.jsonl, lambda step: step <= self.start_step)
             for previous in self.evaluator.records():
@@ -177,17 +178,17 @@ class Run:
     def train(self, started) -> RunResult:
         trainer, graph = self.trainer, self.graph
         total, log = graph.total_steps, self.log_settings
-        self.metrics = MetricsLog(self.run_dir, self.start_step, log["tensorboard"]) if self.ranks.main else NoLog()
+        self.metrics = MetricsLog(self.run_dir, self.start_step, log.tensorboard) if self.ranks.main else NoLog()
         self.progress = Progress(total, self.start_step, self._evals_left, quiet=self.quiet or not self.ranks.main)
-        grads = log["grads"] == "on" or (log["grads"] == "auto" and trainer.placement.device.type == "cpu")
+        grads = log.grads == "on" or (log.grads == "auto" and trainer.placement.device.type == "cpu")
         stopped = None
         self.since, self.steps_since = time.perf_counter(), 0  # throughput since the last log line
         self.done = self.start_step
         with Signals() as signals:
             try:
                 for step, batches in self._batches():
-                    is_log = step % log["every"] == 0 or step == total - 1
-                    shadow, diagnose = is_log and log["shadow"], is_log and grads
+                    is_log = step % log.every == 0 or step == total - 1
+                    shadow, diagnose = is_log and log.shadow, is_log and grads
                     record = trainer.train_step(
                         step, batches, shadow=shadow and self.ranks.main, grads=diagnose and self.ranks.main
                     )
@@ -212,7 +213,7 @@ class Run:
         """(step, its micro-batches) from the step after the checkpoint on, prefetched by DataLoader workers."""
         trainer, accum = self.trainer, self.trainer.accum
         data = trainer.data
-        workers = data.settings.get("workers", 0)
+        workers = data.settings.workers
         cuda = trainer.placement.device.type == "cuda"
         loader = torch.utils.data.DataLoader(
             StepBatches(data, self.start_step, self.graph.total_steps, accum, trainer.first_sample),
@@ -269,7 +270,7 @@ class Run:
         self.bad_steps = self.bad_steps + 1 if record.nonfinite else 0
         if record.nonfinite:
             say(f"step {record.step} skipped: non-finite {', '.join(record.nonfinite)}")
-            if self.bad_steps >= self.settings["nan_steps"]:
+            if self.bad_steps >= self.settings.nan_steps:
                 raise RunError(
                     f"{self.bad_steps} steps in a row with a non-finite loss or gradient, the last at step "
                     f"{record.step} ({', '.join(record.nonfinite)}); the newest checkpoint holds the last good "
@@ -334,7 +335,7 @@ class Run:
         the plan keeps its best checkpoints (then ``RUN/best`` is updated)."""
         evaluated = self.eval_every and (done % self.eval_every == 0 or done == self.graph.total_steps)
         keep = evaluated and self.graph.keep
-        if not (force or keep or done % self.settings["checkpoint_every"] == 0 or done == self.graph.total_steps):
+        if not (force or keep or done % self.settings.checkpoint_every == 0 or done == self.graph.total_steps):
             return
         if self.ranks.enabled:
             self.digests = self._check_same_weights(done)
@@ -348,7 +349,7 @@ class Run:
                 "threads": torch.get_num_threads(),
                 "trainer": trainer_state,
             }
-            save_checkpoint(self.run_dir / "checkpoints", done, tensors, state, self.settings["keep"])
+            save_checkpoint(self.run_dir / "checkpoints", done, tensors, state, self.settings.keep)
         if keep and self.ranks.main:
             kept = update_best(
                 self.graph.keep, self.evaluator.records(), self.run_dir / "checkpoints", self.run_dir / "best"
@@ -416,7 +417,7 @@ class Run:
             "flags": [f for record in read_metrics(self.run_dir) for f in record.flags] + eval_flags,
             "evals_not_finite": [f["step"] for f in eval_flags if f.get("flag") == "eval_not_finite"],
             "compile": {
-                "backend": run["compile_backend"],
+                "backend": run.compile_backend,
                 "dynamo_graphs": dynamo_graphs(),
                 "recompiled_at": self.recompiles,
             }

@@ -29,10 +29,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ditsr_plan.settings.schemas import (
+    BicubicDegrade,
+    BuiltinData,
+    FolderData,
+    HighorderDegrade,
+    PairedData,
+    RealesrganDegrade,
+)
+
 from ...terminal import shown
 from ..errors import RunFailure
 from ..seeds import generator
-from .degradation import Recipe, degrade_batch, draw, upsample
+from .degradation import DegradeSettings, Recipe, degrade_batch, draw, upsample
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 BUILTIN_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
@@ -256,6 +265,9 @@ def find_images(root: str | os.PathLike, cache: bool = True) -> list[Path]:
     return files
 
 
+DataSettings = BuiltinData | FolderData | PairedData
+
+
 # ---- data sets ------------------------------------------------------------------------------------
 
 
@@ -267,24 +279,33 @@ class DataStats:
 class TrainingData:
     """``batch(step, micro)``: the micro-batch of a step, the same in every run with the same seed."""
 
-    def __init__(self, kind: str, settings: dict, seed: int, degrade: dict | None = None, device_type: str = "cpu"):
-        """``degrade``: the plan's degrade block with its ``kind`` (default: bicubic); ``device_type``: where
-        the run trains (degrade on=auto makes the LR there when it is CUDA)."""
-        self.kind, self.settings, self.seed = kind, settings, seed
-        self.degrade = degrade or {"kind": settings.get("degrade", "bicubic"), "on": "cpu"}
-        on = self.degrade.get("on", "auto")
-        self.on_device = kind != "paired" and (on == "device" or (on == "auto" and device_type == "cuda"))
-        self.crop, self.scale, self.batch_size = settings["crop"], settings["scale"], settings["batch"]
+    def __init__(
+        self, settings: DataSettings, seed: int, degrade: DegradeSettings | None = None, device_type: str = "cpu"
+    ):
+        """``degrade``: the plan's degrade block (default: the data block's ``degrade=`` kind with its
+        defaults, made on the CPU); ``device_type``: where the run trains (degrade on=auto makes the LR there
+        when it is CUDA)."""
+        self.settings, self.seed = settings, seed
+        self.kind = {BuiltinData: "builtin", FolderData: "folder", PairedData: "paired"}[type(settings)]
+        if degrade is None:
+            written = "bicubic" if isinstance(settings, PairedData) else settings.degrade
+            degrade = {"bicubic": BicubicDegrade, "highorder": HighorderDegrade, "realesrgan": RealesrganDegrade}[
+                written
+            ](on="cpu")
+        self.degrade = degrade
+        on = degrade.on
+        self.on_device = self.kind != "paired" and (on == "device" or (on == "auto" and device_type == "cuda"))
+        self.crop, self.scale, self.batch_size = settings.crop, settings.scale, settings.batch
         if self.crop % (self.scale * 4):
             raise DataError(f"data crop={self.crop} must be a multiple of 4 x scale ({4 * self.scale})")
         self.stats = DataStats()
-        self.strict = settings.get("strict", False)
-        self.max_pixels = settings.get("max_pixels", MAX_PIXELS)
-        if kind == "builtin":
-            self.images = [(n, fit_crop(t, self.crop)) for n, t in builtin_images(settings["scenes"])]
+        self.strict, self.max_pixels = False, MAX_PIXELS
+        if isinstance(settings, BuiltinData):
+            self.images = [(n, fit_crop(t, self.crop)) for n, t in builtin_images(settings.scenes)]
             self.files: list[Path] = []
-        elif kind == "folder":
-            root = Path(settings["root"])
+        elif isinstance(settings, FolderData):
+            self.strict, self.max_pixels = settings.strict, settings.max_pixels
+            root = Path(settings.root)
             if not root.is_dir():
                 raise DataError(f"data folder root={shown(root)}: no such folder")
             self.files = find_images(root)
@@ -292,8 +313,9 @@ class TrainingData:
                 raise DataError(
                     f"data folder root={shown(root)}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it"
                 )
-        elif kind == "paired":
-            hr, lr = Path(settings["hr"]), Path(settings["lr"])
+        else:
+            self.strict, self.max_pixels = settings.strict, settings.max_pixels
+            hr, lr = Path(settings.hr), Path(settings.lr)
             for p in (hr, lr):
                 if not p.is_dir():
                     raise DataError(f"data paired: {shown(p)}: no such folder")
@@ -302,8 +324,6 @@ class TrainingData:
             self.lr_files = {f: lr_by_stem[f.stem] for f in self.files}
             if not self.files:
                 raise DataError(f"data paired: no image of {shown(hr)} has a same-named image in {shown(lr)}")
-        else:
-            raise DataError(f"unknown data kind {kind!r}")
 
     def __len__(self) -> int:
         return len(self.images) if self.kind == "builtin" else len(self.files)

@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ditsr_plan.settings.schemas import BicubicDegrade, HighorderDegrade, RealesrganDegrade
+
+DegradeSettings = BicubicDegrade | HighorderDegrade | RealesrganDegrade
+
 POISSON_LEVELS = 256.0  # 8-bit sources: Real-ESRGAN's 2 ** ceil(log2(unique values))
 KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 
@@ -98,98 +102,95 @@ def sinc_kernel(size: int, cutoff: float) -> torch.Tensor:
     return (k / k.sum()).float()
 
 
-def _realesrgan_kernel(g, s: dict, sigma) -> torch.Tensor:
-    size = _odd(g, s["kernel"])
-    if float(torch.rand((), generator=g)) < s["sinc_prob"]:
+def _realesrgan_kernel(g, s: RealesrganDegrade, sigma: tuple[float, float]) -> torch.Tensor:
+    size = _odd(g, s.kernel)
+    if float(torch.rand((), generator=g)) < s.sinc_prob:
         cutoff = _u(g, math.pi / 3, math.pi) if size < 13 else _u(g, math.pi / 5, math.pi)
         return sinc_kernel(size, cutoff)
-    kind = KERNEL_KINDS[_choice(g, s["kernel_probs"])]
+    kind = KERNEL_KINDS[_choice(g, s.kernel_probs)]
     sx = _u(g, *sigma)
     sy, theta = (sx, 0.0) if kind.endswith("iso") and not kind.endswith("aniso") else (_u(g, *sigma), _u(g, 0, math.pi))
     if kind.startswith("generalized"):
-        return anisotropic_kernel(size, sx, sy, theta, _u(g, *s["betag"]), "gaussian")
+        return anisotropic_kernel(size, sx, sy, theta, _u(g, *s.betag), "gaussian")
     if kind.startswith("plateau"):
-        return anisotropic_kernel(size, sx, sy, theta, _u(g, *s["betap"]), "plateau")
+        return anisotropic_kernel(size, sx, sy, theta, _u(g, *s.betap), "plateau")
     return anisotropic_kernel(size, sx, sy, theta)
 
 
 # ---- recipes -----------------------------------------------------------------------------------------
 
 
-def draw(settings: dict, g: torch.Generator, size: tuple[int, int], scale: int) -> Recipe:
+def draw(settings: DegradeSettings, g: torch.Generator, size: tuple[int, int], scale: int) -> Recipe:
     """Every random choice of one sample's degradation, from its generator ``g``. ``settings``: the plan's
-    degrade block (its ``kind`` included)."""
+    degrade block."""
     lr_size = (size[0] // scale, size[1] // scale)
-    kind = settings["kind"]
-    if kind == "bicubic":
-        return Recipe([Op("resize", size=lr_size, mode="bicubic")], lr_size)
-    if kind == "highorder":
+    if isinstance(settings, HighorderDegrade):
         return Recipe(_highorder(settings, g, size, lr_size), lr_size)
-    if kind == "realesrgan":
+    if isinstance(settings, RealesrganDegrade):
         return Recipe(_realesrgan(settings, g, size, lr_size), lr_size)
-    raise ValueError(f"unknown degradation {kind!r}")
+    return Recipe([Op("resize", size=lr_size, mode="bicubic")], lr_size)
 
 
-def _highorder(s: dict, g, size, lr_size) -> list[Op]:
+def _highorder(s: HighorderDegrade, g, size, lr_size) -> list[Op]:
     """Blur, resize, noise and JPEG in shuffled order; a second such stage with probability ``second``;
     then ``final`` down to the LR size."""
     ops, h, w = [], *size
-    modes = [m.strip() for m in s["resize_modes"].split(",")]
-    for _ in range(2 if float(torch.rand((), generator=g)) < s["second"] else 1):
+    modes = [m.strip() for m in s.resize_modes.split(",")]
+    for _ in range(2 if float(torch.rand((), generator=g)) < s.second else 1):
         for i in torch.randperm(4, generator=g).tolist():
-            if i == 0 and float(torch.rand((), generator=g)) < s["blur_prob"]:
-                k = _odd(g, s["kernel"])
-                if float(torch.rand((), generator=g)) < s["iso_prob"]:
-                    sx = _u(g, *s["sigma"])
+            if i == 0 and float(torch.rand((), generator=g)) < s.blur_prob:
+                k = _odd(g, s.kernel)
+                if float(torch.rand((), generator=g)) < s.iso_prob:
+                    sx = _u(g, *s.sigma)
                     ops.append(Op("blur", kernel=anisotropic_kernel(k, sx, sx, 0.0)))
                 else:
-                    sx, sy, theta = _u(g, *s["sigma"]), _u(g, *s["sigma"]), _u(g, 0, math.pi)
+                    sx, sy, theta = _u(g, *s.sigma), _u(g, *s.sigma), _u(g, 0, math.pi)
                     ops.append(Op("blur", kernel=anisotropic_kernel(k, sx, sy, theta)))
             elif i == 1:
-                f, mode = _u(g, *s["resize"]), modes[_int(g, 0, len(modes) - 1)]
+                f, mode = _u(g, *s.resize), modes[_int(g, 0, len(modes) - 1)]
                 h, w = max(4, round(h * f)), max(4, round(w * f))
                 ops.append(Op("resize", size=(h, w), mode=mode))
             elif i == 2:
-                ops.append(Op("noise", std=_u(g, *s["noise"]), seed=_seed(g)))
+                ops.append(Op("noise", std=_u(g, *s.noise), seed=_seed(g)))
             elif i == 3:
-                ops.append(Op("jpeg", quality=_int(g, int(s["jpeg"][0]), int(s["jpeg"][1]))))
-    ops.append(Op("resize", size=lr_size, mode=s["final"]))
+                ops.append(Op("jpeg", quality=_int(g, int(s.jpeg[0]), int(s.jpeg[1]))))
+    ops.append(Op("resize", size=lr_size, mode=s.final))
     return ops
 
 
-def _rg_resize(g, s: dict, suffix: str, base: tuple[int, int]) -> Op:
-    lo, hi = s["resize" + suffix]
-    way = _choice(g, s["resize_probs" + suffix])  # up, down, keep
+def _rg_resize(g, factors: tuple[float, float], probs: tuple[float, ...], base: tuple[int, int]) -> Op:
+    lo, hi = factors
+    way = _choice(g, probs)  # up, down, keep
     f = _u(g, 1, hi) if way == 0 else _u(g, lo, 1) if way == 1 else 1.0
     mode = ("area", "bilinear", "bicubic")[_int(g, 0, 2)]
     return Op("resize", size=(max(4, int(base[0] * f)), max(4, int(base[1] * f))), mode=mode)
 
 
-def _rg_noise(g, s: dict, suffix: str) -> Op:
-    if float(torch.rand((), generator=g)) < s["noise_prob" + suffix]:
-        std = _u(g, *s["noise" + suffix]) / 255.0
-        return Op("noise", std=std, gray=float(torch.rand((), generator=g)) < s["gray_prob"], seed=_seed(g))
-    scale = _u(g, *s["poisson" + suffix])
-    return Op("noise", std=scale, poisson=True, gray=float(torch.rand((), generator=g)) < s["gray_prob"], seed=_seed(g))
+def _rg_noise(g, gray_prob: float, gaussian_prob: float, std: tuple[float, float], poisson: tuple[float, float]) -> Op:
+    if float(torch.rand((), generator=g)) < gaussian_prob:
+        level = _u(g, *std) / 255.0
+        return Op("noise", std=level, gray=float(torch.rand((), generator=g)) < gray_prob, seed=_seed(g))
+    scale = _u(g, *poisson)
+    return Op("noise", std=scale, poisson=True, gray=float(torch.rand((), generator=g)) < gray_prob, seed=_seed(g))
 
 
-def _realesrgan(s: dict, g, size, lr_size) -> list[Op]:
+def _realesrgan(s: RealesrganDegrade, g, size, lr_size) -> list[Op]:
     """Real-ESRGAN's second-order degradation (Wang et al. 2021, Table/config of RealESRGAN_x4plus)."""
-    ops = [Op("blur", kernel=_realesrgan_kernel(g, s, s["sigma"]))]
-    ops.append(_rg_resize(g, s, "", size))
-    ops.append(_rg_noise(g, s, ""))
-    ops.append(Op("jpeg", quality=_int(g, int(s["jpeg"][0]), int(s["jpeg"][1]))))
-    if float(torch.rand((), generator=g)) < s["second"]:
-        if float(torch.rand((), generator=g)) < s["second_blur_prob"]:
-            ops.append(Op("blur", kernel=_realesrgan_kernel(g, s, s["sigma2"])))
-        ops.append(_rg_resize(g, s, "2", lr_size))  # the second resize is relative to the LR size
-        ops.append(_rg_noise(g, s, "2"))
+    ops = [Op("blur", kernel=_realesrgan_kernel(g, s, s.sigma))]
+    ops.append(_rg_resize(g, s.resize, s.resize_probs, size))
+    ops.append(_rg_noise(g, s.gray_prob, s.noise_prob, s.noise, s.poisson))
+    ops.append(Op("jpeg", quality=_int(g, int(s.jpeg[0]), int(s.jpeg[1]))))
+    if float(torch.rand((), generator=g)) < s.second:
+        if float(torch.rand((), generator=g)) < s.second_blur_prob:
+            ops.append(Op("blur", kernel=_realesrgan_kernel(g, s, s.sigma2)))
+        ops.append(_rg_resize(g, s.resize2, s.resize_probs2, lr_size))  # the second is relative to the LR size
+        ops.append(_rg_noise(g, s.gray_prob, s.noise_prob2, s.noise2, s.poisson2))
     final = Op("resize", size=lr_size, mode=("area", "bilinear", "bicubic")[_int(g, 0, 2)])
     sinc = None
-    if float(torch.rand((), generator=g)) < s["final_sinc_prob"]:
-        k = _odd(g, s["kernel"])
+    if float(torch.rand((), generator=g)) < s.final_sinc_prob:
+        k = _odd(g, s.kernel)
         sinc = Op("blur", kernel=sinc_kernel(k, _u(g, math.pi / 3, math.pi)))
-    jpeg = Op("jpeg", quality=_int(g, int(s["jpeg2"][0]), int(s["jpeg2"][1])))
+    jpeg = Op("jpeg", quality=_int(g, int(s.jpeg2[0]), int(s.jpeg2[1])))
     tail = [final, sinc, jpeg] if float(torch.rand((), generator=g)) < 0.5 else [jpeg, final, sinc]
     ops.extend(op for op in tail if op is not None)
     return ops
@@ -274,7 +275,9 @@ def upsample(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(lr, size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
-def degrade(hr: torch.Tensor, scale: int, settings: dict, g: torch.Generator, codec: str = "pil") -> torch.Tensor:
+def degrade(
+    hr: torch.Tensor, scale: int, settings: DegradeSettings, g: torch.Generator, codec: str = "pil"
+) -> torch.Tensor:
     """HR batch (N x 3 x H x W) -> its LR re-upsampled to the HR size; one recipe per image, drawn from
     ``g`` in order."""
     recipes = [draw(settings, g, tuple(hr.shape[-2:]), scale) for _ in hr]

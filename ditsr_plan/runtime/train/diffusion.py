@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import torch
 
+from ditsr_plan.settings import schemas
 
-def make_scheduler(kind: str, settings: dict):
+
+def make_scheduler(kind: str, settings: schemas.Diffusion):
     """A diffusers scheduler (``ddpm`` for training, ``ddim`` for sampling) of the plan's noise schedule,
     predicting v."""
     common = {
-        "num_train_timesteps": settings["train_steps"],
-        "beta_schedule": settings["beta_schedule"],
-        "beta_start": settings["beta_start"],
-        "beta_end": settings["beta_end"],
+        "num_train_timesteps": settings.train_steps,
+        "beta_schedule": settings.beta_schedule,
+        "beta_start": settings.beta_start,
+        "beta_end": settings.beta_end,
         "prediction_type": "v_prediction",
     }
     if kind == "ddpm":
@@ -33,9 +35,9 @@ def make_scheduler(kind: str, settings: dict):
 
 
 class Diffusion:
-    def __init__(self, settings: dict, device: torch.device):
+    def __init__(self, settings: schemas.Diffusion, device: torch.device):
         self.scheduler = make_scheduler("ddpm", settings)
-        self.train_steps = settings["train_steps"]
+        self.train_steps = settings.train_steps
         alphas_cumprod = self.scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
         self.alpha = alphas_cumprod.sqrt()
         self.sigma = (1 - alphas_cumprod).sqrt()

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ditsr_plan.settings import schemas
+
 from .pretrained import load_pretrained
 
 
@@ -60,9 +62,7 @@ class VaeLatent(LatentSpace):
         return self.vae.decode(latents / self.scaling).sample
 
 
-def build_latent(kind: str, settings: dict) -> LatentSpace:
-    if kind == "pixel_unshuffle":
-        return PixelUnshuffleLatent(settings["factor"])
-    if kind == "vae":
-        return VaeLatent(settings["path"], settings.get("subfolder"), settings.get("scaling"))
-    raise ValueError(f"unknown latent kind {kind!r}")
+def build_latent(settings: schemas.PixelUnshuffleLatent | schemas.VaeLatent) -> LatentSpace:
+    if isinstance(settings, schemas.PixelUnshuffleLatent):
+        return PixelUnshuffleLatent(settings.factor)
+    return VaeLatent(settings.path, settings.subfolder, settings.scaling)

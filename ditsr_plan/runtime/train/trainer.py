@@ -77,48 +77,38 @@ class StepRecord:
 class Trainer:
     def __init__(self, graph: ScheduleGraph, placement: Placement, ranks: Ranks = SINGLE):
         self.graph, self.placement, self.ranks = graph, placement, ranks
-        self.blocks = blocks = {name: b.values for name, b in graph.blocks.items()}
-        self.seed = blocks["run"]["seed"]
+        self.run_settings, self.diffusion_settings = graph.block("run"), graph.block("diffusion")
+        self.seed = self.run_settings.seed
         device = placement.device
         torch.manual_seed(self.seed)  # parameter initialisation: the same modules for the same seed
-        degrade = graph.blocks.get("degrade")
-        self.data = TrainingData(
-            graph.blocks["data"].kind,
-            blocks["data"],
-            self.seed,
-            None if degrade is None else {**degrade.values, "kind": degrade.kind},
-            device.type,
-        )
-        self.latent = build_latent(graph.blocks["latent"].kind, blocks["latent"]).to(device)
+        self.data = TrainingData(graph.block("data"), self.seed, graph.block("degrade"), device.type)
+        self.latent = build_latent(graph.block("latent")).to(device)
         if self.data.crop % self.latent.factor:
             raise ValueError(f"data crop {self.data.crop} is not a multiple of the latent factor {self.latent.factor}")
         self.patch = PixelPatch.fitted(
-            blocks["pixel"]["patch"], blocks["pixel"]["margin"], self.data.crop, self.latent.factor
+            graph.block("pixel").patch, graph.block("pixel").margin, self.data.crop, self.latent.factor
         )
         self.model = build_generator(
-            graph.blocks["model"], self.latent, self.patch.latent_size, self.data.crop, device
+            graph.block("model"), self.latent, self.patch.latent_size, self.data.crop, device
         ).to(device)
         self.net = self._wrapped(self.model)  # what the step calls: the model, under DDP and torch.compile
         self.first_sample = ranks.rank * self.data.batch_size  # this rank's first sample of a step
-        self.diffusion = Diffusion(blocks["diffusion"], device)
+        self.diffusion = Diffusion(self.diffusion_settings, device)
         context = TermContext(self.diffusion)
-        self.terms = {
-            name: build_term(name, term.implementation, dict(term.settings), context).to(device)
-            for name, term in graph.terms.items()
-        }
-        optim = blocks["optim"]
-        self.accum, self.grad_clip = optim["accum"], optim["grad_clip"]
+        self.terms = {name: build_term(name, term.settings, context).to(device) for name, term in graph.terms.items()}
+        optim = graph.block("optim")
+        self.accum, self.grad_clip = optim.accum, optim.grad_clip
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model),
-            lr=optim["lr"],
-            betas=tuple(optim["betas"]),
-            weight_decay=optim["weight_decay"],
+            lr=optim.lr,
+            betas=tuple(optim.betas),
+            weight_decay=optim.weight_decay,
             **({"fused": True} if device.type == "cuda" else {}),
         )
-        ema = blocks.get("ema")
+        ema = graph.block("ema")
         self.ema = None
-        if ema and ema["decay"] > 0:
-            self.ema = Ema(self.model, ema["decay"], ema["start"], ema["every"], ema["warmup"])
+        if ema and ema.decay > 0:
+            self.ema = Ema(self.model, ema.decay, ema.start, ema.every, ema.warmup)
         self.checked: set[str] = set()  # terms whose first live step passed the gradient check
         self._graphs_seen: int | None = None
         self._try_pixel_terms()
@@ -137,12 +127,12 @@ class Trainer:
             # the generator alone: the loss terms around it change with the live set, the model's graph does
             # not. A discriminator stays eager: its R1 penalty is a double backward, which torch.compile's
             # AOTAutograd does not support.
-            net = torch.compile(net, backend=self.blocks["run"]["compile_backend"], dynamic=False)
+            net = torch.compile(net, backend=self.run_settings.compile_backend, dynamic=False)
         return net
 
     @property
     def compiled(self) -> bool:
-        return bool(self.blocks["run"].get("compile", False))
+        return self.run_settings.compile
 
     def _try_pixel_terms(self) -> None:
         """Run every pixel-space term once on a blank patch, so that a patch too small for a network
@@ -169,11 +159,11 @@ class Trainer:
         device = self.placement.device
         hr = batch.hr.to(device, non_blocking=True)
         lr_up = self.data.lr_up(batch, hr)
-        diffusion = self.blocks["diffusion"]
+        diffusion = self.diffusion_settings
         with torch.no_grad():
             x0, lr_latent = self.latent.encode(hr), self.latent.encode(lr_up)
         # target=residual: the diffusion runs on HR latent - LR latent, and the LR latent is added back
-        base = lr_latent if diffusion["target"] == "residual" else torch.zeros_like(lr_latent)
+        base = lr_latent if diffusion.target == "residual" else torch.zeros_like(lr_latent)
         t, noise, lr_noise, lr_std, keep = self._draws(x0, lr_latent, step, micro)
         cond = (lr_latent + lr_std * lr_noise) * keep
         aug_level = (lr_std * keep).flatten()  # the model is told the augmentation (0 for a dropped LR)
@@ -191,15 +181,15 @@ class Trainer:
         """Timesteps, noise, LR noise, its std and the LR keep mask of a micro-batch. Every sample draws from
         its own generator (seed, step, micro, global sample index), so a sample's draws do not depend on how
         the batch is split across DDP ranks."""
-        diffusion = self.blocks["diffusion"]
+        diffusion = self.diffusion_settings
         cpu = torch.device("cpu")
         ts, noises, stds, keeps, lr_noises = [], [], [], [], []
         for j in range(x0.shape[0]):
             g = generator(self.seed, "diffusion", step, micro, self.first_sample + j)
             ts.append(self.diffusion.sample_timesteps(1, g, cpu))
             noises.append(torch.randn(x0.shape[1:], generator=g))
-            stds.append(torch.rand(1, generator=g) * diffusion["lr_noise"])
-            keeps.append((torch.rand(1, generator=g) >= diffusion["cond_dropout"]).float())
+            stds.append(torch.rand(1, generator=g) * diffusion.lr_noise)
+            keeps.append((torch.rand(1, generator=g) >= diffusion.cond_dropout).float())
             lr_noises.append(torch.randn(lr_latent.shape[1:], generator=g))
         device = self.placement.device
         return (
@@ -272,7 +262,7 @@ class Trainer:
         records = {}
         for name, term in self.terms.items():
             knob = self.graph.terms[name].lr_knob
-            lr = weights[knob] if knob else term.settings.get("lr", 0.0)
+            lr = weights[knob] if knob else None  # None: the term's own setting
             result = term.after_step(patches, step, lr, lambda module: average_gradients(self.ranks, module))
             if result is not None:
                 records[name] = result

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from ditsr_plan.settings.schemas import Eval
+
 from ..records import EvalRecord, append_jsonl, read_evals
 from ..train.generators import patch_size
 from .images import eval_images, pretrained_lpips, save_png
@@ -30,25 +32,25 @@ from .sampler import sample
 
 
 class Evaluator:
-    def __init__(self, trainer, settings: dict, run_dir: Path):
+    def __init__(self, trainer, settings: Eval, run_dir: Path):
         self.trainer, self.settings = trainer, settings
         self.dir = run_dir / "eval"
         self.jsonl = run_dir / "eval.jsonl"
         data = trainer.data
         multiple = trainer.latent.factor * patch_size(trainer.model)
         self.images = eval_images(
-            settings["images"],
-            settings["size"],
+            settings.images,
+            settings.size,
             multiple * data.scale,
             data.scale,
             data.degrade,
-            settings["seed"],
+            settings.seed,
         )
-        self.lpips = pretrained_lpips(trainer.placement.device) if settings["lpips"] == "auto" else None
+        self.lpips = pretrained_lpips(trainer.placement.device) if settings.lpips == "auto" else None
         self.bicubic = self._bicubic_baseline()
         self.pack, self.pack_bicubic = [], {}
-        if settings.get("pack"):
-            self.pack = load_pack(Path(settings["pack"]), data.scale, multiple * data.scale, settings.get("pack_limit"))
+        if settings.pack:
+            self.pack = load_pack(Path(settings.pack), data.scale, multiple * data.scale, settings.pack_limit)
             self.pack_bicubic = pack_baseline(self.pack, data.scale, self.lpips)
         inputs = self.dir / "inputs"
         inputs.mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,7 @@ class Evaluator:
         t = self.trainer
         weights = t.ema.applied(t.model) if t.ema is not None else contextlib.nullcontext()
         with weights:
-            return sample(t.model, t.latent, t.blocks["diffusion"], lr_up, self.settings, t.placement)
+            return sample(t.model, t.latent, t.diffusion_settings, lr_up, self.settings, t.placement)
 
     def _metrics(self, sr, gt) -> dict:
         """An SR's metrics against its GT; every one NaN when the SR is not finite."""
@@ -119,12 +121,12 @@ class Evaluator:
             mean=not_finite_mean(per_image),
             bicubic=self.bicubic,
             lpips=self.lpips is not None,
-            settings=dict(self.settings),
+            settings=self.settings.model_dump(mode="json"),
         )
         bad = [role for role, row in per_image.items() if _has_nan(row)]
         if self.pack:
             scored, bad_pack = self._pack_scores()
-            record.pack = {"dir": self.settings["pack"], **scored, "bicubic": self.pack_bicubic}
+            record.pack = {"dir": self.settings.pack, **scored, "bicubic": self.pack_bicubic}
             bad += [f"pack image {name}" for name in bad_pack]
         if bad:
             record.flags.append(not_finite_flag(step, bad))

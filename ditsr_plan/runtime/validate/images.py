@@ -17,7 +17,7 @@ import torch
 from ..errors import RunFailure
 from ..seeds import generator
 from ..train.data import fit_crop, load_image, shown, to_tensor
-from ..train.degradation import degrade
+from ..train.degradation import DegradeSettings, degrade
 
 # role -> (scikit-image photo, centre (y, x) of the crop); the plan language checks metric names against
 # the same roles (settings/schemas.py BUILTIN_EVAL_ROLES; a test keeps the two equal)
@@ -47,7 +47,9 @@ def _crop_around(image: torch.Tensor, centre: tuple[int, int], size: int) -> tor
     return image[:, y : y + size, x : x + size]
 
 
-def eval_images(spec: str, size: int, multiple: int, scale: int, degradation: dict, seed: int) -> list[EvalImage]:
+def eval_images(
+    spec: str, size: int, multiple: int, scale: int, degradation: DegradeSettings, seed: int
+) -> list[EvalImage]:
     """The validation set: GT crops (sides a multiple of ``multiple``) and their fixed LR (made by
     ``degradation``, the plan's degrade block, on the CPU)."""
     if spec == "builtin":

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from ditsr_plan.settings.schemas import kind_of
+
 from ..errors import RunFailure
 from ..seeds import generator
 from ..train.data import (
@@ -40,7 +42,7 @@ from ..train.data import (
     shown,
     to_tensor,
 )
-from ..train.degradation import apply, draw, upsample
+from ..train.degradation import DegradeSettings, apply, draw, upsample
 from .images import save_png
 from .metrics import all_metrics, mean_metrics
 
@@ -130,7 +132,7 @@ class _Making:
 
     hr_dir: Path
     tmp: Path
-    degradation: dict
+    degradation: DegradeSettings
     size: int
     scale: int
     seed: int
@@ -183,7 +185,7 @@ def _missing_parents(folder: Path) -> list[Path]:
 def make_pack(
     hr_dir: Path,
     out: Path,
-    degradation: dict,
+    degradation: DegradeSettings,
     n: int = 50,
     size: int = 512,
     scale: int = 4,
@@ -255,7 +257,7 @@ def _write_pack(files: list[Path], n: int, making: _Making) -> dict:
         "size": making.size,
         "scale": making.scale,
         "seed": making.seed,
-        "degradation": making.degradation,
+        "degradation": {**making.degradation.model_dump(mode="json"), "kind": kind_of("degrade", making.degradation)},
         "images": making.entries,
         "skipped": making.skipped,
     }

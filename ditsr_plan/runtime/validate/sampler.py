@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ditsr_plan.settings import schemas
+
 from ..seeds import generator
 from ..train.diffusion import make_scheduler
 
@@ -23,20 +25,22 @@ def lq_init_start(steps: int, strength: float) -> int:
 
 
 @torch.no_grad()
-def sample(model, latent, diffusion: dict, lr_up: torch.Tensor, settings: dict, placement) -> torch.Tensor:
+def sample(
+    model, latent, diffusion: schemas.Diffusion, lr_up: torch.Tensor, settings: schemas.Eval, placement
+) -> torch.Tensor:
     """SR of LR images (N x 3 x H x W, bicubic-upsampled) with ``model``: ``settings`` are the eval block's
     (``steps``, ``lq_init``, ``cfg``, ``seed``); returns N x 3 x H x W in [-1, 1]."""
     was_training = model.training
     model.eval()
     sched = make_scheduler("ddim", diffusion)
-    sched.set_timesteps(settings["steps"])
+    sched.set_timesteps(settings.steps)
     device = placement.device
     cond = latent.encode(lr_up.to(device))
-    base = cond if diffusion["target"] == "residual" else torch.zeros_like(cond)
-    noise = torch.randn(cond.shape, generator=generator(settings["seed"], "eval-noise")).to(device)
+    base = cond if diffusion.target == "residual" else torch.zeros_like(cond)
+    noise = torch.randn(cond.shape, generator=generator(settings.seed, "eval-noise")).to(device)
     timesteps = sched.timesteps
-    if settings["lq_init"] > 0:
-        timesteps = timesteps[lq_init_start(len(timesteps), settings["lq_init"]) :]
+    if settings.lq_init > 0:
+        timesteps = timesteps[lq_init_start(len(timesteps), settings.lq_init) :]
         x = sched.add_noise(cond - base, noise, timesteps[:1])
     else:
         x = noise * sched.init_noise_sigma
@@ -45,9 +49,9 @@ def sample(model, latent, diffusion: dict, lr_up: torch.Tensor, settings: dict, 
         for t in timesteps:
             tt = t.expand(x.shape[0]).to(device)
             v = model(x, cond, tt, no_aug).float()
-            if settings["cfg"] != 1:
+            if settings.cfg != 1:
                 v_uncond = model(x, torch.zeros_like(cond), tt, no_aug).float()
-                v = v_uncond + settings["cfg"] * (v - v_uncond)
+                v = v_uncond + settings.cfg * (v - v_uncond)
             x = sched.step(v, t, x).prev_sample
         sr = latent.decode(x + base).float().clamp(-1, 1)
     model.train(was_training)

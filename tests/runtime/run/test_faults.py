@@ -86,8 +86,9 @@ def test_sigterm_writes_a_checkpoint_before_exit_and_resume_finishes(tmp_path):
 
 def test_discriminator_health_flags_collapse_and_explosion_once_per_episode():
     from ditsr_plan.runtime.train.terms.health import DiscriminatorHealth
+    from ditsr_plan.settings.schemas import PatchGan
 
-    health = DiscriminatorHealth("gan", {"d_collapse": 0.05, "d_explode": 10.0, "d_patience": 3})
+    health = DiscriminatorHealth("gan", PatchGan(d_collapse=0.05, d_explode=10.0, d_patience=3))
     seen = []
     losses = [1.9, 0.01, 0.02, 0.01, 0.01, 0.03, 1.5, 0.01, 0.01, 0.01, 50.0, float("nan"), 20.0, 2.0]
     for step, loss in enumerate(losses):

@@ -8,6 +8,7 @@ import torch
 
 from ditsr_plan.compiler import compile_plan
 from ditsr_plan.runtime.run import RunError, run_plan
+from ditsr_plan.settings.schemas import FolderData, PairedData
 from ditsr_plan.testing import tiny_plan, tiny_trainer
 
 torch.set_num_threads(2)
@@ -321,10 +322,10 @@ def test_data_folder_errors_are_clear(tmp_path):
 
     settings = {"crop": 32, "scale": 4, "batch": 2, "degrade": "bicubic", "workers": 0, "strict": False}
     with pytest.raises(DataError, match="no such folder"):
-        TrainingData("folder", {**settings, "root": str(tmp_path / "missing")}, 0)
+        TrainingData(FolderData(**{**settings, "root": str(tmp_path / "missing")}), 0)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images"):
-        TrainingData("folder", {**settings, "root": str(tmp_path / "empty")}, 0)
+        TrainingData(FolderData(**{**settings, "root": str(tmp_path / "empty")}), 0)
     good = tmp_path / "imgs"
     good.mkdir()
     Image.new("RGB", (48, 40), (200, 10, 10)).save(good / "a.png")
@@ -336,7 +337,7 @@ def test_data_folder_errors_are_clear(tmp_path):
     (good / "empty.png").write_bytes(b"")
     full = (good / "a.png").read_bytes()
     (good / "truncated.png").write_bytes(full[: len(full) // 2])
-    data = TrainingData("folder", {**settings, "root": str(good)}, 0)
+    data = TrainingData(FolderData(**{**settings, "root": str(good)}), 0)
     for step in range(24):
         batch = data.batch(step)
         assert batch.hr.shape == (2, 3, 32, 32) and batch.lr_up.shape == (2, 3, 32, 32)
@@ -346,7 +347,7 @@ def test_data_folder_errors_are_clear(tmp_path):
     assert load_image(good / "deep16.png").min() == 1.0  # 16-bit white is white, not clipped noise
     assert load_image(good / "alpha.png").shape == (3, 40, 40)
     assert load_image(good / "gray.png").shape == (3, 40, 40)
-    strict = TrainingData("folder", {**settings, "root": str(good), "strict": True}, 0)
+    strict = TrainingData(FolderData(**{**settings, "root": str(good), "strict": True}), 0)
     with pytest.raises(DataError, match=r"cannot read image .*(broken|empty|truncated).png"):
         for step in range(8):
             strict.batch(step)
@@ -381,7 +382,7 @@ def test_paired_data_crops_hr_and_lr_at_the_same_place(tmp_path):
         "workers": 0,
         "strict": False,
     }
-    data = TrainingData("paired", settings, 0)
+    data = TrainingData(PairedData(**settings), 0)
     for step in range(4):
         b = data.batch(step)
         # LR = HR[::4, ::4]: the LR crop at the same place is the HR crop's every 4th pixel (taken before

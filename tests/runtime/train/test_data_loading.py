@@ -11,9 +11,10 @@ import torch
 
 from ditsr_plan.runtime.train import data as data_module
 from ditsr_plan.runtime.train.data import TrainingData, find_images
+from ditsr_plan.settings.schemas import FolderData, PairedData
 
 torch.set_num_threads(2)
-SETTINGS = {"crop": 64, "scale": 4, "batch": 1, "degrade": "bicubic", "workers": 0, "strict": False}
+SETTINGS = {"crop": 64, "scale": 4, "batch": 1, "workers": 0, "strict": False}
 
 
 def _folder(tmp_path, count: int = 3450):
@@ -41,11 +42,11 @@ def test_a_large_folder_starts_without_reading_pixels_and_lists_once(tmp_path, m
     real_read, real_scan = data_module.read_pixels, data_module._scan
     monkeypatch.setattr(data_module, "read_pixels", lambda p, *a: reads.append(p) or real_read(p, *a))
     monkeypatch.setattr(data_module, "_scan", lambda r: scans.append(r) or real_scan(r))
-    data = TrainingData("folder", {**SETTINGS, "root": str(root)}, 0)
+    data = TrainingData(FolderData(**{**SETTINGS, "root": str(root)}), 0)
     assert len(data) == 3450 and reads == [] and len(scans) == 1
     batch = data.batch(0)
     assert batch.hr.shape == (1, 3, 64, 64) and len(reads) == 1  # the first batch reads its one image
-    again = TrainingData("folder", {**SETTINGS, "root": str(root)}, 0)
+    again = TrainingData(FolderData(**{**SETTINGS, "root": str(root)}), 0)
     assert len(again) == 3450 and len(scans) == 1  # the cached list, no second walk
     assert again.files == data.files
 
@@ -102,7 +103,7 @@ def test_training_crops_before_float_and_skips_bombs(tmp_path, monkeypatch):
     Image.new("1", (12000, 12000)).save(root / "bomb.png")  # 17 KB declaring 144 MP
     shapes, real = [], data_module.to_tensor
     monkeypatch.setattr(data_module, "to_tensor", lambda a: shapes.append(a.shape) or real(a))
-    data = TrainingData("folder", {**SETTINGS, "root": str(root)}, 0)
+    data = TrainingData(FolderData(**{**SETTINGS, "root": str(root)}), 0)
     for step in range(8):
         assert data.batch(step).hr.shape == (1, 3, 64, 64)
     assert set(shapes) == {(64, 64, 3)}  # the 300 x 400 image is never made float whole
@@ -119,7 +120,7 @@ def test_paired_data_is_cropped_before_float(tmp_path, monkeypatch):
     shapes, real = [], data_module.to_tensor
     monkeypatch.setattr(data_module, "to_tensor", lambda a: shapes.append(a.shape) or real(a))
     settings = {**SETTINGS, "hr": str(tmp_path / "hr"), "lr": str(tmp_path / "lr")}
-    batch = TrainingData("paired", settings, 0).batch(0)
+    batch = TrainingData(PairedData(**settings), 0).batch(0)
     assert batch.hr.shape == batch.lr_up.shape == (1, 3, 64, 64)
     assert sorted(shapes) == [(16, 16, 3), (64, 64, 3)]
 
@@ -140,7 +141,7 @@ def test_an_unreadable_name_is_printed_escaped_under_strict(tmp_path):
     root = tmp_path / "imgs"
     root.mkdir()
     (root / "x\x1b[2Jy.png").write_bytes(b"junk")
-    data = TrainingData("folder", {**SETTINGS, "root": str(root), "strict": True}, 0)
+    data = TrainingData(FolderData(**{**SETTINGS, "root": str(root), "strict": True}), 0)
     with pytest.raises(DataError) as err:
         data.batch(0)
     assert "x\\x1b[2Jy.png" in str(err.value) and "\x1b" not in str(err.value)

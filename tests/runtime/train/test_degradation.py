@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from ditsr_plan.runtime.seeds import generator
 from ditsr_plan.runtime.train.data import TrainingData, builtin_images
 from ditsr_plan.runtime.train.degradation import apply, degrade_batch, draw, sinc_kernel
-from ditsr_plan.settings.schemas import HighorderDegrade, RealesrganDegrade
+from ditsr_plan.settings.schemas import BicubicDegrade, BuiltinData, HighorderDegrade, RealesrganDegrade
 
 torch.set_num_threads(2)
-HIGHORDER = {**HighorderDegrade().model_dump(), "kind": "highorder"}
-REALESRGAN = {**RealesrganDegrade().model_dump(), "kind": "realesrgan"}
+HIGHORDER = HighorderDegrade()
+REALESRGAN = RealesrganDegrade()
 AGREEMENT_DB = 33.0  # libjpeg vs kornia's JPEG, after every other op identical (measured on these crops: 36-50 dB)
 
 
@@ -52,21 +52,21 @@ def test_the_cpu_and_the_device_path_agree(settings):
 
 
 def test_training_data_on_the_device_gives_the_workers_lr(tmp_path):
-    settings = {"crop": 64, "scale": 4, "batch": 3, "degrade": "highorder", "scenes": 1, "workers": 0}
-    cpu = TrainingData("builtin", settings, 7, {**HIGHORDER, "on": "cpu"})
-    dev = TrainingData("builtin", settings, 7, {**HIGHORDER, "on": "device"})
+    settings = BuiltinData(crop=64, scale=4, batch=3, degrade="highorder", scenes=1, workers=0)
+    cpu = TrainingData(settings, 7, HighorderDegrade(on="cpu"))
+    dev = TrainingData(settings, 7, HighorderDegrade(on="device"))
     a, b = cpu.batch(4), dev.batch(4)
     assert torch.equal(a.hr, b.hr) and b.lr_up is None and len(b.recipes) == 3
     made = dev.lr_up(b, b.hr)
     assert made.shape == a.lr_up.shape
     assert all(_psnr(a.lr_up[i : i + 1], made[i : i + 1]) > AGREEMENT_DB for i in range(3))
-    auto = TrainingData("builtin", settings, 7, {**HIGHORDER, "on": "auto"}, device_type="cuda")
-    assert auto.on_device and not TrainingData("builtin", settings, 7, {**HIGHORDER, "on": "auto"}).on_device
+    auto = TrainingData(settings, 7, HighorderDegrade(on="auto"), device_type="cuda")
+    assert auto.on_device and not TrainingData(settings, 7, HighorderDegrade(on="auto")).on_device
 
 
 def test_bicubic_is_the_antialiased_bicubic_down_and_up():
     hr = _photo(64)
-    lr = apply(draw({"kind": "bicubic"}, generator(0), (64, 64), 4), hr)
+    lr = apply(draw(BicubicDegrade(), generator(0), (64, 64), 4), hr)
     expected = F.interpolate(hr, size=(16, 16), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
     assert torch.equal(lr, expected)
 

@@ -9,6 +9,9 @@ from ditsr_plan.runtime.train.terms import StepTensors
 from ditsr_plan.runtime.train.terms.patchgan import NLayerDiscriminator, r1_penalty
 from ditsr_plan.runtime.train.terms.regions import edge_loss, edge_mask_from_gt, flat_loss, luma
 from ditsr_plan.runtime.train.terms.vpred import min_snr_weight
+from ditsr_plan.settings.schemas import Eval
+from ditsr_plan.settings.schemas import Flat as FlatSettings
+from ditsr_plan.settings.schemas import PatchGan as GanSettings
 from ditsr_plan.testing import tiny_trainer
 
 torch.set_num_threads(2)
@@ -117,7 +120,7 @@ def test_the_flat_terms_laplacian_setting_reaches_the_term(tmp_path):
     pred = gt + 0.05 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(0))
     s = StepTensors(torch.tensor([1]), gt, gt, gt, gt, pred_patch=pred, gt_patch=gt)
     settings = {"q": 0.9, "pow": 0.5, "reduce": "mask"}
-    four, eight = (Flat("f", {**settings, "laplacian": n}, None)(s) for n in (4, 8))
+    four, eight = (Flat("f", FlatSettings(**{**settings, "laplacian": n}), None)(s) for n in (4, 8))
     mask = edge_mask_from_gt(gt)
     assert float(four) == pytest.approx(float(flat_loss(pred, mask, "mask", 4)))
     assert float(eight) == pytest.approx(float(flat_loss(pred, mask, "mask", 8)))
@@ -222,7 +225,7 @@ def test_r1_forms_match_their_formulas(lazy, total_of):
     from ditsr_plan.runtime.train.terms.patchgan import PatchGan
 
     torch.manual_seed(0)
-    term = PatchGan("gan", {**GAN_SETTINGS, "r1_lazy": lazy}, None)
+    term = PatchGan("gan", GanSettings(**{**GAN_SETTINGS, "r1_lazy": lazy}), None)
     disc = copy.deepcopy(term.disc)
     real, fake = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     penalty = float(r1_penalty(term.disc, real).detach())
@@ -241,8 +244,8 @@ def test_the_scaled_r1_is_r1_every_over_2_times_the_unscaled_one_relative_to_the
     torch.manual_seed(0)
     real, fake = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     settings = {**GAN_SETTINGS, "r1_every": 16}
-    scaled = PatchGan("gan", settings, None)
-    unscaled = PatchGan("gan", {**settings, "r1_lazy": "unscaled"}, None)
+    scaled = PatchGan("gan", GanSettings(**settings), None)
+    unscaled = PatchGan("gan", GanSettings(**{**settings, "r1_lazy": "unscaled"}), None)
     unscaled.disc.load_state_dict(scaled.disc.state_dict())
     a = scaled.train_discriminator([(real, fake)], step=16, lr=1e-4)
     b = unscaled.train_discriminator([(real, fake)], step=16, lr=1e-4)
@@ -255,7 +258,7 @@ def test_the_discriminator_sees_every_micro_batch():
     from ditsr_plan.runtime.train.terms.patchgan import PatchGan
 
     torch.manual_seed(0)
-    term = PatchGan("gan", GAN_SETTINGS, None)
+    term = PatchGan("gan", GanSettings(**GAN_SETTINGS), None)
     disc = copy.deepcopy(term.disc)
     pairs = [(torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1) for _ in range(2)]
     grads, _ = _d_step_gradients(term, pairs, step=4)
@@ -351,7 +354,7 @@ def test_nonsaturating_gan_losses():
 
     torch.manual_seed(1)
     settings = {**GAN_SETTINGS, "norm": "none", "loss": "nonsat", "r1": 0.0, "r1_every": 1, "wd": 0.0}
-    term = PatchGan("gan", settings, None)
+    term = PatchGan("gan", GanSettings(**settings), None)
     fake, real = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     s = StepTensors(torch.tensor([1]), fake, fake, fake, fake, pred_patch=fake, gt_patch=real)
     with torch.no_grad():
@@ -432,8 +435,8 @@ def test_residual_target_diffuses_hr_minus_lr_and_adds_the_lr_back(tmp_path):
     sigma = trainer.diffusion.sigma[s.t].view(-1, 1, 1, 1)
     assert torch.allclose(s.x0_hat - s.x0, -sigma * (s.v_hat - s.v), atol=1e-5)  # the residual's error, unchanged
     # sampling: a model whose every prediction is the residual 0 (v = alpha x_t / sigma) gives the LR itself
-    eval_settings = {"every": 1, "sampler": "ddim", "steps": 3, "images": "builtin", "size": 64, "lq_init": 0.0}
-    ev = Evaluator(trainer, {**eval_settings, "cfg": 1.0, "seed": 0, "lpips": "off"}, Path(tmp_path) / "e")
+    eval_settings = Eval(every=1, sampler="ddim", steps=3, images="builtin", size=64, lq_init=0.0, cfg=1.0, lpips="off")
+    ev = Evaluator(trainer, eval_settings, Path(tmp_path) / "e")
     d = trainer.diffusion
     trainer.model.forward = lambda x, cond, t, aug: d._at(d.alpha, t) * x / d._at(d.sigma, t)
     image = ev.images[0]

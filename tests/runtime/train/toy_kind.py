@@ -21,4 +21,4 @@ class ToySettings(TermKind):
 
 class Toy(LossTerm):
     def forward(self, s: StepTensors):
-        return self.settings["scale"] * (s.v_hat.float() - s.v.float()).abs().mean()
+        return self.settings.scale * (s.v_hat.float() - s.v.float()).abs().mean()

@@ -11,24 +11,14 @@ from ditsr_plan.runtime.seeds import generator
 from ditsr_plan.runtime.validate.evaluator import Evaluator
 from ditsr_plan.runtime.validate.images import EvalImagesError, eval_images, pretrained_lpips
 from ditsr_plan.runtime.validate.metrics import all_metrics
-from ditsr_plan.settings.schemas import HighorderDegrade
+from ditsr_plan.settings.schemas import BicubicDegrade, Diffusion, Eval, HighorderDegrade
 from ditsr_plan.testing import tiny_plan, tiny_trainer
 
 torch.set_num_threads(2)
-HIGHORDER = {**HighorderDegrade().model_dump(), "kind": "highorder"}
-BICUBIC = {"kind": "bicubic"}
-REFERENCE_SCHEDULE = {"train_steps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
-EVAL = {
-    "every": 2,
-    "sampler": "ddim",
-    "steps": 10,
-    "images": "builtin",
-    "size": 64,
-    "lq_init": 0.0,
-    "cfg": 1.0,
-    "seed": 0,
-    "lpips": "off",
-}
+HIGHORDER = HighorderDegrade()
+BICUBIC = BicubicDegrade()
+REFERENCE_SCHEDULE = Diffusion(train_steps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+EVAL = Eval(every=2, sampler="ddim", steps=10, images="builtin", size=64, lq_init=0.0, cfg=1.0, seed=0, lpips="off")
 
 
 def test_builtin_images_have_their_roles_and_a_fixed_lr():
@@ -64,7 +54,7 @@ def test_sampling_is_deterministic_and_cfg_doubles_the_work(tmp_path):
     assert calls["n"] == 10  # lq_init=0: from pure noise, every step
     assert torch.equal(first, ev.sample(image.lr_up))
     calls["n"] = 0
-    Evaluator(trainer, {**EVAL, "cfg": 3.0}, tmp_path).sample(image.lr_up)
+    Evaluator(trainer, EVAL.model_copy(update={"cfg": 3.0}), tmp_path).sample(image.lr_up)
     assert calls["n"] == 20  # conditional and unconditional predictions
 
 
@@ -76,7 +66,7 @@ def test_lq_init_is_the_fraction_of_the_schedule_skipped(tmp_path, steps, streng
     from diffusers import DDIMScheduler
 
     trainer = tiny_trainer(tmp_path)
-    ev = Evaluator(trainer, {**EVAL, "steps": steps, "lq_init": strength}, tmp_path)
+    ev = Evaluator(trainer, EVAL.model_copy(update={"steps": steps, "lq_init": strength}), tmp_path)
     image = ev.images[2]
     seen = []
 
@@ -100,7 +90,7 @@ def test_lq_init_is_the_fraction_of_the_schedule_skipped(tmp_path, steps, streng
     start = round(strength * (len(ts) - 1))
     assert [t for _, t in seen] == ts[start:].tolist()
     z_lr = trainer.latent.encode(image.lr_up)
-    noise = torch.randn(z_lr.shape, generator=generator(EVAL["seed"], "eval-noise"))
+    noise = torch.randn(z_lr.shape, generator=generator(EVAL.seed, "eval-noise"))
     expected = reference.add_noise(z_lr, noise, ts[start : start + 1])
     assert torch.allclose(seen[0][0], expected, atol=1e-6)
 
@@ -123,11 +113,11 @@ def test_train_and_eval_schedulers_share_the_plans_noise_schedule(tmp_path):
 
     for settings in (
         REFERENCE_SCHEDULE,
-        {"train_steps": 500, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+        Diffusion(train_steps=500, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
     ):
         train, sample = make_scheduler("ddpm", settings), make_scheduler("ddim", settings)
         assert torch.equal(train.alphas_cumprod, sample.alphas_cumprod)
-        assert len(train.betas) == settings["train_steps"]
+        assert len(train.betas) == settings.train_steps
     linear = make_scheduler("ddpm", REFERENCE_SCHEDULE)
     assert torch.allclose(linear.betas, torch.linspace(1e-4, 0.02, 1000))  # PixArt's IDDPM schedule
     trainer = tiny_trainer(tmp_path)  # the plan's defaults reach the trainer
@@ -148,7 +138,7 @@ def test_run_with_eval_writes_metrics_grids_and_strips(tmp_path):
     assert mean["fhr"] == pytest.approx((fhrs[0] * fhrs[1] * fhrs[2]) ** (1 / 3))  # ratios: geometric mean
     # the bicubic baseline: the metrics of the LR the model is given, the same in every line
     trainer = tiny_trainer(tmp_path / "t")
-    ev = Evaluator(trainer, {**EVAL, "size": 64}, tmp_path / "e")
+    ev = Evaluator(trainer, EVAL.model_copy(update={"size": 64}), tmp_path / "e")
     for line in lines:
         assert set(line["bicubic"]) == {"mean", "high_texture", "low_texture", "defocus"}
         for image in ev.images:

@@ -19,9 +19,10 @@ from ditsr_plan.cli import main
 from ditsr_plan.runtime.train.data import DataError, TrainingData
 from ditsr_plan.runtime.validate import packs
 from ditsr_plan.runtime.validate.packs import PackError, load_pack, make_pack, pack_baseline
+from ditsr_plan.settings.schemas import BicubicDegrade, FolderData
 
 torch.set_num_threads(1)
-BICUBIC = {"kind": "bicubic"}
+BICUBIC = BicubicDegrade()
 
 
 def _hr(folder, count: int = 4, size=(80, 96)):
@@ -176,12 +177,12 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
     # training's data reading uses the same limit: skipped and counted, or an error naming it
     _hr(hr, count=1)
     settings = {"crop": 32, "scale": 4, "batch": 1, "degrade": "bicubic", "workers": 0, "strict": False}
-    data = TrainingData("folder", {**settings, "root": str(hr)}, 0)
+    data = TrainingData(FolderData(**{**settings, "root": str(hr)}), 0)
     for step in range(6):
         data.batch(step)
     assert list(data.stats.skipped) == [str(hr / "bomb.png")]
     assert "144 MP is above the limit" in data.stats.skipped[str(hr / "bomb.png")]
-    strict = TrainingData("folder", {**settings, "root": str(hr), "strict": True, "max_pixels": 10_000_000}, 0)
+    strict = TrainingData(FolderData(**{**settings, "root": str(hr), "strict": True, "max_pixels": 10_000_000}), 0)
     with pytest.raises(DataError, match=r"bomb\.png: 12000 x 12000 = 144 MP is above the limit of 10 MP"):
         for step in range(6):
             strict.batch(step)

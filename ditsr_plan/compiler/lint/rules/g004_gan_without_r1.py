@@ -1,3 +1,5 @@
+from ditsr_plan.settings.schemas import PatchGan
+
 from ..rule import Rule
 
 
@@ -19,7 +21,7 @@ class GanWithoutR1(Rule):
 
     def check(self):
         for term in self.ctx.terms("patchgan"):
-            if self.ctx.knob(term).live and term.settings["r1"] == 0:
+            if self.ctx.knob(term).live and isinstance(term.settings, PatchGan) and term.settings.r1 == 0:
                 yield self.finding(
                     f"GAN '{term.name}' is used with R1 off (r1=0)",
                     term.setting_origins.get("r1", term.origin),

@@ -18,8 +18,8 @@ class GanWithoutEma(Rule):
     name = "gan-without-ema"
 
     def check(self):
-        ema = self.graph.blocks.get("ema")
-        if ema is not None and ema.values["decay"] > 0:
+        ema = self.graph.block("ema")
+        if ema is not None and ema.decay > 0:
             return
         for term in self.ctx.terms("patchgan"):
             if self.ctx.knob(term).live:

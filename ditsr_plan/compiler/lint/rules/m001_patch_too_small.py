@@ -20,10 +20,10 @@ class PatchTooSmall(Rule):
 
     def check(self):
         pixel = self.graph.blocks["pixel"]
-        if self.graph.pixel_ranges and pixel.values["patch"] < self.p["min"]:
+        patch = self.graph.block("pixel").patch
+        if self.graph.pixel_ranges and patch < self.p["min"]:
             yield self.finding(
-                f"the pixel patch is {pixel.values['patch']} px, below {int(self.p['min'])} px, while "
-                "pixel-space terms are live",
+                f"the pixel patch is {patch} px, below {int(self.p['min'])} px, while pixel-space terms are live",
                 pixel.value_origins.get("patch", pixel.origin),
                 "use 'pixel patch=256'",
             )

@@ -17,23 +17,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ditsr_plan.settings.schemas import CustomModel, DitModel, PixartModel
 
-def build_generator(block, latent, latent_size: int, crop: int, device) -> nn.Module:
+
+def build_generator(
+    settings: DitModel | PixartModel | CustomModel, latent, latent_size: int, crop: int, device
+) -> nn.Module:
     """The generator a plan's ``model`` block describes, for ``latent`` (its channels) at ``latent_size``."""
-    settings = dict(block.values)
-    if block.kind == "dit" and settings.get("path") is None:
+    if isinstance(settings, DitModel) and settings.path is None:
         from .dit import SRDiT
 
         return SRDiT(latent.channels, latent_size, settings)
-    if block.kind in ("dit", "pixart"):
+    if isinstance(settings, DitModel | PixartModel):
         from .pretrained import SRTransformer
 
-        return SRTransformer(block.kind, settings, latent.channels, latent_size, crop, device)
-    if block.kind == "custom":
-        from .custom import CustomGenerator
+        kind = "pixart" if isinstance(settings, PixartModel) else "dit"
+        return SRTransformer(kind, settings, latent.channels, latent_size, crop, device)
+    from .custom import CustomGenerator
 
-        return CustomGenerator(settings, latent.channels, latent_size)
-    raise ValueError(f"unknown model kind {block.kind!r}")
+    return CustomGenerator(settings, latent.channels, latent_size)
 
 
 def trainable_parameters(model: nn.Module) -> list[torch.nn.Parameter]:

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ditsr_plan.settings.schemas import CustomModel
+
 from ..pretrained import LoadError
 
 RESERVED = ("factory", "file", "checkpointing")
@@ -91,21 +93,22 @@ def _factory(spec: str, file: str | None):
 class CustomGenerator(nn.Module):
     """The user's module, checked once on a small input."""
 
-    def __init__(self, settings: dict, latent_channels: int, latent_size: int):
+    def __init__(self, settings: CustomModel, latent_channels: int, latent_size: int):
         super().__init__()
-        factory = _factory(settings["factory"], settings.get("file"))
-        options = {k: _value(v) for k, v in settings.items() if k not in RESERVED and v is not None}
+        factory = _factory(settings.factory, settings.file)
+        extra = settings.model_extra or {}  # every key but factory and file is the factory's
+        options = {k: _value(v) for k, v in extra.items() if k not in RESERVED and v is not None}
         try:
             inner = factory(latent_channels=latent_channels, latent_size=latent_size, **options)
         except Exception as exc:
-            raise LoadError(f"model custom factory={settings['factory']} raised:\n{_their_traceback(exc)}") from None
+            raise LoadError(f"model custom factory={settings.factory} raised:\n{_their_traceback(exc)}") from None
         if not isinstance(inner, nn.Module):
             raise LoadError(
-                f"model custom factory={settings['factory']} returned {type(inner).__name__}, not a torch nn.Module: "
+                f"model custom factory={settings.factory} returned {type(inner).__name__}, not a torch nn.Module: "
                 "the factory must return the generator (an nn.Module)"
             )
         self.inner = inner
-        self.spec = settings["factory"]
+        self.spec = settings.factory
         self._probe(latent_channels, min(latent_size, 8))
 
     def _probe(self, c: int, size: int) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ditsr_plan.settings.schemas import DitModel
+
 from ..aug_level import AugLevelEmbedding, attach
 
 
@@ -25,13 +27,13 @@ class SRDiT(nn.Module):
     dropped); the LR augmentation level is added to the timestep embedding (``aug_level.py``).
     """
 
-    def __init__(self, latent_channels: int, sample_size: int, settings: dict):
+    def __init__(self, latent_channels: int, sample_size: int, settings: DitModel):
         super().__init__()
         from diffusers.models.transformers.dit_transformer_2d import DiTTransformer2DModel
 
         self.settings = settings
-        self.patch_size = settings["patch"]
-        depth, heads, head_dim = settings["depth"], settings["heads"], settings["head_dim"]
+        self.patch_size = settings.patch
+        depth, heads, head_dim = settings.depth, settings.heads, settings.head_dim
         self.dit = DiTTransformer2DModel(
             num_attention_heads=heads,
             attention_head_dim=head_dim,
@@ -39,7 +41,7 @@ class SRDiT(nn.Module):
             out_channels=latent_channels,
             num_layers=depth,
             sample_size=sample_size,
-            patch_size=settings["patch"],
+            patch_size=settings.patch,
             num_embeds_ada_norm=1,
         )
         # the class label is a constant 0: diffusers' label dropout (10 %, drawn per batch from the global
@@ -49,7 +51,7 @@ class SRDiT(nn.Module):
                 module.dropout_prob = 0.0
         self.aug_level = AugLevelEmbedding(heads * head_dim)
         attach([block.norm1.emb for block in self.dit.transformer_blocks], self.aug_level, _dit_levels)
-        if settings.get("checkpointing"):
+        if settings.checkpointing:
             self.dit.enable_gradient_checkpointing()
 
     def describe(self) -> dict:
@@ -57,7 +59,7 @@ class SRDiT(nn.Module):
         s = self.settings
         return {
             "kind": "dit",
-            "source": f"from scratch, {s['depth']} blocks x {s['heads']} heads x {s['head_dim']}, patch {s['patch']}",
+            "source": f"from scratch, {s.depth} blocks x {s.heads} heads x {s.head_dim}, patch {s.patch}",
             "parameters": total,
             "trained": total,
         }

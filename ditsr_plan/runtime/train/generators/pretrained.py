@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ditsr_plan.settings import schemas
+
 from ..aug_level import AugLevelEmbedding, attach
 from ..pretrained import LoadError, load_pretrained
 from .conditioning import LRAdapter, attach_adapter, widen_patch_embedding
@@ -60,18 +62,26 @@ def base_fingerprint(folder: Path) -> dict:
 
 
 class SRTransformer(nn.Module):
-    def __init__(self, kind: str, settings: dict, latent_channels: int, latent_size: int, crop: int, device):
+    def __init__(
+        self,
+        kind: str,
+        settings: schemas.DitModel | schemas.PixartModel,
+        latent_channels: int,
+        latent_size: int,
+        crop: int,
+        device,
+    ):
         super().__init__()
         self.kind, self.settings = kind, settings
         cls = transformer_class(kind)
         what = f"model {kind} path"
-        self.base = load_pretrained(cls, settings["path"], settings.get("subfolder"), what, low_cpu_mem_usage=True)
-        self.source = Path(settings["path"]).expanduser() / (settings.get("subfolder") or "")
+        self.base = load_pretrained(cls, settings.path, settings.subfolder, what, low_cpu_mem_usage=True)
+        self.source = Path(settings.path).expanduser() / (settings.subfolder or "")
         config = self.base.config
         c = latent_channels
         if config.in_channels != c:
             raise LoadError(
-                f"model {kind} at {settings['path']} takes {config.in_channels} latent channels, but the plan's latent "
+                f"model {kind} at {settings.path} takes {config.in_channels} latent channels, but the plan's latent "
                 f"has {c}: use the latent its checkpoint was trained with (latent vae path=... for an SD-VAE model)"
             )
         if config.out_channels not in (c, 2 * c):
@@ -79,7 +89,7 @@ class SRTransformer(nn.Module):
         self.channels = c
         self.patch_size = config.patch_size
         inner = config.num_attention_heads * config.attention_head_dim
-        cond = settings["cond"]
+        cond = settings.cond
         self.concat = "concat" in cond
         if self.concat:
             self.base.pos_embed.proj = widen_patch_embedding(self.base.pos_embed.proj, c)
@@ -88,18 +98,18 @@ class SRTransformer(nn.Module):
         self.adapter_features = None
         if "adapter" in cond:
             blocks = len(self.base.transformer_blocks)
-            self.adapter = LRAdapter(c, settings["adapter_width"], config.patch_size, blocks, inner)
+            self.adapter = LRAdapter(c, settings.adapter_width, config.patch_size, blocks, inner)
             attach_adapter(self.base.transformer_blocks, self)
         self.aug_level = AugLevelEmbedding(inner)
         self._attach_aug_level()
         self._conditions(crop)
         self.lora_config = None
-        if settings["lora"]:
-            alpha = settings["lora_alpha"] or settings["lora"]
-            targets = [t.strip() for t in settings["lora_targets"].split(",") if t.strip()]
-            self.lora_config = add_lora(self.base, settings["lora"], alpha, settings["lora_dropout"], targets)
+        if settings.lora:
+            alpha = settings.lora_alpha or settings.lora
+            targets = [t.strip() for t in settings.lora_targets.split(",") if t.strip()]
+            self.lora_config = add_lora(self.base, settings.lora, alpha, settings.lora_dropout, targets)
         self._choose_trained(device)
-        if settings.get("checkpointing"):
+        if settings.checkpointing:
             self.base.enable_gradient_checkpointing()
         self.fingerprint = base_fingerprint(self.source)
 
@@ -129,10 +139,10 @@ class SRTransformer(nn.Module):
     def _conditions(self, crop: int) -> None:
         """PixArt's caption embedding (a buffer) and, for the 1024 px models, resolution and aspect ratio."""
         self.added = {}
-        if self.kind != "pixart":
+        if not isinstance(self.settings, schemas.PixartModel):
             return
         config = self.base.config
-        caption = self.settings["caption"]
+        caption = self.settings.caption
         if caption == "null":
             embedding = torch.zeros(1, 1, config.caption_channels)
         else:
@@ -162,7 +172,7 @@ class SRTransformer(nn.Module):
 
     def _choose_trained(self, device) -> None:
         """Which weights train (``train``), frozen ones in bf16 on CUDA."""
-        mode = self.settings["train"]
+        mode = self.settings.train
         if mode == "auto":
             mode = "lora+cond" if self.lora_config is not None else "full"
         if mode.startswith("lora") and self.lora_config is None:
@@ -208,7 +218,7 @@ class SRTransformer(nn.Module):
         for name, p in self.named_parameters():
             if p.requires_grad:
                 (cond if name.startswith(self.COND_PREFIXES) else base).append(p)
-        return [{"params": base, "lr_scale": 1.0}, {"params": cond, "lr_scale": float(self.settings["cond_lr"])}]
+        return [{"params": base, "lr_scale": 1.0}, {"params": cond, "lr_scale": float(self.settings.cond_lr)}]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         names = {n for n, p in self.named_parameters() if p.requires_grad}
@@ -223,10 +233,10 @@ class SRTransformer(nn.Module):
             "parameters": total,
             "trained": trained,
             "train": self.train_mode,
-            "cond": self.settings["cond"],
+            "cond": self.settings.cond,
         }
         if self.lora_config is not None:
-            info["lora"] = f"rank {self.settings['lora']} on {self.settings['lora_targets']}"
+            info["lora"] = f"rank {self.settings.lora} on {self.settings.lora_targets}"
         return info
 
     def save_final(self, folder: Path) -> None:
@@ -243,7 +253,12 @@ class SRTransformer(nn.Module):
             k: v.detach().contiguous().cpu() for k, v in self.trainable_state_dict().items() if "lora_" not in k
         }
         save_file(conditioning, str(folder / "sr_conditioning.safetensors"))
-        meta = {"kind": self.kind, "settings": self.settings, "base": self.fingerprint, "train": self.train_mode}
+        meta = {
+            "kind": self.kind,
+            "settings": self.settings.model_dump(mode="json"),
+            "base": self.fingerprint,
+            "train": self.train_mode,
+        }
         (folder / "generator.json").write_text(json.dumps(meta, indent=1, default=str))
 
     def merged(self) -> nn.Module:

@@ -7,13 +7,16 @@ kind's schema in ``settings/schemas.py``, the registry of kinds), and :func:`bui
 from __future__ import annotations
 
 import importlib
+from typing import Any
+
+from ditsr_plan.settings.schemas import TermKind
 
 from .base import LossTerm, StepTensors, TermContext, TermSetupError
 
 __all__ = ["LossTerm", "StepTensors", "TermContext", "TermSetupError", "build_term", "term_class"]
 
 
-def term_class(implementation: str) -> type[LossTerm]:
+def term_class(implementation: str) -> type[LossTerm[Any]]:
     """The class ``module:Class`` names."""
     module, _, name = implementation.partition(":")
     cls = getattr(importlib.import_module(module), name)
@@ -22,5 +25,6 @@ def term_class(implementation: str) -> type[LossTerm]:
     return cls
 
 
-def build_term(name: str, implementation: str, settings: dict, context: TermContext) -> LossTerm:
-    return term_class(implementation)(name, settings, context)
+def build_term(name: str, settings: TermKind, context: TermContext) -> LossTerm[Any]:
+    """The runtime's term for ``settings``, of the class its kind names (``implementation``)."""
+    return term_class(type(settings).implementation)(name, settings, context)

@@ -6,7 +6,8 @@ Hooks, for terms that do more than compute a loss (the PatchGAN trains its discr
 - ``own_modules()``: the term's trained modules (checkpointed with it, all-reduced under DDP, counted in
   the header), e.g. ``{"disc": the discriminator}``;
 - ``optimizers()``: their optimisers (checkpointed);
-- ``after_step(patches, step, lr, reduce_grads)``: runs after the generator's optimiser step at the steps
+- ``after_step(patches, step, lr, reduce_grads)`` (``lr``: its learning-rate knob's value, None without
+  one): runs after the generator's optimiser step at the steps
   the graph says (``needs.discriminator``: while the term is live, and its warm-up before), on the (GT,
   prediction) pixel patches of every micro-batch; returns its record for ``metrics.jsonl``;
 - ``flags(step, record)``: warnings about that record (a diverging discriminator), each once per episode;
@@ -19,11 +20,16 @@ What a term needs (the pixel patch; an after-step) is declared with its settings
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 from torch import nn
 
+from ditsr_plan.settings.schemas import TermKind
+
 from ...errors import RunFailure
+
+K = TypeVar("K", bound=TermKind)
 
 
 @dataclass
@@ -54,8 +60,12 @@ class TermSetupError(RunFailure):
     """A term cannot be built (e.g. a pretrained trunk that cannot be loaded); reported before step 0."""
 
 
-class LossTerm(nn.Module):
-    def __init__(self, name: str, settings: dict, context: TermContext):
+class LossTerm(nn.Module, Generic[K]):
+    """A loss term of the kind whose settings schema is ``K`` (``Flat(LossTerm[schemas.Flat])``)."""
+
+    settings: K
+
+    def __init__(self, name: str, settings: K, context: TermContext):
         super().__init__()
         self.name = name
         self.settings = settings
@@ -69,7 +79,7 @@ class LossTerm(nn.Module):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {}
 
-    def after_step(self, patches: list, step: int, lr: float, reduce_grads=None) -> dict | None:
+    def after_step(self, patches: list, step: int, lr: float | None, reduce_grads=None) -> dict | None:
         return None
 
     def flags(self, step: int, record: dict) -> list[dict]:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ditsr_plan.settings.schemas import PatchGan
+
 
 @dataclass
 class _Streak:
@@ -31,16 +33,16 @@ class DiscriminatorHealth:
     """The health of one PatchGAN term's discriminator."""
 
     name: str
-    settings: dict  # the term's patchgan settings
+    settings: PatchGan  # the term's settings
     streak: _Streak = field(default_factory=_Streak)
 
     def check(self, step: int, record: dict) -> list[dict]:
         """New flags after the D step of ``step`` (``record``: that step's D record)."""
         s = self.settings
         loss = record.get("loss")
-        if loss is None or not math.isfinite(loss) or loss > s["d_explode"]:
+        if loss is None or not math.isfinite(loss) or loss > s.d_explode:
             kind = "explode"
-        elif loss < s["d_collapse"]:
+        elif loss < s.d_collapse:
             kind = "collapse"
         else:
             kind = None
@@ -49,7 +51,7 @@ class DiscriminatorHealth:
         if kind is None:
             return []
         self.streak.length += 1
-        if self.streak.length < s["d_patience"] or self.streak.flagged:
+        if self.streak.length < s.d_patience or self.streak.flagged:
             return []
         self.streak.flagged = True
         return [
@@ -71,13 +73,14 @@ class DiscriminatorHealth:
         self.streak = _Streak(**state) if state else _Streak()
 
 
-def _message(name: str, kind: str, loss: float, steps: int, s: dict) -> str:
+def _message(name: str, kind: str, loss: float | None, steps: int, s: PatchGan) -> str:
+    d_loss = "not finite" if loss is None else f"{loss:.3g}"
     if kind == "collapse":
         return (
-            f"discriminator of '{name}' collapsed: D loss {loss:.3g} < d_collapse={s['d_collapse']:g} for {steps} "
+            f"discriminator of '{name}' collapsed: D loss {d_loss} < d_collapse={s.d_collapse:g} for {steps} "
             "D steps (D wins everywhere; the generator's GAN gradient says little): lower lr_d or raise r1"
         )
     return (
-        f"discriminator of '{name}' exploded: D loss {loss:.3g} > d_explode={s['d_explode']:g} for {steps} "
+        f"discriminator of '{name}' exploded: D loss {d_loss} > d_explode={s.d_explode:g} for {steps} "
         "D steps: lower lr_d or the GAN weight"
     )

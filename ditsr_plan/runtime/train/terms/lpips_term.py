@@ -5,6 +5,8 @@ import warnings
 
 import torch
 
+from ditsr_plan.settings import schemas
+
 from .base import LossTerm, StepTensors, TermContext, TermSetupError
 
 
@@ -12,23 +14,23 @@ def torchvision_cache() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
-class Lpips(LossTerm):
+class Lpips(LossTerm[schemas.Lpips]):
     """LPIPS (the ``lpips`` package) on the pixel patch. ``backbone=pretrained`` loads the torchvision
     trunk through torchvision's normal cache/download; ``random`` keeps a randomly initialised trunk
     (offline machines, tests). The learned linear layers ship with the package either way."""
 
-    def __init__(self, name: str, settings: dict, context: TermContext):
+    def __init__(self, name: str, settings: schemas.Lpips, context: TermContext):
         super().__init__(name, settings, context)
         import lpips
 
-        random = settings["backbone"] == "random"
+        random = settings.backbone == "random"
         try:
             with warnings.catch_warnings():  # lpips still uses torchvision's deprecated 'pretrained=' argument
                 warnings.simplefilter("ignore", UserWarning)
-                self.lpips = lpips.LPIPS(net=settings["net"], pretrained=True, pnet_rand=random, verbose=False)
+                self.lpips = lpips.LPIPS(net=settings.net, pretrained=True, pnet_rand=random, verbose=False)
         except Exception as exc:
             raise TermSetupError(
-                f"term '{name}': the pretrained {settings['net']} trunk of LPIPS cannot be loaded ({exc}). "
+                f"term '{name}': the pretrained {settings.net} trunk of LPIPS cannot be loaded ({exc}). "
                 f"torchvision looks for it in {torchvision_cache()} and downloads it there when it can. "
                 f"Put the weights file there, or use 'backbone=random' (LPIPS with a random trunk) offline."
             ) from None

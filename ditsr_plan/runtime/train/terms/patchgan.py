@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ditsr_plan.settings import schemas
+
 from .base import LossTerm, StepTensors, TermContext
 from .health import DiscriminatorHealth
 
@@ -62,17 +64,17 @@ def r1_penalty(disc: nn.Module, real: torch.Tensor) -> torch.Tensor:
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
-class PatchGan(LossTerm):
+class PatchGan(LossTerm[schemas.PatchGan]):
     """The generator's adversarial loss; after the generator's step, one step of its discriminator
     (``after_step``), whose health is watched (``flags``)."""
 
-    def __init__(self, name: str, settings: dict, context: TermContext):
+    def __init__(self, name: str, settings: schemas.PatchGan, context: TermContext):
         super().__init__(name, settings, context)
-        self.disc = NLayerDiscriminator(settings["layers"], settings["ndf"], settings["norm"])
+        self.disc = NLayerDiscriminator(settings.layers, settings.ndf, settings.norm)
         self.optimizer = torch.optim.AdamW(
-            self.disc.parameters(), lr=settings["lr"], betas=tuple(settings["betas"]), weight_decay=settings["wd"]
+            self.disc.parameters(), lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.wd
         )
-        self.health = DiscriminatorHealth(name, dict(settings))
+        self.health = DiscriminatorHealth(name, settings)
 
     def own_modules(self) -> dict[str, nn.Module]:
         return {"disc": self.disc}
@@ -80,8 +82,8 @@ class PatchGan(LossTerm):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"disc": self.optimizer}
 
-    def after_step(self, patches: list, step: int, lr: float, reduce_grads=None) -> dict:
-        return self.train_discriminator(patches, step, lr, reduce_grads)
+    def after_step(self, patches: list, step: int, lr: float | None, reduce_grads=None) -> dict:
+        return self.train_discriminator(patches, step, self.settings.lr if lr is None else lr, reduce_grads)
 
     def flags(self, step: int, record: dict) -> list[dict]:
         return self.health.check(step, record)
@@ -96,20 +98,20 @@ class PatchGan(LossTerm):
         self.disc.requires_grad_(False)
         logits = self.disc(s.pred_patch.float())
         self.disc.requires_grad_(True)
-        if self.settings["loss"] == "hinge":
+        if self.settings.loss == "hinge":
             return -logits.mean()
         return F.softplus(-logits).mean()
 
     def _d_loss(self, real: torch.Tensor, fake: torch.Tensor, with_r1: bool):
         """D loss, R1 penalty (or None), the penalty as added to the D loss, the total to minimise, D(real), D(fake)."""
         d_real, d_fake = self.disc(real), self.disc(fake)
-        if self.settings["loss"] == "hinge":
+        if self.settings.loss == "hinge":
             loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
         else:
             loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-        gamma, every = self.settings["r1"], self.settings["r1_every"]
+        gamma, every = self.settings.r1, self.settings.r1_every
         r1 = r1_penalty(self.disc, real) if with_r1 else None
-        if self.settings["r1_lazy"] == "scaled":
+        if self.settings.r1_lazy == "scaled":
             r1_added = None if r1 is None else (gamma / 2) * r1 * every
             total = loss if r1_added is None else loss + r1_added
         else:
@@ -126,7 +128,7 @@ class PatchGan(LossTerm):
         mean D loss, R1 penalty, R1 as added to the D loss, D(real) and D(fake)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with_r1 = self.settings["r1"] > 0 and step % self.settings["r1_every"] == 0
+        with_r1 = self.settings.r1 > 0 and step % self.settings.r1_every == 0
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "r1": 0.0, "r1_weighted": 0.0, "real": 0.0, "fake": 0.0}
         for real, fake in pairs:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from ditsr_plan.settings import schemas
+
 from .base import LossTerm, StepTensors
 
 LUMA = (0.2989, 0.5870, 0.1140)
@@ -86,17 +88,17 @@ def flat_loss(pred: torch.Tensor, mask: torch.Tensor, reduce: str = "mask", neig
     return _reduce(flat * lap.abs(), flat, reduce)
 
 
-class Edge(LossTerm):
+class Edge(LossTerm[schemas.Edge]):
     """Sobel-gradient L1 inside the soft GT edge mask."""
 
     def forward(self, s: StepTensors) -> torch.Tensor:
-        mask = edge_mask_from_gt(s.gt_patch, self.settings["q"], self.settings["pow"])
-        return edge_loss(s.pred_patch, s.gt_patch, mask, self.settings["reduce"])
+        mask = edge_mask_from_gt(s.gt_patch, self.settings.q, self.settings.pow)
+        return edge_loss(s.pred_patch, s.gt_patch, mask, self.settings.reduce)
 
 
-class Flat(LossTerm):
+class Flat(LossTerm[schemas.Flat]):
     """|Laplacian(pred)| inside the GT flat mask (1 - edge mask)."""
 
     def forward(self, s: StepTensors) -> torch.Tensor:
-        mask = edge_mask_from_gt(s.gt_patch, self.settings["q"], self.settings["pow"])
-        return flat_loss(s.pred_patch, mask, self.settings["reduce"], self.settings["laplacian"])
+        mask = edge_mask_from_gt(s.gt_patch, self.settings.q, self.settings.pow)
+        return flat_loss(s.pred_patch, mask, self.settings.reduce, self.settings.laplacian)

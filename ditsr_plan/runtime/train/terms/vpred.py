@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import torch
 
+from ditsr_plan.settings import schemas
+
 from .base import LossTerm, StepTensors, TermContext
 
 
@@ -18,14 +20,14 @@ def min_snr_weight(snr: torch.Tensor, gamma: float, formula: str) -> torch.Tenso
     return clipped / (snr + 1) if formula == "v" else clipped / snr
 
 
-class VPred(LossTerm):
+class VPred(LossTerm[schemas.VPred]):
     """MSE between predicted and true velocity, Min-SNR weighted per sample."""
 
-    def __init__(self, name: str, settings: dict, context: TermContext):
+    def __init__(self, name: str, settings: schemas.VPred, context: TermContext):
         super().__init__(name, settings, context)
         self.diffusion = context.diffusion
 
     def forward(self, s: StepTensors) -> torch.Tensor:
         per_sample = (s.v_hat.float() - s.v.float()).pow(2).mean(dim=(1, 2, 3))
-        weight = min_snr_weight(self.diffusion.snr(s.t).float(), self.settings["min_snr"], self.settings["formula"])
+        weight = min_snr_weight(self.diffusion.snr(s.t).float(), self.settings.min_snr, self.settings.formula)
         return (weight * per_sample).mean()
