@@ -6,6 +6,7 @@ the tiny model, a CPU trainer of a plan, and a randomly initialised ``Autoencode
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 ALL_TERMS = """\
 loss v         vpred     min_snr=5
@@ -70,7 +71,7 @@ def make_vae(folder: Path, widths: tuple[int, ...] = (8, 16), layers_per_block: 
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(
+    vae: Any = AutoencoderKL(  # diffusers: save_pretrained comes from a mixin mypy does not see
         in_channels=3,
         out_channels=3,
         latent_channels=4,
@@ -102,7 +103,7 @@ def make_pixart(folder: Path, in_channels: int = 4, out_channels: int = 8, seed:
         "patch_size": 2,
         **config,
     }
-    model = PixArtTransformer2DModel(in_channels=in_channels, out_channels=out_channels, **options)
+    model: Any = PixArtTransformer2DModel(in_channels=in_channels, out_channels=out_channels, **options)
     model.save_pretrained(folder / "pixart")
     return folder / "pixart"
 
@@ -113,7 +114,7 @@ def make_dit(folder: Path, in_channels: int = 4, out_channels: int = 8, seed: in
     from diffusers import DiTTransformer2DModel
 
     torch.manual_seed(seed)
-    model = DiTTransformer2DModel(
+    model: Any = DiTTransformer2DModel(
         num_attention_heads=2,
         attention_head_dim=8,
         in_channels=in_channels,

@@ -234,7 +234,12 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("evaluate: --limit must be at least 1")
     try:
         skipped: list[str] = []
-        ckpt, run_dir = find_checkpoint(target, report=lambda line: skipped.append(line) or _warn(line))
+
+        def report(line: str) -> None:
+            skipped.append(line)
+            _warn(line)
+
+        ckpt, run_dir = find_checkpoint(target, report=report)
         if skipped:
             _warn(f"scoring {ckpt.path} (step {ckpt.step}), the newest usable checkpoint")
         settings = _eval_settings(run_dir, args.steps, args.lq_init)

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from ditsr_plan.diagnostics import NAME, SCHEDULE, VALUE, Diagnostic, Note, PlanError, Pos, did_you_mean
 from ditsr_plan.dsl.spec import PlanSpec, StageDecl
-from ditsr_plan.dsl.syntax import MetricRef, TermStmt, WatchStmt
+from ditsr_plan.dsl.syntax import KeepStmt, MetricRef, TermStmt, WatchStmt
 from ditsr_plan.settings.numbers import format_steps
 from ditsr_plan.settings.schemas import (
     BLOCKS,
@@ -31,6 +31,7 @@ from ditsr_plan.settings.schemas import (
     TERM_KINDS,
     DitModel,
     Eval,
+    Optim,
     Schema,
     eval_roles,
     step_fields,
@@ -285,11 +286,12 @@ class _Compiler:
         """``lr`` (the optimiser's), and a kind's own learning-rate knob (``lr_d``) when exactly one term of
         such a kind is declared, starting at that term's ``lr``."""
         optim = self.spec.blocks.get("optim")
-        defaults = {"lr": optim.settings.lr if optim else BLOCKS["optim"][None]().lr}
+        defaults = {"lr": optim.settings.lr if optim and isinstance(optim.settings, Optim) else Optim().lr}
         for knob in self.lr_knobs():
             owners = [t for t in self.spec.terms.values() if TERM_KINDS[t.kind.text].lr_knob == knob]
             if len(owners) == 1:
-                defaults[knob] = owners[0].settings.lr
+                # a kind with an lr knob has an lr setting, where the knob starts
+                defaults[knob] = float(getattr(owners[0].settings, "lr"))  # noqa: B009
         return defaults
 
     @staticmethod
@@ -344,7 +346,7 @@ class _Compiler:
     def validation_rules(self, blocks: dict[str, Block]) -> tuple[tuple[Watch, ...], Keep | None]:
         """``watch`` and ``keep best`` lines, their metric names checked against the eval images."""
         spec = self.spec
-        rules = [*spec.watches, *([spec.keep] if spec.keep else [])]
+        rules: list[WatchStmt | KeepStmt] = [*spec.watches, *([spec.keep] if spec.keep else [])]
         if not rules:
             return (), None
         if "eval" not in blocks:
@@ -396,10 +398,11 @@ class _Compiler:
     def statement(self, stmt: TermStmt, decl: StageDecl, stage: Stage, carry: float, out: list[Piece]) -> float:
         origin = stmt.pos
         if stmt.op in ("const", "off"):
-            value = stmt.value.value if stmt.op == "const" else 0.0
+            value = stmt.value.value if stmt.op == "const" and stmt.value else 0.0
             out.append(Piece(stage.start, stage.end, value, value, "const", origin))
             return value
         v0 = stmt.start.value if stmt.start is not None else carry
+        assert stmt.end is not None  # a ramp has its end value
         v1 = stmt.end.value
         begin, end = decl.start.value, self.end_of(decl)
         after = stmt.after.value if stmt.after else 0
@@ -427,7 +430,7 @@ class _Compiler:
                 SCHEDULE,
                 f"the ramp of '{stmt.knob.text}' runs to step {format_steps(ramp_end)}, past "
                 f"the end of stage {decl.name.text} ({format_steps(end)})",
-                stmt.over.pos,
+                stmt.over.pos if stmt.over else stmt.pos,
                 f"stage {decl.name.text} has {format_steps(end - ramp_start)} steps left for it: shorten "
                 "'over' or continue the ramp in the next stage with '->'",
                 (Note(f"stage {decl.name.text} is declared here", decl.pos),),

@@ -92,9 +92,9 @@ def diff_graphs(a: ScheduleGraph, b: ScheduleGraph) -> PlanDiff:
             continue  # lr_d comes and goes with its GAN term, which the diff reports
         ka = ka if a.total_steps == total and ka else _extend(ka, a.total_steps, total)
         kb = kb if b.total_steps == total and kb else _extend(kb, b.total_steps, total)
-        changes = knob_changes(ka, kb, total)
-        if changes:
-            d.knobs[name] = changes
+        knob = knob_changes(ka, kb, total)
+        if knob:
+            d.knobs[name] = knob
     for name in sorted({*a.blocks, *b.blocks}):
         va = {"kind": a.blocks[name].kind, **a.blocks[name].values} if name in a.blocks else {}
         vb = {"kind": b.blocks[name].kind, **b.blocks[name].values} if name in b.blocks else {}

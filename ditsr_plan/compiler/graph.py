@@ -398,7 +398,7 @@ class ScheduleGraph:
 
         def origins(table: dict, name: str) -> tuple[Pos | None, dict[str, Pos]]:
             own, keys = table.get(name, [None, {}])
-            return _unpos(own), {k: _unpos(v) for k, v in keys.items()}
+            return _unpos(own), {k: pos for k, v in keys.items() if (pos := _unpos(v))}
 
         def piece(raw: list, origin: Any) -> Piece:
             s, e, v0, v1, shape = raw

@@ -100,9 +100,9 @@ def blocks_text(graph: ScheduleGraph) -> list[str]:
         values = block.values
         given = [(k, v, "") for k, v in values.items() if k in block.value_origins]
         defaults = [(k, v, "*") for k, v in values.items() if k not in block.value_origins]
-        values = " ".join(f"{k}={_value_text(v)}{mark}" for k, v, mark in given + defaults)
+        text = " ".join(f"{k}={_value_text(v)}{mark}" for k, v, mark in given + defaults)
         kind = f"{block.kind}: " if block.kind else ""
-        lines.append(f"  {name.ljust(width)}  {kind}{values}".rstrip())
+        lines.append(f"  {name.ljust(width)}  {kind}{text}".rstrip())
     return lines
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel
-
 from ditsr_plan.diagnostics import Pos
 from ditsr_plan.dsl.syntax import KeepStmt, Setting, Steps, TermStmt, WatchStmt, Word
+from ditsr_plan.settings.schemas import Schema, TermKind
 
 
 @dataclass(frozen=True)
@@ -20,7 +19,7 @@ class TermDecl:
 
     name: Word
     kind: Word
-    settings: BaseModel
+    settings: TermKind
     given: dict[str, Setting]  # the key=value pairs as written, for positions
     pos: Pos
 
@@ -31,7 +30,7 @@ class BlockDecl:
 
     name: Word
     kind: Word | None
-    settings: BaseModel
+    settings: Schema
     given: dict[str, Setting]
     pos: Pos
 

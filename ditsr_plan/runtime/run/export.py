@@ -130,7 +130,12 @@ def export_merged(run_dir: Path, out: Path, ema: bool = True, note=lambda line: 
     from safetensors.torch import save_file
 
     notes: list[str] = []
-    model, _ = rebuild_generator(run_dir, ema, note=lambda line: notes.append(line) or note(line))
+
+    def noted(line: str) -> None:
+        notes.append(line)
+        note(line)
+
+    model, _ = rebuild_generator(run_dir, ema, note=noted)
     merged = model.merged()
     merged.save_pretrained(out, safe_serialization=True)
     info = {

@@ -15,6 +15,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -57,6 +58,9 @@ from .logs import MetricsLog, NoLog, Progress
 from .resume import refuse_other_schedule, resume
 from .signals import RunInterrupted, Signals, stopped_at_once
 from .watch_keep import Watches, update_best
+
+if TYPE_CHECKING:  # imported when a run evaluates
+    from ..validate.evaluator import Evaluator
 
 
 @dataclass
@@ -141,7 +145,7 @@ class Run:
         self.bad_steps = 0
         self.digests: list[str] = []
         self.recompiles: list[int] = []  # steps after the first at which torch.compile built a new graph
-        self.evaluator = None
+        self.evaluator: Evaluator | None = None
         self.watches = Watches(graph.watches)
         self.eval_settings = graph.block("eval")
         self.eval_every = self.eval_settings.every if self.eval_settings else 0
@@ -309,6 +313,7 @@ class Run:
             return None
         stop = None
         if self.ranks.main:
+            assert self.evaluator is not None  # rank 0 evaluates when the plan has an eval
             started = time.perf_counter()
             record = self.evaluator.run(done)
             record.watch = self.watches.check(record)
@@ -321,7 +326,8 @@ class Run:
                 say(f"watch fired after {done} steps: {event['watch']} (value {event['value']:.4g}): {event['action']}")
                 if event["action"] == "stop":
                     stop = event
-        return broadcast_object(self.ranks, stop)  # a watch on rank 0 stops every rank
+        stopped = broadcast_object(self.ranks, stop)  # a watch on rank 0 stops every rank
+        return stopped if isinstance(stopped, dict) else None
 
     def signal_vote(self, signals: Signals) -> int | None:
         """A signal on any rank stops every rank after this step."""
@@ -351,6 +357,7 @@ class Run:
             }
             save_checkpoint(self.run_dir / "checkpoints", done, tensors, state, self.settings.keep)
         if keep and self.ranks.main:
+            assert self.graph.keep is not None and self.evaluator is not None  # keep: the plan keeps the best
             kept = update_best(
                 self.graph.keep, self.evaluator.records(), self.run_dir / "checkpoints", self.run_dir / "best"
             )
@@ -385,11 +392,12 @@ class Run:
             barrier(self.ranks)  # wait for rank 0's final weights and report
             return result
         final = self.run_dir / "final"
-        self.trainer.model.save_final(final / "generator")
+        model: Any = self.trainer.model  # every generator has save_final (generators/__init__.py)
+        model.save_final(final / "generator")
         fault_point("final", total)
         if self.trainer.ema is not None:
             with self.trainer.ema.applied(self.trainer.model):
-                self.trainer.model.save_final(final / "generator_ema")
+                model.save_final(final / "generator_ema")
         summary = json_safe(self.summary(steps_done, stopped))  # a watch's value may be nan: strict JSON
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
         from ..analysis.report import write_report

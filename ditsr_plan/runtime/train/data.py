@@ -336,7 +336,7 @@ class TrainingData:
             hr = read_pixels(path, self.max_pixels)
             lr = read_pixels(self.lr_files[path], self.max_pixels) if self.kind == "paired" else None
             if lr is None:
-                check_fitted(*hr.shape[:2], self.crop, self.max_pixels)
+                check_fitted(hr.shape[0], hr.shape[1], self.crop, self.max_pixels)
         except Exception as exc:
             if self.strict:
                 raise DataError(f"cannot read image {shown(path)}: {shown(str(exc))} (data strict=true)") from None
@@ -360,21 +360,23 @@ class TrainingData:
         """Samples ``first .. first + batch - 1`` of micro-batch ``micro`` of ``step``. Sample ``i`` is drawn
         from its own generator, seeded by (seed, step, micro, i): under DDP rank ``r`` takes samples
         ``r * batch ..``, so N ranks of batch b see exactly the samples of one process of batch N x b."""
-        hrs, lrs, recipes = [], [], []
+        hrs: list[torch.Tensor] = []
+        lrs: list[torch.Tensor | None] = []
+        recipes: list[Recipe] = []
         known = set(self.stats.skipped)
         for i in range(first, first + self.batch_size):
             g = generator(self.seed, "data", step, micro, i)
             image, lr_image = self._sample(g)
             if lr_image is not None:
                 hr, lr = self._paired_crop(image, lr_image, g)
-                lr_up = upsample(lr[None], hr.shape[-2:])[0]
+                lr_up = upsample(lr[None], (hr.shape[-2], hr.shape[-1]))[0]
             else:
                 hr, lr_up = self._crop(image, g), None
             if float(torch.rand((), generator=g)) < 0.5:
                 hr = hr.flip(-1)
                 lr_up = None if lr_up is None else lr_up.flip(-1)
             if lr_up is None:
-                recipe = draw(self.degrade, g, tuple(hr.shape[-2:]), self.scale)
+                recipe = draw(self.degrade, g, (hr.shape[-2], hr.shape[-1]), self.scale)
                 if self.on_device:
                     recipes.append(recipe)
                 else:
@@ -384,12 +386,14 @@ class TrainingData:
         skipped = {path: why for path, why in self.stats.skipped.items() if path not in known}
         if self.on_device:
             return Batch(torch.stack(hrs).contiguous(), None, skipped, recipes)
-        return Batch(torch.stack(hrs).contiguous(), torch.stack(lrs).contiguous(), skipped)
+        made = [lr for lr in lrs if lr is not None]  # on the CPU path every sample's LR is made here
+        return Batch(torch.stack(hrs).contiguous(), torch.stack(made).contiguous(), skipped)
 
     def lr_up(self, batch: Batch, hr: torch.Tensor) -> torch.Tensor:
         """The batch's LR (re-upsampled) on ``hr``'s device: carried, or made there from its recipes."""
         if batch.lr_up is not None:
             return batch.lr_up.to(hr.device, non_blocking=True)
+        assert batch.recipes is not None, "a batch without its LR carries its recipes"
         return degrade_batch(hr, batch.recipes, "kornia")
 
     def _crop(self, image, g: torch.Generator) -> torch.Tensor:

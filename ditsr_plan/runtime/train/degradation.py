@@ -131,10 +131,11 @@ def draw(settings: DegradeSettings, g: torch.Generator, size: tuple[int, int], s
     return Recipe([Op("resize", size=lr_size, mode="bicubic")], lr_size)
 
 
-def _highorder(s: HighorderDegrade, g, size, lr_size) -> list[Op]:
+def _highorder(s: HighorderDegrade, g, size: tuple[int, int], lr_size) -> list[Op]:
     """Blur, resize, noise and JPEG in shuffled order; a second such stage with probability ``second``;
     then ``final`` down to the LR size."""
-    ops, h, w = [], *size
+    ops: list[Op] = []
+    h, w = size
     modes = [m.strip() for m in s.resize_modes.split(",")]
     for _ in range(2 if float(torch.rand((), generator=g)) < s.second else 1):
         for i in torch.randperm(4, generator=g).tolist():
@@ -259,8 +260,10 @@ def apply(recipe: Recipe, hr: torch.Tensor, codec: str = "pil") -> torch.Tensor:
     with torch.no_grad():
         for op in recipe.ops:
             if op.name == "blur":
+                assert op.kernel is not None
                 x = _blur(x, op.kernel)
             elif op.name == "resize":
+                assert op.size is not None
                 x = _resize(x, op.size, op.mode)
             elif op.name == "noise":
                 x = _noise(x, op)
@@ -280,11 +283,11 @@ def degrade(
 ) -> torch.Tensor:
     """HR batch (N x 3 x H x W) -> its LR re-upsampled to the HR size; one recipe per image, drawn from
     ``g`` in order."""
-    recipes = [draw(settings, g, tuple(hr.shape[-2:]), scale) for _ in hr]
+    recipes = [draw(settings, g, (hr.shape[-2], hr.shape[-1]), scale) for _ in hr]
     return degrade_batch(hr, recipes, codec)
 
 
 def degrade_batch(hr: torch.Tensor, recipes: list[Recipe], codec: str = "kornia") -> torch.Tensor:
     """The device path: each image of ``hr`` (on the run's device) degraded by its recipe, re-upsampled."""
-    size = tuple(hr.shape[-2:])
+    size = (hr.shape[-2], hr.shape[-1])
     return torch.cat([upsample(apply(r, image[None], codec), size) for r, image in zip(recipes, hr, strict=True)])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -101,7 +102,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model),
             lr=optim.lr,
-            betas=tuple(optim.betas),
+            betas=optim.betas,
             weight_decay=optim.weight_decay,
             **({"fused": True} if device.type == "cuda" else {}),
         )
@@ -113,8 +114,8 @@ class Trainer:
         self._graphs_seen: int | None = None
         self._try_pixel_terms()
 
-    def _wrapped(self, model: torch.nn.Module) -> torch.nn.Module:
-        net = model
+    def _wrapped(self, model: torch.nn.Module) -> Any:
+        net: Any = model
         if self.ranks.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -217,7 +218,8 @@ class Trainer:
             if first is None:
                 first = s
             if needs.discriminator:
-                patches.append((s.gt_patch.detach(), s.pred_patch.detach()))
+                pred, gt = s.patches()
+                patches.append((gt.detach(), pred.detach()))
         self._same_on_every_rank(record)
         self._count_dynamo_graphs(record)
         record.grad_norm = self._clip()
@@ -233,6 +235,7 @@ class Trainer:
         if needs.discriminator:
             record.after_step = self._after_step(patches, step, weights)
         if shadow:
+            assert first is not None  # a step has at least one micro-batch
             record.raw.update(self.shadow_raw(first, batches[0], step, live))
         return record
 
@@ -347,7 +350,7 @@ class Trainer:
             "skipped_images": self.data.stats.skipped,
             "base": fingerprint(self.model),
         }
-        optimizers = {"generator": self.optimizer}
+        optimizers: dict[str, torch.optim.Optimizer] = {"generator": self.optimizer}
         for name, term in self.terms.items():
             optimizers.update({f"term-{name}-{part}": opt for part, opt in term.optimizers().items()})
         state["optimizers"] = {}
@@ -375,7 +378,7 @@ class Trainer:
         for name, term in self.terms.items():
             for part, module in term.own_modules().items():
                 module.load_state_dict(tensors(f"term-{name}-{part}"))
-        optimizers = {"generator": self.optimizer}
+        optimizers: dict[str, torch.optim.Optimizer] = {"generator": self.optimizer}
         for name, term in self.terms.items():
             optimizers.update({f"term-{name}-{part}": opt for part, opt in term.optimizers().items()})
         for key, optimizer in optimizers.items():

@@ -39,16 +39,18 @@ def build_generator(
 
 
 def trainable_parameters(model: nn.Module) -> list[torch.nn.Parameter]:
-    if hasattr(model, "trainable_parameters"):
-        return list(model.trainable_parameters())
+    own = getattr(model, "trainable_parameters", None)  # a method of the model, if it has one
+    if own is not None:
+        return list(own())
     return [p for p in model.parameters() if p.requires_grad]
 
 
 def parameter_groups(model: nn.Module) -> list[dict]:
     """The optimiser's parameter groups: ``{"params", "lr_scale"}`` (a group's lr = the lr knob x lr_scale);
     one group unless the model splits its trainable parameters (a pretrained model's conditioning)."""
-    if hasattr(model, "parameter_groups"):
-        return [g for g in model.parameter_groups() if g["params"]]
+    own = getattr(model, "parameter_groups", None)  # a method of the model, if it has one
+    if own is not None:
+        return [g for g in own() if g["params"]]
     return [{"params": trainable_parameters(model), "lr_scale": 1.0}]
 
 
@@ -73,8 +75,9 @@ def load_trained(model: nn.Module, tensors: dict[str, torch.Tensor], complete: b
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    if hasattr(model, "trainable_state_dict"):
-        return model.trainable_state_dict()
+    own = getattr(model, "trainable_state_dict", None)  # a method of the model, if it has one
+    if own is not None:
+        return own()
     return model.state_dict()
 
 
@@ -88,8 +91,9 @@ def fingerprint(model: nn.Module) -> dict | None:
 
 
 def describe(model: nn.Module) -> dict:
-    if hasattr(model, "describe"):
-        return model.describe()
+    own = getattr(model, "describe", None)  # a method of the model, if it has one
+    if own is not None:
+        return own()
     total = sum(p.numel() for p in model.parameters())
     return {
         "kind": type(model).__name__,

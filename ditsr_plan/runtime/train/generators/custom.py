@@ -30,7 +30,8 @@ RESERVED = ("factory", "file", "checkpointing")
 
 def _their_traceback(exc: BaseException) -> str:
     """The traceback from the user's code on (this module's own frame left out)."""
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
+    frames = exc.__traceback__
+    return "".join(traceback.format_exception(type(exc), exc, frames.tb_next if frames else None))
 
 
 def _value(text):
@@ -70,6 +71,7 @@ def _factory(spec: str, file: str | None):
             if path.suffix != ".py":
                 raise LoadError(f"model custom file={file}: not a Python file (its name does not end in .py)")
             module_spec = importlib.util.spec_from_file_location(module_name, path)
+            assert module_spec is not None and module_spec.loader is not None  # a .py file has a source loader
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[module_name] = module
             module_spec.loader.exec_module(module)
@@ -139,8 +141,9 @@ class CustomGenerator(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def save_final(self, folder: Path) -> None:
-        if hasattr(self.inner, "save_final"):
-            self.inner.save_final(folder)
+        own = getattr(self.inner, "save_final", None)  # the user's module may save itself
+        if own is not None:
+            own(folder)
             return
         from safetensors.torch import save_file
 

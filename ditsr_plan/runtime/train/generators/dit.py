@@ -34,6 +34,7 @@ class SRDiT(nn.Module):
         self.settings = settings
         self.patch_size = settings.patch
         depth, heads, head_dim = settings.depth, settings.heads, settings.head_dim
+        assert depth and heads and head_dim, "the compiler resolves the preset of a DiT from scratch"
         self.dit = DiTTransformer2DModel(
             num_attention_heads=heads,
             attention_head_dim=head_dim,

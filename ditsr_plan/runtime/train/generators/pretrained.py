@@ -75,8 +75,10 @@ class SRTransformer(nn.Module):
         self.kind, self.settings = kind, settings
         cls = transformer_class(kind)
         what = f"model {kind} path"
-        self.base = load_pretrained(cls, settings.path, settings.subfolder, what, low_cpu_mem_usage=True)
-        self.source = Path(settings.path).expanduser() / (settings.subfolder or "")
+        path = settings.path
+        assert path is not None, "a DiT without path= is trained from scratch (dit.py)"
+        self.base = load_pretrained(cls, path, settings.subfolder, what, low_cpu_mem_usage=True)
+        self.source = Path(path).expanduser() / (settings.subfolder or "")
         config = self.base.config
         c = latent_channels
         if config.in_channels != c:
@@ -214,7 +216,8 @@ class SRTransformer(nn.Module):
     def parameter_groups(self) -> list[dict]:
         """The base's trained parameters (LoRA, or all of them with train=full) at the lr knob, the
         conditioning's (LR input layer, adapter, augmentation embedding) at ``cond_lr`` x it."""
-        base, cond = [], []
+        base: list[nn.Parameter] = []
+        cond: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if p.requires_grad:
                 (cond if name.startswith(self.COND_PREFIXES) else base).append(p)

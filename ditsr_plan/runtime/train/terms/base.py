@@ -28,6 +28,7 @@ from torch import nn
 from ditsr_plan.settings.schemas import TermKind
 
 from ...errors import RunFailure
+from ..diffusion import Diffusion
 
 K = TypeVar("K", bound=TermKind)
 
@@ -48,12 +49,17 @@ class StepTensors:
     pred_patch: torch.Tensor | None = None
     gt_patch: torch.Tensor | None = None
 
+    def patches(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction, GT) pixel patches, for a pixel term (computed only at steps that decode them)."""
+        assert self.pred_patch is not None and self.gt_patch is not None, "a pixel term at a step without patches"
+        return self.pred_patch, self.gt_patch
+
 
 @dataclass(frozen=True)
 class TermContext:
     """What a term may need from the run when it is built (the diffusion, for Min-SNR weights)."""
 
-    diffusion: object
+    diffusion: Diffusion
 
 
 class TermSetupError(RunFailure):

@@ -19,8 +19,9 @@ class Ffl(LossTerm[schemas.Ffl]):
         self.ffl = FocalFrequencyLoss(loss_weight=1.0, alpha=settings.alpha)
 
     def forward(self, s: StepTensors) -> torch.Tensor:
-        pred, gt = (s.pred_patch.float() + 1) / 2, (s.gt_patch.float() + 1) / 2
+        pred_patch, gt_patch = s.patches()
+        pred, gt = (pred_patch.float() + 1) / 2, (gt_patch.float() + 1) / 2
         if self.settings.mask == "edge":
-            mask = edge_mask_from_gt(s.gt_patch, self.settings.q, self.settings.pow)
+            mask = edge_mask_from_gt(gt_patch, self.settings.q, self.settings.pow)
             pred, gt = pred * mask, gt * mask
         return self.ffl(pred, gt)

@@ -42,4 +42,5 @@ class Lpips(LossTerm[schemas.Lpips]):
         return self
 
     def forward(self, s: StepTensors) -> torch.Tensor:
-        return self.lpips(s.pred_patch.float(), s.gt_patch.float()).mean()
+        pred, gt = s.patches()
+        return self.lpips(pred.float(), gt.float()).mean()

@@ -72,7 +72,7 @@ class PatchGan(LossTerm[schemas.PatchGan]):
         super().__init__(name, settings, context)
         self.disc = NLayerDiscriminator(settings.layers, settings.ndf, settings.norm)
         self.optimizer = torch.optim.AdamW(
-            self.disc.parameters(), lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.wd
+            self.disc.parameters(), lr=settings.lr, betas=settings.betas, weight_decay=settings.wd
         )
         self.health = DiscriminatorHealth(name, settings)
 
@@ -96,7 +96,7 @@ class PatchGan(LossTerm[schemas.PatchGan]):
 
     def forward(self, s: StepTensors) -> torch.Tensor:
         self.disc.requires_grad_(False)
-        logits = self.disc(s.pred_patch.float())
+        logits = self.disc(s.patches()[0].float())
         self.disc.requires_grad_(True)
         if self.settings.loss == "hinge":
             return -logits.mean()
@@ -145,7 +145,7 @@ class PatchGan(LossTerm[schemas.PatchGan]):
         if reduce_grads is not None:
             reduce_grads(self.disc)
         self.optimizer.step()
-        stats = {key: value / len(pairs) for key, value in sums.items()}
+        stats: dict[str, float | None] = {key: value / len(pairs) for key, value in sums.items()}
         if not with_r1:
             stats["r1"] = stats["r1_weighted"] = None
         return stats

@@ -92,13 +92,15 @@ class Edge(LossTerm[schemas.Edge]):
     """Sobel-gradient L1 inside the soft GT edge mask."""
 
     def forward(self, s: StepTensors) -> torch.Tensor:
-        mask = edge_mask_from_gt(s.gt_patch, self.settings.q, self.settings.pow)
-        return edge_loss(s.pred_patch, s.gt_patch, mask, self.settings.reduce)
+        pred, gt = s.patches()
+        mask = edge_mask_from_gt(gt, self.settings.q, self.settings.pow)
+        return edge_loss(pred, gt, mask, self.settings.reduce)
 
 
 class Flat(LossTerm[schemas.Flat]):
     """|Laplacian(pred)| inside the GT flat mask (1 - edge mask)."""
 
     def forward(self, s: StepTensors) -> torch.Tensor:
-        mask = edge_mask_from_gt(s.gt_patch, self.settings.q, self.settings.pow)
-        return flat_loss(s.pred_patch, mask, self.settings.reduce, self.settings.laplacian)
+        pred, gt = s.patches()
+        mask = edge_mask_from_gt(gt, self.settings.q, self.settings.pow)
+        return flat_loss(pred, mask, self.settings.reduce, self.settings.laplacian)
