@@ -1,4 +1,4 @@
-"""The commands on runs: run, matrix, compare, report."""
+"""The commands on runs and what they make: run, matrix, compare, report, export, pack, evaluate."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def _eval_settings(run_dir: Path, steps: int | None, lq_init: float | None) -> E
 
 
 def _metrics_table(result, markdown: bool) -> str:
-    from ditsr_plan.runtime.run.loop import eval_metric_columns
+    from ditsr_plan.runtime.records import eval_metric_columns
 
     columns = eval_metric_columns(result.mean)
     rows = [("mean", result.mean), ("bicubic (mean)", result.bicubic["mean"])]

@@ -21,13 +21,12 @@ from ditsr_plan.settings.schemas import DitModel, Eval, PixartModel
 from ..analysis.status import read_graph
 from ..records import json_safe, strict_json
 from ..train.device import place
-from ..train.generators import fingerprint, load_trained, patch_size
+from ..train.generators import fingerprint, latent_and_generator, load_trained, patch_size
 from ..validate.images import EvalImage, pretrained_lpips, save_png
 from ..validate.packs import evaluate_pack, load_pack, pack_baseline, ranked
 from ..validate.pictures import eval_grid
 from ..validate.sampler import sample
 from .checkpoint import Checkpoint, CheckpointError, newest_complete, step_of, verify
-from .export import generator_of_run
 from .folder import RunError
 from .resume import check_base
 
@@ -167,7 +166,7 @@ def evaluate_checkpoint(
     if out is not None:
         prepare_out(out, source)
     placement = place(device, "auto")
-    latent, model = generator_of_run(graph, placement.device)
+    latent, model = latent_and_generator(graph, placement.device)
     model_settings = graph.block("model")
     model_path = model_settings.path if isinstance(model_settings, DitModel | PixartModel) else None
     base = ckpt.state()["trainer"].get("base")

@@ -13,25 +13,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ditsr_plan.compiler.graph import ScheduleGraph
 from ditsr_plan.settings.schemas import DitModel, PixartModel
 
 from ..analysis.status import read_graph
 from ..train.device import place
-from ..train.generators import build_generator, fingerprint
+from ..train.generators import fingerprint, latent_and_generator
 from ..train.generators.lora import ADAPTER, lora_state_dict
-from ..train.latent import build_latent
 from .checkpoint import CheckpointError
 from .folder import RunError
 from .resume import check_base
-
-
-def generator_of_run(graph: ScheduleGraph, device):
-    """(latent, generator) of a run's plan, freshly built on ``device`` (its pretrained base loaded from the
-    plan's path; the trained weights still to be put in)."""
-    latent = build_latent(graph.block("latent")).to(device)
-    crop = graph.block("data").crop
-    return latent, build_generator(graph.block("model"), latent, crop // latent.factor, crop, device).to(device)
 
 
 def final_folder(run_dir: Path, ema: bool) -> tuple[Path, str | None]:
@@ -115,7 +105,7 @@ def rebuild_generator(run_dir: Path, ema: bool = True, device: str = "cpu", note
     final, why = final_folder(run_dir, ema)
     if why:
         note(why)
-    _, model = generator_of_run(graph, place(device, "fp32").device)
+    _, model = latent_and_generator(graph, place(device, "fp32").device)
     if not hasattr(model, "merged"):
         raise RunError(f"model {graph.blocks['model'].kind} from scratch: final/ already holds a diffusers folder")
     model_settings = graph.block("model")

@@ -37,9 +37,9 @@ from ..distributed import (
     weights_digest,
 )
 from ..records import (
-    EvalRecord,
     MetricsRecord,
     TermValues,
+    eval_summary,
     json_safe,
     read_evals,
     read_metrics,
@@ -435,35 +435,6 @@ class Run:
             if self.ranks.enabled
             else None,
         }
-
-
-def _beside_bicubic(mean: dict, base: dict) -> str:
-    parts = []
-    for key, value in mean.items():
-        if value is None or key == "perfect":
-            continue
-        digits = 2 if key.startswith("psnr") else 3
-        text = f"{key} {value:.{digits}f}"
-        if base.get(key) is not None:
-            text += f" (bicubic {base[key]:.{digits}f})"
-        parts.append(text)
-    return ", ".join(parts)
-
-
-def eval_metric_columns(mean: dict) -> list[str]:
-    """The metric columns of a table of eval results: those with a value, in the record's order."""
-    return [k for k, v in mean.items() if k != "perfect" and v is not None]
-
-
-def eval_summary(record: EvalRecord) -> str:
-    """``psnr 31.20 (bicubic 39.10), ssim ...``: an eval's mean metrics beside the bicubic baseline's (and
-    the pack's, ``pack (50 images): psnr ...``, when the eval has one)."""
-    text = _beside_bicubic(record.mean, record.bicubic.get("mean", {}))
-    if record.pack:
-        pack = record.pack
-        shown = _beside_bicubic(pack["mean"], pack["bicubic"]["mean"])
-        text += f"; pack ({len(pack['images'])} images): {shown}"
-    return text
 
 
 __all__ = ["SINGLE", "RunError", "RunInterrupted", "RunResult", "run_plan"]

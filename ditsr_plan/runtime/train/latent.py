@@ -11,7 +11,7 @@ from torch import nn
 
 from ditsr_plan.settings import schemas
 
-from .pretrained import load_pretrained
+from .loading import load_pretrained
 
 
 class LatentSpace(nn.Module):

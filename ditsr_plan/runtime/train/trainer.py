@@ -31,15 +31,14 @@ from .device import Placement
 from .diffusion import Diffusion
 from .ema import Ema
 from .generators import (
-    build_generator,
     describe,
     fingerprint,
+    latent_and_generator,
     load_trained,
     parameter_groups,
     trainable_parameters,
     trainable_state_dict,
 )
-from .latent import build_latent
 from .optimizer_state import optimizer_from_flat, optimizer_to_flat
 from .pixel_patch import PixelPatch
 from .terms import StepTensors, TermContext, TermSetupError, build_term
@@ -83,15 +82,10 @@ class Trainer:
         device = placement.device
         torch.manual_seed(self.seed)  # parameter initialisation: the same modules for the same seed
         self.data = TrainingData(graph.block("data"), self.seed, graph.block("degrade"), device.type)
-        self.latent = build_latent(graph.block("latent")).to(device)
-        if self.data.crop % self.latent.factor:
-            raise ValueError(f"data crop {self.data.crop} is not a multiple of the latent factor {self.latent.factor}")
+        self.latent, self.model = latent_and_generator(graph, device)
         self.patch = PixelPatch.fitted(
             graph.block("pixel").patch, graph.block("pixel").margin, self.data.crop, self.latent.factor
         )
-        self.model = build_generator(
-            graph.block("model"), self.latent, self.patch.latent_size, self.data.crop, device
-        ).to(device)
         self.net = self._wrapped(self.model)  # what the step calls: the model, under DDP and torch.compile
         self.first_sample = ranks.rank * self.data.batch_size  # this rank's first sample of a step
         self.diffusion = Diffusion(self.diffusion_settings, device)

@@ -17,7 +17,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ditsr_plan.compiler.graph import ScheduleGraph
 from ditsr_plan.settings.schemas import CustomModel, DitModel, PixartModel
+
+from ..latent import LatentSpace, build_latent
+
+
+def latent_and_generator(graph: ScheduleGraph, device) -> tuple[LatentSpace, nn.Module]:
+    """The latent space and the generator of ``graph``'s plan, built on ``device`` (a pretrained base loaded
+    from the plan's path; the trained weights still to be put in): the one recipe of the trainer, ``export``
+    and ``evaluate``."""
+    latent = build_latent(graph.block("latent")).to(device)
+    crop = graph.block("data").crop
+    if crop % latent.factor:
+        raise ValueError(f"data crop {crop} is not a multiple of the latent factor {latent.factor}")
+    return latent, build_generator(graph.block("model"), latent, crop // latent.factor, crop, device).to(device)
 
 
 def build_generator(

@@ -23,7 +23,7 @@ from torch import nn
 
 from ditsr_plan.settings.schemas import CustomModel
 
-from ..pretrained import LoadError
+from ..loading import LoadError
 
 RESERVED = ("factory", "file", "checkpointing")
 

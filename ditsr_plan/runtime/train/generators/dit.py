@@ -9,7 +9,7 @@ from torch import nn
 
 from ditsr_plan.settings.schemas import DitModel
 
-from ..aug_level import AugLevelEmbedding, attach
+from .aug_level import AugLevelEmbedding, attach
 
 
 def _dit_levels(args: tuple, kwargs: dict):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..pretrained import LoadError
+from ..loading import LoadError
 
 ADAPTER = "default"
 

@@ -28,8 +28,8 @@ from torch import nn
 
 from ditsr_plan.settings import schemas
 
-from ..aug_level import AugLevelEmbedding, attach
-from ..pretrained import LoadError, load_pretrained
+from ..loading import LoadError, load_pretrained
+from .aug_level import AugLevelEmbedding, attach
 from .conditioning import LRAdapter, attach_adapter, widen_patch_embedding
 from .lora import add_lora, merge_lora, save_lora
 
