@@ -17,6 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
+from ditsr_plan.terminal import shown
+
 from ..distributed import Ranks, barrier
 from ..errors import RunFailure
 
@@ -45,9 +47,9 @@ def _is_empty(run_dir: Path) -> bool:
     return not run_dir.exists() or not any(run_dir.iterdir())
 
 
-def _entries(folder: Path, shown: int = 3) -> str:
+def _entries(folder: Path, at_most: int = 3) -> str:
     names = sorted(shown(p.name) for p in folder.iterdir())
-    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+    return ", ".join(names[:at_most]) + (", ..." if len(names) > at_most else "")
 
 
 def check_clearable(run_dir: Path) -> None:
