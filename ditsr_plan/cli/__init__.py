@@ -40,6 +40,11 @@ COMMANDS = {
     "evaluate": runs.cmd_evaluate,
 }
 
+_INTERRUPTED = {
+    "run": " before the run started: nothing was written",
+    "pack": ": no pack was written",
+}
+
 __all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "UsageError", "build_parser", "main"]
 
 
@@ -81,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"ditsr-plan {args.command}: error: {_describe_os_error(exc)}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
+        # a run or matrix that had started says what it left itself (RunInterrupted); reaching here, the
+        # command was still loading or working in place: pack make and evaluate leave nothing half-written
+        sys.stderr.write(
+            f"\nditsr-plan {args.command}: interrupted (Ctrl-C)" + _INTERRUPTED.get(args.command, "") + "\n"
+        )
         return 130
     except Exception as exc:
         if debug:

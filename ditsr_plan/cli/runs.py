@@ -66,9 +66,11 @@ def cmd_compare(args: argparse.Namespace, out: Output) -> int:
     from ditsr_plan.runtime.records import json_safe
 
     runs = [Path(r) for r in args.runs]
-    missing = [str(r) for r in runs if not (r / "plan.json").is_file()]
+    missing = [r for r in runs if not (r / "plan.json").is_file()]
     if missing:
-        raise UsageError(f"not run folders (no plan.json): {', '.join(missing)}")
+        from ditsr_plan.runtime.analysis.status import not_a_run
+
+        raise UsageError("; ".join(not_a_run(r) for r in missing))
     try:
         rows = [summarise(r) for r in runs]
     except RunFailure as exc:
@@ -93,7 +95,9 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
 
     run_dir = Path(args.run)
     if not (run_dir / "plan.json").is_file():
-        raise UsageError(f"{run_dir} is not a run folder (no plan.json)")
+        from ditsr_plan.runtime.analysis.status import not_a_run
+
+        raise UsageError(not_a_run(run_dir))
     from ditsr_plan.runtime.errors import RunFailure
 
     try:

@@ -107,6 +107,20 @@ def _recorded_base(final: Path) -> dict | None:
     return meta.get("base") if isinstance(meta, dict) else None
 
 
+def _refuse_nothing_to_merge(graph, final: Path) -> None:
+    model = graph.blocks["model"]
+    if model.kind == "custom":
+        raise RunError(
+            f"model custom: no pretrained base to merge into; {final}/model.safetensors is the trained state dict "
+            "(load it into what your factory builds)"
+        )
+    if model.kind == "dit" and not model.values.get("path"):
+        raise RunError(
+            f"model dit from scratch: no pretrained base to merge into; {final} already is a diffusers folder "
+            "(DiTTransformer2DModel.from_pretrained loads it)"
+        )
+
+
 def rebuild_generator(run_dir: Path, ema: bool = True, device: str = "cpu", note=lambda line: None):
     """The run's generator with its final trained weights (``final/generator_ema`` or ``final/generator``),
     on the base the run trained on (another base is refused)."""
@@ -114,9 +128,10 @@ def rebuild_generator(run_dir: Path, ema: bool = True, device: str = "cpu", note
     final, why = final_folder(run_dir, ema)
     if why:
         note(why)
+    _refuse_nothing_to_merge(graph, final)  # before a custom factory's code would run for nothing
     _, model = generator_of_run(graph, place(device, "fp32").device)
     if not hasattr(model, "merged"):
-        raise RunError(f"model {graph.blocks['model'].kind} from scratch: final/ already holds a diffusers folder")
+        raise RunError(f"model {graph.blocks['model'].kind}: no pretrained base to merge into; {final} is the model")
     where = graph.blocks["model"].values.get("path")
     check_base(f"{final}", _recorded_base(final), fingerprint(model), "the run's plan.json now loads", where)
     _load_final(model, final)
