@@ -164,3 +164,25 @@ def test_an_overwrite_that_fails_before_its_first_step_puts_the_old_run_back(tmp
     monkeypatch.undo()
     run_plan(graph, run_dir, overwrite=True, quiet=True)  # a new run that does its steps replaces it
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.replaced")] == []
+
+
+def test_a_bomb_above_twice_pillows_limit_gets_the_tools_message(tmp_path):
+    """Pillow refuses images above twice its own limit in its own words ("exceeds limit of 178956970 pixels");
+    found in review: the tool's limit and its settings must be what the user reads."""
+    from PIL import Image
+
+    from ditsr_plan.runtime.train.data import ImageError, read_pixels
+
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")
+    with pytest.raises(ImageError, match=r"20000 x 20000 = 400 MP is above the limit of 100 MP .*max_pixels="):
+        read_pixels(tmp_path / "bomb.png")
+    assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own check is left as it was for everyone else
+
+
+def test_a_config_json_that_is_a_device_is_named_as_such(tmp_path):
+    from ditsr_plan.runtime.train.pretrained import LoadError, _folder
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").symlink_to("/dev/zero")
+    with pytest.raises(LoadError, match=r"config\.json is not a regular file .*: it is not read"):
+        _folder(str(tmp_path / "model"), None, "model pixart path")
