@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ditsr_plan.diagnostics import PlanError
+from ditsr_plan.terminal import printable
 
 from .output import Output, write_json
 from .plans import EXIT_OK, UsageError
@@ -25,7 +26,7 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
         raise UsageError(str(exc)) from None
     except RunInterrupted as exc:
         if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 speaks for the run
-            sys.stderr.write(f"ditsr-plan run: {exc}\n")
+            sys.stderr.write(f"ditsr-plan run: {printable(str(exc))}\n")
         return 128 + exc.signum
     return EXIT_OK
 

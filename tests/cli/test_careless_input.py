@@ -186,3 +186,14 @@ def test_a_config_json_that_is_a_device_is_named_as_such(tmp_path):
     (tmp_path / "model" / "config.json").symlink_to("/dev/zero")
     with pytest.raises(LoadError, match=r"config\.json is not a regular file .*: it is not read"):
         _folder(str(tmp_path / "model"), None, "model pixart path")
+
+
+def test_what_the_tool_prints_never_carries_a_control_character(tmp_path, capsys):
+    from ditsr_plan.runtime.run.console import say
+
+    say("data: skipping \x1b]0;pwned\x07 (a name)")
+    assert capsys.readouterr().err == "data: skipping \\x1b]0;pwned\\x07 (a name)\n"
+    folder = tmp_path / "evil\x1b[2Jname"  # a run folder typed (or pasted) with an escape sequence
+    assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "evil\\x1b[2Jname" in err
