@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .terminal import shown
+from .terminal import same_width, shown
 
 
 @dataclass(frozen=True, order=True)
@@ -46,7 +46,7 @@ class Diagnostic:
         """``file:line:col: error: message`` for errors, ``file:line:col: G001 message`` for findings."""
         where = f"{self.pos}: " if self.pos else ""
         label = "error:" if self.severity == "error" else self.code
-        return f"{where}{label} {self.message}"
+        return f"{where}{label} {shown(self.message)}"
 
 
 # Error codes of the language (lint rules have their own codes, see compiler/lint).
@@ -94,7 +94,7 @@ def _excerpt(pos: Pos, sources: Mapping[str, str], color: bool = False) -> list[
     lines = text.splitlines()
     if not 1 <= pos.line <= len(lines):
         return []
-    src = lines[pos.line - 1].expandtabs(1)
+    src = same_width(lines[pos.line - 1].expandtabs(1))
     gutter = f"{pos.line:>4} | "
     caret = " " * (pos.col - 1) + _paint("^" * max(1, min(pos.length, max(1, len(src) - pos.col + 1))), "caret", color)
     return [gutter + src, " " * (len(gutter) - 2) + "| " + caret]
@@ -106,18 +106,18 @@ def render(diag: Diagnostic, sources: Mapping[str, str], color: bool = False) ->
     if color:
         where = _paint(f"{diag.pos}:", "where", True) + " " if diag.pos else ""
         label = _paint("error:", "error", True) if diag.severity == "error" else _paint(diag.code, "code", True)
-        out = [f"{where}{label} {diag.message}"]
+        out = [f"{where}{label} {shown(diag.message)}"]
     else:
         out = [diag.headline()]
     if diag.pos:
         out += _excerpt(diag.pos, sources, color)
     for note in diag.notes:
         where = f" ({note.pos})" if note.pos else ""
-        out.append(_paint("   = note:", "note", color) + f" {note.message}{where}")
+        out.append(_paint("   = note:", "note", color) + f" {shown(note.message)}{where}")
         if note.pos:
             out += _excerpt(note.pos, sources, color)
     if diag.hint:
-        out.append(_paint("   = hint:", "hint", color) + f" {diag.hint}")
+        out.append(_paint("   = hint:", "hint", color) + f" {shown(diag.hint)}")
     return "\n".join(out)
 
 

@@ -22,3 +22,16 @@ def shown(path: str | bytes | os.PathLike) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def same_width(line: str) -> str:
+    """A line of a file quoted under a caret: each control or format character (an escape sequence's ESC, a
+    bidirectional override) replaced by one U+FFFD, so that the caret below still points at its column."""
+    return "".join("\ufffd" if unicodedata.category(ch)[0] == "C" else ch for ch in line)
+
+
+def printable(text: str) -> str:
+    """A message for the terminal that may quote names or file contents: lines kept, every other control or
+    format character escaped as :func:`shown` does (the last line of defence; names are escaped where
+    they are put into a message too)."""
+    return "\n".join(shown(line).replace("\\x09", "\t") for line in text.split("\n"))

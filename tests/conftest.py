@@ -33,20 +33,46 @@ def _private_compile_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DITSR_PLAN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
-SLOW_FUZZ_EXAMPLES = "50000"  # per hypothesis test with --slow (CI's default: 3400)
+LONG_FUZZ_EXAMPLES = "50000"  # per hypothesis test with --long-fuzz (CI's default: 3400)
+
+# The fast tier for the inner loop is `python -m pytest -m "not slow"`: it leaves out the tests below, each of
+# which trains a whole run, spawns several processes or fuzzes for a long time (durations measured on the
+# 2-core machine: see docs/reliability.md). The full suite, `python -m pytest`, is what CI runs.
+SLOW_TESTS = (
+    "tests/cli/test_demo.py",  # the demo, 1200 steps
+    "tests/cli/test_first_hour.py",  # resumes, forced resumes, loading errors: each a run in a subprocess
+    "tests/cli/test_hypothesis.py",  # 11,000 fuzzed plans
+    "tests/cli/test_careless_input.py",
+    "tests/runtime/analysis/test_matrix_compare.py",  # three runs of the notes' matrix
+    "tests/runtime/run/test_kills.py",  # SIGKILL at five points, then resumes
+    "tests/runtime/run/test_ddp.py",  # two processes per test
+    "tests/runtime/run/test_faults.py",
+    "tests/runtime/run/test_hostile_run.py",  # real Ctrl-Cs in subprocesses
+    "tests/runtime/run/test_hostile_checkpoints.py",
+    "tests/runtime/run/test_run_folder_fuzz.py",  # 1,000 mutated run folders
+    "tests/runtime/train/test_pretrained.py",
+    "tests/runtime/train/test_speed_paths.py",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--slow",
+        "--long-fuzz",
         action="store_true",
-        help=f"the long fuzzing run: {SLOW_FUZZ_EXAMPLES} hypothesis examples per test instead of CI's 3400",
+        help=f"the long fuzzing run: {LONG_FUZZ_EXAMPLES} hypothesis examples per test instead of CI's 3400",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: left out of the fast tier (`pytest -m 'not slow'`)")
     # before the test modules are imported, so that test_hypothesis reads it
-    if config.getoption("--slow"):
+    if config.getoption("--long-fuzz"):
         import os
 
-        os.environ.setdefault("DITSR_PLAN_FUZZ_EXAMPLES", SLOW_FUZZ_EXAMPLES)
+        os.environ.setdefault("DITSR_PLAN_FUZZ_EXAMPLES", LONG_FUZZ_EXAMPLES)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from ditsr_plan.diagnostics import PlanError
+from ditsr_plan.terminal import printable
 
 from . import plans, runs
 from .arguments import build_parser
@@ -38,6 +39,11 @@ COMMANDS = {
     "export": runs.cmd_export,
     "pack": runs.cmd_pack,
     "evaluate": runs.cmd_evaluate,
+}
+
+_INTERRUPTED = {
+    "run": " before the run started: nothing was written",
+    "pack": ": no pack was written",
 }
 
 __all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "UsageError", "build_parser", "main"]
@@ -71,16 +77,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(exc.render(color=use_color()) + "\n")
         return EXIT_ERROR
     except UsageError as exc:
-        sys.stderr.write(f"ditsr-plan {args.command}: error: {exc}\n")
+        sys.stderr.write(f"ditsr-plan {args.command}: error: {printable(str(exc))}\n")
         return EXIT_ERROR
     except BrokenPipeError:
         return _closed_stdout()
     except OSError as exc:
         if debug:
             raise
-        sys.stderr.write(f"ditsr-plan {args.command}: error: {_describe_os_error(exc)}\n")
+        sys.stderr.write(f"ditsr-plan {args.command}: error: {printable(_describe_os_error(exc))}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
+        # a run or matrix that had started says what it left itself (RunInterrupted); reaching here, the
+        # command was still loading or working in place: pack make and evaluate leave nothing half-written
+        sys.stderr.write(
+            f"\nditsr-plan {args.command}: interrupted (Ctrl-C)" + _INTERRUPTED.get(args.command, "") + "\n"
+        )
         return 130
     except Exception as exc:
         if debug:

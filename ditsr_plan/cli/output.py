@@ -12,6 +12,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from ditsr_plan.terminal import printable
+
 STDIN = "-"
 STDIN_NAME = "<stdin>"
 
@@ -33,12 +35,12 @@ class Output:
     def info(self, message: str) -> None:
         """A message about the work (``wrote x.png``); ``-q`` hides it."""
         if not self.quiet:
-            print(message, file=sys.stderr)
+            print(printable(message), file=sys.stderr)
 
     def detail(self, message: str) -> None:
         """A message only ``-v`` shows."""
         if self.verbose:
-            print(message, file=sys.stderr)
+            print(printable(message), file=sys.stderr)
 
 
 def write_json(data: object, path: str | None = None) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ditsr_plan.diagnostics import PlanError
+from ditsr_plan.terminal import printable
 
 from .output import Output, write_json
 from .plans import EXIT_OK, UsageError
@@ -30,7 +31,7 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
         raise UsageError(str(exc)) from None
     except RunInterrupted as exc:
         if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 speaks for the run
-            sys.stderr.write(f"ditsr-plan run: {exc}\n")
+            sys.stderr.write(f"ditsr-plan run: {printable(str(exc))}\n")
         return 128 + exc.signum
     return EXIT_OK
 
@@ -71,9 +72,11 @@ def cmd_compare(args: argparse.Namespace, out: Output) -> int:
     from ditsr_plan.runtime.records import json_safe
 
     runs = [Path(r) for r in args.runs]
-    missing = [str(r) for r in runs if not (r / "plan.json").is_file()]
+    missing = [r for r in runs if not (r / "plan.json").is_file()]
     if missing:
-        raise UsageError(f"not run folders (no plan.json): {', '.join(missing)}")
+        from ditsr_plan.runtime.analysis.status import not_a_run
+
+        raise UsageError("; ".join(not_a_run(r) for r in missing))
     try:
         rows = [summarise(r) for r in runs]
     except RunFailure as exc:
@@ -98,7 +101,9 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
 
     run_dir = Path(args.run)
     if not (run_dir / "plan.json").is_file():
-        raise UsageError(f"{run_dir} is not a run folder (no plan.json)")
+        from ditsr_plan.runtime.analysis.status import not_a_run
+
+        raise UsageError(not_a_run(run_dir))
     from ditsr_plan.runtime.errors import RunFailure
 
     try:

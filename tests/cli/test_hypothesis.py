@@ -69,7 +69,7 @@ VOCABULARY = [
 ]
 NUMBERS = ["0", "-0", "-5", "1e309", "nan", "inf", "99999999999999999999k", "0.0000001", "1.5", "3k", "0..", "1e-400"]
 
-# DITSR_PLAN_FUZZ_EXAMPLES=N examples per test; `pytest --slow` sets 50000 (see conftest.py); CI the default.
+# DITSR_PLAN_FUZZ_EXAMPLES=N examples per test; `pytest --long-fuzz` sets 50000 (see conftest.py); CI the default.
 EXAMPLES = int(os.environ.get("DITSR_PLAN_FUZZ_EXAMPLES", "3400"))  # x 3 tests: over 10,000 in CI
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -6,6 +6,7 @@ import json
 
 from ditsr_plan import __version__
 from ditsr_plan.diagnostics import Diagnostic, render
+from ditsr_plan.terminal import shown
 
 from . import LintResult
 from .rules import BY_CODE, RULES
@@ -31,7 +32,7 @@ def _as_dict(f: Diagnostic) -> dict:
 
 
 def _escape_github(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return shown(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def _sarif(result: LintResult) -> dict:

@@ -14,8 +14,9 @@ import json
 import math
 from pathlib import Path
 
+from ...terminal import shown
 from ..records import EvalRecord, MetricsRecord, read_evals, read_metrics
-from .status import run_status
+from .status import RunFolderError, not_a_run, run_status
 
 
 def _plt():
@@ -223,9 +224,27 @@ margin:.5em 0}}section{{border-top:1px solid #ddd;margin-top:1.5em}}h1{{font-siz
 """
 
 
+def _check_output(output: Path) -> None:
+    """``-o FILE`` replaces only an earlier report of this tool: any other file is the user's."""
+    if not output.parent.is_dir():
+        raise RunFolderError(f"cannot write {shown(output)}: no such folder {shown(output.parent)}")
+    if output.is_dir() or (output.exists() and not output.is_file()):
+        raise RunFolderError(f"cannot write {shown(output)}: it is not a file; give FILE.html")
+    if output.is_file() and output.stat().st_size:
+        with output.open("rb") as f:
+            head = f.read(512)
+        if b"<title>ditsr-plan report" not in head:
+            raise RunFolderError(
+                f"{shown(output)} exists and is not a ditsr-plan report: it is left as it is; give another -o"
+            )
+
+
 def write_report(run_dir: Path, output: Path | None = None) -> Path:
     if not (run_dir / "plan.json").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no plan.json)")
+        raise FileNotFoundError(not_a_run(run_dir))
     output = output or run_dir / "report.html"
-    output.write_text(build_report(run_dir), encoding="utf-8")
+    _check_output(output)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(build_report(run_dir), encoding="utf-8")
+    tmp.replace(output)  # a report cut short by a kill never replaces the previous one
     return output

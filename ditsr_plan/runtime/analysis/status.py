@@ -5,6 +5,7 @@ edited by hand is refused with a plain message, never half-read."""
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from ditsr_plan.compiler.graph import GRAPH_FORMAT, ScheduleGraph
 
+from ...terminal import shown
 from ..errors import RunFailure
 
 
@@ -19,12 +21,22 @@ class RunFolderError(RunFailure):
     """A run folder (or a file in it) that cannot be read: what is wrong and what to do."""
 
 
+def not_a_run(run_dir: Path) -> str:
+    """Why ``run_dir`` is not a run folder, in words: missing (with the newest ``RUN-<time>`` beside it, as
+    ``run`` names its folders) or without ``plan.json``."""
+    if run_dir.is_dir():
+        return f"{shown(run_dir)} is not a run folder (no plan.json)"
+    siblings = sorted(run_dir.parent.glob(f"{glob.escape(run_dir.name)}-*/plan.json"), key=lambda p: p.stat().st_mtime)
+    hint = f": did you mean {shown(siblings[-1].parent)}? (run names its folders NAME-<time>)" if siblings else ""
+    return f"no such folder: {shown(run_dir)}{hint}"
+
+
 def read_plan_json(run_dir: Path) -> dict:
     """The run's ``plan.json`` as JSON data: refused when missing, unreadable, cut short or of another
     version of ditsr-plan."""
     path = run_dir / "plan.json"
     if not path.is_file():
-        raise RunFolderError(f"{run_dir} is not a run folder (no plan.json)")
+        raise RunFolderError(not_a_run(run_dir))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from ...terminal import printable
+
 _quiet = False
 
 
 def say(message: str) -> None:
     if not _quiet:
-        print(message, file=sys.stderr, flush=True)
+        print(printable(message), file=sys.stderr, flush=True)
 
 
 def silence(quiet: bool) -> None:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ditsr_plan.settings.schemas import DitModel, Eval, PixartModel
+from ditsr_plan.terminal import shown
 
 from ..analysis.status import read_graph
 from ..records import json_safe, strict_json
@@ -105,30 +106,37 @@ def source_of(ckpt: Checkpoint, pack: Path) -> dict:
 
 
 def prepare_out(out: Path, source: dict) -> None:
-    """Refuse ``out`` unless it is missing, empty, or an earlier evaluation of the same checkpoint and pack
-    or one that never finished (which is then replaced: its ``sr/``, grid and ``results.json`` removed)."""
-    if out.exists() and not out.is_dir():
-        raise RunError(f"evaluate: {out} exists and is not a folder: name another --out")
-    if not out.exists() or not any(out.iterdir()):
-        return
-    entries = sorted(p.name for p in out.iterdir())
-    earlier = None
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        earlier = json.loads((out / "results.json").read_text(encoding="utf-8")).get("source")
-    unfinished = "results.json" not in entries  # an evaluation stopped before its results: replaced too
-    if (earlier != source and not unfinished) or not set(entries) <= set(WRITTEN):
-        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-        what = "an evaluation of another checkpoint or pack" if earlier else "not an evaluation's folder"
-        raise RunError(
-            f"evaluate: {out} is not empty and is {what} (it holds {shown}): nothing was written. "
-            "Name another --out, or remove that folder"
-        )
-    for name in WRITTEN:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    """Refuse ``out`` unless it is missing, empty, or an evaluation of the same checkpoint and pack by this
+    tool, finished or not (which is then replaced: its ``sr/``, grid and ``results.json`` removed). Whose it
+    is, ``results.json`` says: it is written first (``"complete": false``) and again at the end, so that a
+    folder of someone else's images is never taken for an evaluation that stopped."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise RunError(f"evaluate: {shown(out)} is not a folder (a file or a symbolic link): name another --out")
+    if out.exists() and any(out.iterdir()):
+        entries = sorted(p.name for p in out.iterdir())
+        earlier = None
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            earlier = json.loads((out / "results.json").read_text(encoding="utf-8")).get("source")
+        linked = [name for name in entries if (out / name).is_symlink()]
+        if earlier != source or not set(entries) <= set(WRITTEN) or linked:
+            listed = ", ".join(shown(e) for e in entries[:5]) + (
+                f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+            )
+            what = "an evaluation of another checkpoint or pack" if earlier else "not an evaluation's folder"
+            if linked and earlier == source:
+                what = f"an evaluation whose {shown(linked[0])} is a symbolic link"
+            raise RunError(
+                f"evaluate: {shown(out)} is not empty and is {what} (it holds {listed}): nothing was written. "
+                "Name another --out, or remove that folder"
+            )
+        for name in WRITTEN:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(strict_json({"source": source, "complete": False}) + "\n", encoding="utf-8")
 
 
 def sr_file_names(names: list[str]) -> dict[str, str]:
@@ -252,9 +260,9 @@ def _write(out: Path, result: Evaluation, images, kept: dict) -> None:
     for name, sr in kept.items():
         save_png(sr.nan_to_num(0.0), out / "sr" / result.sr_files[name])
     order = result.worst_to_best
-    shown = order[:3] + [n for n in order[-3:] if n not in order[:3]]
+    picked = order[:3] + [n for n in order[-3:] if n not in order[:3]]
     by_name = {im.name: im for im in images}
-    rows = [(EvalImage(n, by_name[n].gt, by_name[n].lr_up), kept[n].nan_to_num(0.0)) for n in shown]
+    rows = [(EvalImage(n, by_name[n].gt, by_name[n].lr_up), kept[n].nan_to_num(0.0)) for n in picked]
     grid = out / "worst-best.png"
     eval_grid(
         rows,

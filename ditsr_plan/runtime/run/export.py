@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ditsr_plan.settings.schemas import DitModel, PixartModel
+from ditsr_plan.settings.schemas import CustomModel, DitModel, PixartModel
 
 from ..analysis.status import read_graph
 from ..train.device import place
@@ -98,6 +98,19 @@ def _recorded_base(final: Path) -> dict | None:
     return meta.get("base") if isinstance(meta, dict) else None
 
 
+def _refuse_nothing_to_merge(graph, final: Path) -> None:
+    if isinstance(graph.block("model"), CustomModel):
+        raise RunError(
+            f"model custom: no pretrained base to merge into; {final}/model.safetensors is the trained state dict "
+            "(load it into what your factory builds)"
+        )
+    if isinstance(graph.block("model"), DitModel) and not graph.block("model").path:
+        raise RunError(
+            f"model dit from scratch: no pretrained base to merge into; {final} already is a diffusers folder "
+            "(DiTTransformer2DModel.from_pretrained loads it)"
+        )
+
+
 def rebuild_generator(run_dir: Path, ema: bool = True, device: str = "cpu", note=lambda line: None):
     """The run's generator with its final trained weights (``final/generator_ema`` or ``final/generator``),
     on the base the run trained on (another base is refused)."""
@@ -105,9 +118,10 @@ def rebuild_generator(run_dir: Path, ema: bool = True, device: str = "cpu", note
     final, why = final_folder(run_dir, ema)
     if why:
         note(why)
+    _refuse_nothing_to_merge(graph, final)  # before a custom factory's code would run for nothing
     _, model = latent_and_generator(graph, place(device, "fp32").device)
     if not hasattr(model, "merged"):
-        raise RunError(f"model {graph.blocks['model'].kind} from scratch: final/ already holds a diffusers folder")
+        raise RunError(f"model {graph.blocks['model'].kind}: no pretrained base to merge into; {final} is the model")
     model_settings = graph.block("model")
     where = model_settings.path if isinstance(model_settings, DitModel | PixartModel) else None
     check_base(f"{final}", _recorded_base(final), fingerprint(model), "the run's plan.json now loads", where)

@@ -3,22 +3,23 @@
 - ``--out`` names it; else the plan's ``run out=...``; else ``runs/<plan>-<YYYYmmdd-HHMMSS>`` (with
   ``--resume``: the newest ``runs/<plan>-*``).
 - A folder that exists and is not empty is never reused silently: ``--resume`` continues it,
-  ``--overwrite`` starts it again (its old content is deleted only once the new run has been built).
+  ``--overwrite`` starts it again (its old content is deleted only once the new run has done its first step).
   ``--overwrite`` clears only a run folder of this tool (one holding ``run.json`` or ``plan.json``), never
   the working directory or a folder above it: anything else is refused, naming a few of its entries, and
   nothing is touched.
-- A run that fails before its first step leaves nothing: a folder it created is removed again.
+- A run that fails before its first step leaves nothing: a folder it created is removed again, and a run
+  that ``--overwrite`` was replacing (set aside as ``.NAME.replaced-PID`` until then) is put back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from pathlib import Path
 
-from ditsr_plan.terminal import shown
-
+from ...terminal import shown
 from ..distributed import Ranks, barrier
 from ..errors import RunFailure
 
@@ -47,9 +48,13 @@ def _is_empty(run_dir: Path) -> bool:
     return not run_dir.exists() or not any(run_dir.iterdir())
 
 
-def _entries(folder: Path, at_most: int = 3) -> str:
+def _entries(folder: Path, count: int = 3) -> str:
     names = sorted(shown(p.name) for p in folder.iterdir())
-    return ", ".join(names[:at_most]) + (", ..." if len(names) > at_most else "")
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
+
+
+def _is_run_folder(run_dir: Path) -> bool:
+    return any((run_dir / name).is_file() for name in RUN_MARKERS)
 
 
 def check_clearable(run_dir: Path) -> None:
@@ -66,7 +71,7 @@ def check_clearable(run_dir: Path) -> None:
             f"{run_dir} is a symbolic link (to {target}): --overwrite clears only a run folder itself; "
             "give that folder or another --out"
         )
-    if not any((run_dir / name).is_file() for name in RUN_MARKERS):
+    if not _is_run_folder(run_dir):
         raise RunError(
             f"{run_dir} is not a run folder of ditsr-plan (holds {_entries(run_dir)}; no run.json or plan.json): "
             "--overwrite clears only run folders; choose another --out"
@@ -75,13 +80,18 @@ def check_clearable(run_dir: Path) -> None:
 
 class FolderState:
     """What :func:`run_folder` yields: call it once the first step is done; ``removed`` says whether a
-    failure before that removed the folder this run created."""
+    failure before that removed the folder this run created, ``restored`` whether the run that
+    ``--overwrite`` was replacing was put back."""
 
-    def __init__(self, fresh: bool) -> None:
-        self.fresh, self.started, self.removed = fresh, False, False
+    def __init__(self, fresh: bool, replaced: Path | None = None) -> None:
+        self.fresh, self.started, self.removed, self.restored = fresh, False, False, False
+        self.replaced = replaced  # the overwritten run, set aside until the new one has done a step
 
     def __call__(self) -> None:
         self.started = True
+        if self.replaced is not None:
+            shutil.rmtree(self.replaced, ignore_errors=True)
+            self.replaced = None
 
 
 @contextlib.contextmanager
@@ -89,17 +99,24 @@ def run_folder(run_dir: Path, resume: bool, overwrite: bool, ranks: Ranks):
     """Prepare ``run_dir`` (every rank checks, so that all stop with the same error; rank 0 alone clears
     and creates). Yields a :class:`FolderState`: call it once the first step is done. A folder this call
     created is removed again when the run fails before that."""
+    replaced = None
     if not _is_empty(run_dir) and not resume:
+        if not overwrite and not _is_run_folder(run_dir):
+            raise RunError(
+                f"{shown(run_dir)} is not a run folder of ditsr-plan (holds {_entries(run_dir)}; no run.json or "
+                "plan.json): choose another --out (--resume and --overwrite take only run folders)"
+            )
         if not overwrite:
             raise RunError(
                 f"run folder {run_dir} exists and is not empty: use --resume to continue it, "
                 "--overwrite to start it again, or --out for another folder"
             )
         check_clearable(run_dir)
-        barrier(ranks)  # no rank is still looking at the folder when rank 0 clears it
+        barrier(ranks)  # no rank is still looking at the folder when rank 0 sets it aside
         if ranks.main:
-            shutil.rmtree(run_dir)
-    state = FolderState(_is_empty(run_dir))
+            replaced = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}")
+            run_dir.rename(replaced)  # deleted after the new run's first step; put back if it fails before
+    state = FolderState(_is_empty(run_dir), replaced)
     if ranks.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier(ranks)
@@ -109,4 +126,7 @@ def run_folder(run_dir: Path, resume: bool, overwrite: bool, ranks: Ranks):
         if state.fresh and not state.started and ranks.main:
             shutil.rmtree(run_dir, ignore_errors=True)
             state.removed = True
+            if state.replaced is not None:
+                state.replaced.rename(run_dir)
+                state.restored, state.replaced = True, None
         raise

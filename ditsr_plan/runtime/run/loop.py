@@ -405,7 +405,8 @@ class Run:
         report = write_report(self.run_dir)
         if stopped:
             say(f"stopped after {steps_done} of {total} steps by 'watch {stopped['watch']}: stop'")
-        say(f"done: {steps_done} steps; final generator in {final}/ (diffusers format); report: {report}")
+        form = "safetensors state dict" if self.graph.blocks["model"].kind == "custom" else "diffusers format"
+        say(f"done: {steps_done} steps; final generator in {final}/ ({form}); report: {report}")
         barrier(self.ranks)
         return result
 

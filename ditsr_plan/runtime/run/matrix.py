@@ -13,9 +13,23 @@ from pathlib import Path
 
 from ditsr_plan.compiler.graph import ScheduleGraph
 
+from ...terminal import shown
 from .folder import RunError
 from .invocation import Invocation
 from .loop import run_plan
+
+
+def _finished(summary: Path) -> dict:
+    try:
+        done = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        done = exc
+    if not isinstance(done, dict):
+        raise RunError(
+            f"matrix: {shown(summary)} is damaged (not the JSON object a finished run writes): remove it to "
+            "resume that run, or use --overwrite to run it again"
+        )
+    return done
 
 
 def run_matrix(
@@ -34,7 +48,7 @@ def run_matrix(
         summary = folder / "summary.json"
         print(f"[matrix {i}/{len(graphs)}] {graph.name} -> {folder}", file=sys.stderr, flush=True)
         if summary.is_file() and not overwrite:
-            done = json.loads(summary.read_text())
+            done = _finished(summary)
             if done.get("hash") == graph.hash:
                 print(f"[matrix] {graph.name}: finished before, skipped", file=sys.stderr)
                 continue

@@ -84,6 +84,8 @@ def stopped_at_once(exc: KeyboardInterrupt, run_dir: Path, folder, done: int | N
     head = f"{how}: stopped at once {when}, without a checkpoint"
     if folder is None:
         return f"{head}; nothing was trained and {run_dir} was not touched"
+    if folder.restored:
+        return f"{head}; the new run had not finished its first step: the earlier run in {run_dir} is back as it was"
     if folder.removed:
         return f"{head}; the run had not finished its first step, so its folder {run_dir} was removed"
     newest = _newest_checkpoint(run_dir)

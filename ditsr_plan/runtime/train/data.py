@@ -201,16 +201,15 @@ def read_pixels(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
 
     from PIL import Image
 
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check, never stricter than ours
     if not os.path.isfile(path):  # a FIFO or a device would block or never end
         raise ImageError("not a regular file" if os.path.exists(path) else "no such file")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(path)
-        except Image.DecompressionBombError as exc:
-            raise ImageError(f"{exc} (the limit is data max_pixels=, pack make --max-pixels)") from None
+    pillows_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours is checked below, before decoding
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)  # reads the header only
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillows_limit
     with im:
         w, h = im.size
         if w * h > max_pixels:

@@ -51,7 +51,12 @@ def _folder(path: str, subfolder: str | None, what: str) -> Path:
     inner = folder / subfolder if subfolder else folder
     if not inner.is_dir():
         raise LoadError(f"{what}={path}: no subfolder '{subfolder}' ({_listing(folder)})")
-    if not (inner / "config.json").is_file():
+    config = inner / "config.json"
+    if config.exists() and not config.is_file():
+        raise LoadError(f"{what}={path}: {config} is not a regular file (a folder, a device or a FIFO): it is not read")
+    if config.is_file() and config.stat().st_size > MAX_CONFIG_BYTES:
+        raise LoadError(f"{what}={path}: {config} is {config.stat().st_size} bytes: too large for a model config")
+    if not config.is_file():
         hint = (
             " -- is it the model's top folder? give subfolder=..."
             if any((p / "config.json").is_file() for p in inner.iterdir() if p.is_dir())
@@ -59,6 +64,9 @@ def _folder(path: str, subfolder: str | None, what: str) -> Path:
         )
         raise LoadError(f"{what}={path}: no config.json in {inner} ({_listing(inner)}){hint}")
     return inner
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a diffusers config.json is a few KB
 
 
 def check_class(inner: Path, expected: str, what: str, path: str) -> None:

@@ -71,6 +71,18 @@ def test_evaluate_refuses_a_folder_that_is_not_an_earlier_evaluation_and_touches
     assert "is not empty" in err and "notes.txt" in err and "internal error" not in err
     assert sorted(p.name for p in data.iterdir()) == ["notes.txt", "results.json"]
     assert (data / "results.json").read_text() == '{"mine": 1}'
+    # a folder of someone else's SR images (found in review: it was taken for an evaluation that stopped)
+    theirs = tmp_path / "theirs"
+    (theirs / "sr").mkdir(parents=True)
+    (theirs / "sr" / "mine.png").write_bytes(b"precious")
+    assert evaluate(run, finished / "pack", "--out", str(theirs)) == 2
+    assert "not an evaluation's folder" in capsys.readouterr().err
+    assert (theirs / "sr" / "mine.png").read_bytes() == b"precious"
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "sr").symlink_to(theirs / "sr")
+    assert evaluate(run, finished / "pack", "--out", str(linked)) == 2
+    assert "internal error" not in capsys.readouterr().err and (theirs / "sr" / "mine.png").exists()
     # an earlier evaluation of the same checkpoint and pack is replaced; of another checkpoint, refused
     out = tmp_path / "ev"
     assert evaluate(run, finished / "pack", "--out", str(out)) == 0

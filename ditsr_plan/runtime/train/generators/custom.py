@@ -53,6 +53,33 @@ def _from_python_itself(module_name: str) -> bool:
     return top in sys.stdlib_module_names or top in sys.builtin_module_names or top == "__main__"
 
 
+REMOTE_LOADERS = ("torch.hub", "huggingface_hub")  # modules whose functions fetch code or weights from a hub
+REMOTE_FUNCTIONS = ("from_pretrained", "hf_hub_download", "snapshot_download", "load_state_dict_from_url")
+
+
+def _fetches(module_name: str, function: str) -> bool:
+    """A factory that would download (and, for torch.hub, run) code or weights: the tool never downloads."""
+    return module_name.startswith(REMOTE_LOADERS) or function.rpartition(".")[2] in REMOTE_FUNCTIONS
+
+
+def _taken(module_name: str, file: Path) -> bool:
+    """A name that another installed or imported module already has: a file= module under it would replace
+    that module for the whole process (numpy, torch, this tool). The file itself, loaded before or found on
+    the path, does not count."""
+    top = module_name.split(".")[0]
+    if top in sys.modules:
+        where = getattr(sys.modules[top], "__file__", None)
+    else:
+        try:
+            spec = importlib.util.find_spec(top)  # a top-level name: found without being imported
+        except (ImportError, ValueError):
+            return False
+        if spec is None:
+            return False
+        where = spec.origin
+    return not where or Path(where).resolve() != file.expanduser().resolve()
+
+
 def _factory(spec: str, file: str | None):
     module_name, sep, function = spec.partition(":")
     if not sep or not module_name or not function:
@@ -62,6 +89,17 @@ def _factory(spec: str, file: str | None):
             f"model custom factory={spec}: '{module_name.split('.')[0]}' is part of Python itself (the standard "
             "library or a builtin module), not a generator factory; it is not imported. Name a function of your "
             "own module that returns an nn.Module"
+        )
+    if _fetches(module_name, function):
+        raise LoadError(
+            f"model custom factory={spec}: that function downloads code or weights from a hub, and this tool never "
+            "downloads; name a function of your own module that builds the model from local files"
+        )
+    if file and _taken(module_name, Path(file)):
+        raise LoadError(
+            f"model custom factory={spec} file={file}: '{module_name.split('.')[0]}' is the name of an installed "
+            "module, which the file would replace for the whole run; name the module after your file "
+            f"(factory={Path(file).stem}:{function})"
         )
     try:
         if file:
@@ -79,6 +117,13 @@ def _factory(spec: str, file: str | None):
             module = importlib.import_module(module_name)
     except LoadError:
         raise
+    except ModuleNotFoundError as exc:
+        if file or exc.name != module_name.partition(".")[0]:
+            raise LoadError(f"model custom: importing {module_name} failed:\n{_their_traceback(exc)}") from None
+        raise LoadError(
+            f"model custom factory={spec}: no module named '{exc.name}' on Python's path (a module beside the plan "
+            f"is not searched): add file=PATH.py to the model block, or put its folder on PYTHONPATH"
+        ) from None
     except Exception as exc:
         raise LoadError(f"model custom: importing {module_name} failed:\n{_their_traceback(exc)}") from None
     if not hasattr(module, function):
