@@ -180,7 +180,7 @@ def test_a_bomb_above_twice_pillows_limit_gets_the_tools_message(tmp_path):
 
 
 def test_a_config_json_that_is_a_device_is_named_as_such(tmp_path):
-    from ditsr_plan.runtime.train.pretrained import LoadError, _folder
+    from ditsr_plan.runtime.train.loading import LoadError, _folder
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").symlink_to("/dev/zero")
