@@ -107,11 +107,11 @@ def _refusal(path: str, parent: bool) -> str | None:
     if "\x00" in path:
         return f"cannot read '{path}': a file name cannot hold a NUL character"
     real = os.path.realpath(path)
-    if parent and not real.endswith(".plan"):
-        return f"'{path}' links to a file whose name does not end in '.plan': it is not read"
     top = next((t for t in PSEUDO_FILESYSTEMS if real == t or real.startswith(t + "/")), None)
     if top is not None:
         return f"'{path}' is under {top}, a system pseudo-filesystem, not a plan file: it is not read"
+    if parent and not real.endswith(".plan"):
+        return f"'{path}' links to a file whose name does not end in '.plan': it is not read"
     try:
         st = os.stat(path)
     except FileNotFoundError:
