@@ -52,6 +52,15 @@ SLOW_TESTS = (
     "tests/runtime/run/test_run_folder_fuzz.py",  # 1,000 mutated run folders
     "tests/runtime/train/test_pretrained.py",
     "tests/runtime/train/test_speed_paths.py",
+    # single tests of 10-22 s each on 2 idle cores (the fast tier took 5 min with them, 3.5 without)
+    "tests/runtime/validate/test_evaluator.py::test_run_with_eval_writes_metrics_grids_and_strips",
+    "tests/runtime/analysis/test_report.py::test_the_run_writes_a_self_contained_report_with_every_section",
+    "tests/runtime/run/test_run.py::test_resume_is_bitwise_identical_to_an_uninterrupted_run",
+    "tests/runtime/run/test_run.py::test_accumulation_and_data_workers_give_the_same_run",
+    "tests/runtime/run/test_run.py::test_an_existing_run_folder_is_never_overwritten_silently",
+    "tests/runtime/run/test_run.py::test_resume_refuses_another_plan_unless_forced",
+    "tests/runtime/validate/test_packs.py::test_a_run_validates_on_its_pack_and_evaluate_scores_it_offline",
+    "tests/runtime/run/test_watch_keep.py::test_a_run_stops_on_a_watch_and_keeps_its_best_checkpoints",
 )
 
 
