@@ -142,3 +142,37 @@ def pretrained_plan(folder: Path, model_line: str, steps: int = 4, ckpt: int = 2
         f"stage B {half}..: lpips 0.3; edge 0.05; flat 0.08; ffl 0.01; gan 0.03\n"
     )
     return path
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by its relative path: what a test compares to say "nothing was touched"."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def strict_loads(text: str) -> Any:
+    """``json.loads`` that refuses bare ``NaN``/``Infinity``: what the tool's strict JSON files must pass."""
+    import json
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"bare {constant} in JSON")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def finished_run_and_pack(root: Path, run_name: str) -> Path:
+    """Under ``root``: ``pack/``, a 2-image pack of scikit-image photos, and ``run_name/``, a finished 4-step
+    run of the tiny model (v term only, checkpoints at 2 and 4, EMA). Returns the plan."""
+    import skimage.data
+    from PIL import Image
+
+    from ditsr_plan.cli import main
+    from ditsr_plan.compiler import compile_plan
+    from ditsr_plan.runtime.run import run_plan
+
+    (root / "hr").mkdir()
+    for name in ("astronaut", "coffee"):
+        Image.fromarray(getattr(skimage.data, name)()).save(root / "hr" / f"{name}.png")
+    assert main(["pack", "make", str(root / "hr"), str(root / "pack"), "--n", "2", "--size", "32", "-q"]) == 0
+    plan = tiny_plan(root / "p", steps=4, ckpt=2, terms="loss v vpred\n", stages="stage A 0..: v 1\n")
+    run_plan(compile_plan(plan), root / run_name, quiet=True)
+    return plan

@@ -12,7 +12,7 @@ from ditsr_plan.cli import main
 from ditsr_plan.compiler import compile_plan
 from ditsr_plan.runtime.errors import RunFailure
 from ditsr_plan.runtime.run import run_plan
-from ditsr_plan.testing import pretrained_plan, tiny_plan, trainer_for
+from ditsr_plan.testing import folder_bytes, pretrained_plan, tiny_plan, trainer_for
 
 torch.set_num_threads(1)
 
@@ -150,7 +150,7 @@ def test_an_overwrite_that_fails_before_its_first_step_puts_the_old_run_back(tmp
     graph = compile_plan(tiny_plan(tmp_path, steps=2, ckpt=2))
     run_dir = tmp_path / "run"
     run_plan(graph, run_dir, quiet=True)
-    before = {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    before = folder_bytes(run_dir)
 
     def broken(self, step, batches, **kwargs):
         raise RuntimeError("the new run fails in its first step")
@@ -158,8 +158,7 @@ def test_an_overwrite_that_fails_before_its_first_step_puts_the_old_run_back(tmp
     monkeypatch.setattr(trainer_module.Trainer, "train_step", broken)
     with pytest.raises(RuntimeError, match="fails in its first step"):
         run_plan(graph, run_dir, overwrite=True, quiet=True)
-    after = {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    assert after == before
+    assert folder_bytes(run_dir) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.replaced")] == []
     monkeypatch.undo()
     run_plan(graph, run_dir, overwrite=True, quiet=True)  # a new run that does its steps replaces it

@@ -17,32 +17,16 @@ from ditsr_plan.compiler import compile_plan
 from ditsr_plan.runtime.run import run_plan
 from ditsr_plan.runtime.run.checkpoint import CheckpointError, save_checkpoint
 from ditsr_plan.runtime.run.evaluate import sr_file_names
-from ditsr_plan.testing import make_pixart, pretrained_plan, tiny_plan
+from ditsr_plan.testing import finished_run_and_pack, make_pixart, pretrained_plan, strict_loads
 
 torch.set_num_threads(1)
-
-
-def _reject(constant: str):
-    raise ValueError(f"bare {constant} in JSON")
-
-
-def strict_loads(text: str):
-    return json.loads(text, parse_constant=_reject)
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished tiny run (checkpoints at 2 and 4, EMA) and a 2-image pack."""
-    import skimage.data
-    from PIL import Image
-
     root = tmp_path_factory.mktemp("finished")
-    (root / "hr").mkdir()
-    for name in ("astronaut", "coffee"):
-        Image.fromarray(getattr(skimage.data, name)()).save(root / "hr" / f"{name}.png")
-    assert main(["pack", "make", str(root / "hr"), str(root / "pack"), "--n", "2", "--size", "32", "-q"]) == 0
-    plan = tiny_plan(root / "p", steps=4, ckpt=2, terms="loss v vpred\n", stages="stage A 0..: v 1\n")
-    run_plan(compile_plan(plan), root / "run", quiet=True)
+    finished_run_and_pack(root, "run")
     return root
 
 

@@ -3,7 +3,6 @@ folder that is not a run folder, a second Ctrl-C, a generator that gives NaN at 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -17,14 +16,10 @@ from ditsr_plan.cli import main
 from ditsr_plan.compiler import compile_plan
 from ditsr_plan.runtime.run import RunError, run_plan
 from ditsr_plan.runtime.run.matrix import run_matrix
-from ditsr_plan.testing import tiny_plan
+from ditsr_plan.testing import folder_bytes, strict_loads, tiny_plan
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _data_set(folder: Path) -> Path:
@@ -39,35 +34,35 @@ def _data_set(folder: Path) -> Path:
 
 def test_overwrite_refuses_a_data_set_and_touches_nothing(tmp_path, capsys):
     data = _data_set(tmp_path / "data" / "DF2K_HR")
-    before = _files(data)
+    before = folder_bytes(data)
     plan = tiny_plan(tmp_path / "p", steps=2, ckpt=2)
     assert main(["run", str(plan), "--out", str(data), "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "is not a run folder of ditsr-plan (holds a.png, b.png, c.png, ...;" in err
     assert "--overwrite clears only run folders; choose another --out" in err and "Traceback" not in err
-    assert _files(data) == before
+    assert folder_bytes(data) == before
 
 
 def test_overwrite_refuses_the_working_directory_even_a_run_folder(tmp_path, monkeypatch, capsys):
     plan = tiny_plan(tmp_path / "p", steps=2, ckpt=2)
     here = _data_set(tmp_path / "work")
     (here / "plan.json").write_text("{}")  # even a folder that looks like a run: it is where we stand
-    before = _files(here)
+    before = folder_bytes(here)
     monkeypatch.chdir(here)
     assert main(["run", str(plan), "--out", ".", "--overwrite"]) == 2
     assert ". is the working directory: --overwrite clears only run folders" in capsys.readouterr().err
     assert main(["run", str(plan), "--out", "..", "--overwrite"]) == 2
     assert "is the working directory or a folder above it" in capsys.readouterr().err
-    assert _files(here) == before
+    assert folder_bytes(here) == before
 
 
 def test_matrix_overwrite_goes_through_the_same_check(tmp_path):
     graph = compile_plan(tiny_plan(tmp_path / "p", steps=2, ckpt=2))  # plan tiny: runs in OUT/tiny
     data = _data_set(tmp_path / "data" / "tiny")
-    before = _files(data)
+    before = folder_bytes(data)
     with pytest.raises(RunError, match=r"data/tiny is not a run folder of ditsr-plan \(holds a.png, b.png, c.png"):
         run_matrix([graph], tmp_path / "data", overwrite=True, quiet=True)
-    assert _files(data) == before
+    assert folder_bytes(data) == before
 
 
 # ---- 4. Ctrl-C: the first says what it will do, a second says what it did --------------------------------
@@ -152,12 +147,8 @@ def test_a_ctrl_c_while_the_run_starts_says_what_it_did(small_plan, tmp_path):
 # ---- 13. a generator that gives NaN at validation ---------------------------------------------------------
 
 
-def _reject(constant: str):
-    raise ValueError(f"bare {constant} in a JSON file")
-
-
 def _strict(path: Path) -> list:
-    return [json.loads(line, parse_constant=_reject) for line in path.read_text().splitlines()]
+    return [strict_loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.fixture
@@ -181,7 +172,7 @@ def test_a_nan_eval_is_recorded_flagged_and_training_goes_on(tmp_path, nan_at_va
     err = capsys.readouterr().err
     assert "eval after 2 steps: psnr nan (bicubic" in err
     assert "eval after 2 steps: warning: validation after 2 steps: the SR of high_texture, low_texture" in err
-    summary = json.loads((run_dir / "summary.json").read_text(), parse_constant=_reject)
+    summary = strict_loads((run_dir / "summary.json").read_text())
     assert summary["evals_not_finite"] == [2, 4] and summary["steps"] == 4
     assert any(f["flag"] == "eval_not_finite" for f in summary["flags"])
     report = (run_dir / "report.html").read_text()
@@ -198,7 +189,7 @@ def test_a_watch_stops_a_run_whose_eval_is_nan(tmp_path, nan_at_validation):
     extra = "eval every=2 steps=2 size=64 lpips=off\nwatch psnr < 10 for 1 evals: stop\n"
     run_dir = tmp_path / "run"
     run_plan(compile_plan(tiny_plan(tmp_path, steps=6, ckpt=2, extra=extra)), run_dir, quiet=True)
-    summary = json.loads((run_dir / "summary.json").read_text(), parse_constant=_reject)
+    summary = strict_loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["stopped_by"]["value"] == "nan"
 
 
@@ -232,5 +223,5 @@ def test_a_nan_eval_on_a_pack_is_recorded_as_nan_not_left_out(tmp_path, nan_at_v
         "pack image a.png",
         "pack image b.png",
     ]
-    best = json.loads((run_dir / "best" / "best.json").read_text(), parse_constant=_reject)
+    best = strict_loads((run_dir / "best" / "best.json").read_text())
     assert best["kept"][0]["step"] == 2  # the only checkpoint, kept though its metrics are nan

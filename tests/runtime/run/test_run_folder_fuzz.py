@@ -20,10 +20,9 @@ import torch
 from ditsr_plan.cli import main
 from ditsr_plan.compiler import compile_plan
 from ditsr_plan.runtime.errors import RunFailure
-from ditsr_plan.runtime.run import run_plan
 from ditsr_plan.runtime.run.invocation import Invocation
 from ditsr_plan.runtime.run.resume import refuse_other_schedule, resume
-from ditsr_plan.testing import tiny_plan, trainer_for
+from ditsr_plan.testing import finished_run_and_pack, trainer_for
 
 torch.set_num_threads(1)
 CASES = int(os.environ.get("DITSR_FUZZ_CASES", "1000"))
@@ -34,16 +33,8 @@ OPS = ("truncate", "delete", "rename", "corrupt")
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """The finished run (kept pristine), a pack, the plan and one trainer for every resume."""
-    import skimage.data
-    from PIL import Image
-
     root = tmp_path_factory.mktemp("fuzz")
-    (root / "hr").mkdir()
-    for name in ("astronaut", "coffee"):
-        Image.fromarray(getattr(skimage.data, name)()).save(root / "hr" / f"{name}.png")
-    assert main(["pack", "make", str(root / "hr"), str(root / "pack"), "--n", "2", "--size", "32", "-q"]) == 0
-    plan = tiny_plan(root / "p", steps=4, ckpt=2, terms="loss v vpred\n", stages="stage A 0..: v 1\n")
-    run_plan(compile_plan(plan), root / "pristine", quiet=True)
+    plan = finished_run_and_pack(root, "pristine")
     return {"root": root, "plan": plan, "graph": compile_plan(plan), "trainer": trainer_for(plan)}
 
 

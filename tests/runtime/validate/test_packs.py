@@ -15,7 +15,7 @@ from ditsr_plan.compiler import compile_plan
 from ditsr_plan.diagnostics import PlanError
 from ditsr_plan.runtime.run import run_plan
 from ditsr_plan.runtime.validate.packs import PackError, load_pack
-from ditsr_plan.testing import tiny_plan
+from ditsr_plan.testing import folder_bytes, tiny_plan
 
 torch.set_num_threads(2)
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")
@@ -34,15 +34,11 @@ def photos(tmp_path_factory):
     return folder
 
 
-def _files(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_pack_make_is_deterministic_and_says_what_it_made(photos, tmp_path):
     args = ["pack", "make", str(photos), "--n", "3", "--size", "64", "--seed", "5"]
     assert main([*args[:3], str(tmp_path / "a"), *args[3:]]) == 0
     assert main([*args[:3], str(tmp_path / "b"), *args[3:]]) == 0
-    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    a, b = folder_bytes(tmp_path / "a"), folder_bytes(tmp_path / "b")
     assert a == b  # byte-identical, manifest included
     manifest = json.loads(a["manifest.json"])
     assert manifest["n"] == 3 and manifest["seed"] == 5 and manifest["scale"] == 4 and manifest["size"] == 64
@@ -55,7 +51,7 @@ def test_pack_make_is_deterministic_and_says_what_it_made(photos, tmp_path):
     assert [im.gt.shape for im in images] == [(1, 3, 64, 64)] * 3
     assert all(im.lr_up.shape == im.gt.shape for im in images)
     assert main([*args[:3], str(tmp_path / "c"), "--n", "3", "--size", "64", "--seed", "6"]) == 0
-    assert _files(tmp_path / "c") != a
+    assert folder_bytes(tmp_path / "c") != a
     # a folder that exists is never overwritten
     assert main([*args[:3], str(tmp_path / "a"), *args[3:]]) == 2
 
