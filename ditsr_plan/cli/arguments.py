@@ -115,6 +115,12 @@ def _plan_commands(sub, common: list) -> None:
     p.add_argument("plan", help=GRAPH_HELP)
     _add_time_scale(p)
     p.add_argument("--at", type=_step, metavar="STEP", help="the values at this step (3000, 3k, 1.5k)")
+    p.add_argument(
+        "--params",
+        action="store_true",
+        help="the generator's trained and frozen parameters per group and a memory estimate, built from the "
+        "model folder's config.json alone (no weight read)",
+    )
     _add_format(p, {"text": "tables for people", "json": "the same as JSON"})
     _add_plot(p, "also draw every weight over the steps, stages as bands")
 

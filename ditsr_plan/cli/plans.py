@@ -1,4 +1,5 @@
-"""The commands on plans: compile, show, lint, rules, diff, fmt. None of them imports torch."""
+"""The commands on plans: compile, show, lint, rules, diff, fmt. None of them imports torch (but
+``show --params``, which builds the generator on the meta device)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     graph = _graph(args.plan, args.time_scale)
     if args.at is not None and args.at >= graph.total_steps:
         raise UsageError(f"--at {args.at}: the plan has steps 0..{graph.total_steps - 1}")
+    if args.params:
+        return _show_params(graph, args)
     if args.format == "json":
         write_json(show.at_json(graph, args.at) if args.at is not None else show.table_json(graph))
     else:
@@ -52,6 +55,23 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
 
         plot_schedule(graph, args.plot)
         out.info(f"wrote {args.plot}")
+    return EXIT_OK
+
+
+def _show_params(graph, args: argparse.Namespace) -> int:
+    if args.at is not None or args.plot:
+        raise UsageError("--params counts the generator: it takes neither --at nor --plot")
+    from ditsr_plan.runtime.errors import RunFailure
+    from ditsr_plan.runtime.train.generators.census import census, census_text
+
+    try:
+        result = census(graph)
+    except RunFailure as exc:
+        raise UsageError(str(exc)) from None
+    if args.format == "json":
+        write_json(result)
+    else:
+        print(census_text(result))
     return EXIT_OK
 
 

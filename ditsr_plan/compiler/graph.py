@@ -43,6 +43,7 @@ from ditsr_plan.settings.schemas import (
     Schema,
     TermKind,
     VaeLatent,
+    plain_values,
 )
 
 GRAPH_FORMAT = 1
@@ -170,8 +171,8 @@ class Term:
 
     @property
     def values(self) -> dict[str, Any]:
-        """The settings as plain JSON data."""
-        return self.settings.model_dump(mode="json")
+        """The settings as plain JSON data (fields added late left out at their default: see HashedWhenSet)."""
+        return plain_values(self.settings)
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,8 @@ class Block:
 
     @property
     def values(self) -> dict[str, Any]:
-        """The settings as plain JSON data."""
-        return self.settings.model_dump(mode="json")
+        """The settings as plain JSON data (fields added late left out at their default: see HashedWhenSet)."""
+        return plain_values(self.settings)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,29 @@ class StepQuantity:
     """Marks a field as a number of training steps (scaled by ``--time-scale``)."""
 
 
+class HashedWhenSet:
+    """Marks a field added after plans were run: left at its default it stays out of the plan's meaning (and
+    so its hash: old plans keep their hashes and old runs resume); set to another value it is hashed."""
+
+
+def hash_neutral(model: type[BaseModel]) -> dict[str, Any]:
+    """The :class:`HashedWhenSet` fields of ``model`` and their defaults."""
+    return {
+        name: info.default
+        for name, info in model.model_fields.items()
+        if any(isinstance(m, HashedWhenSet) for m in info.metadata)
+    }
+
+
+def plain_values(settings: BaseModel) -> dict[str, Any]:
+    """The settings as plain JSON data, without the :class:`HashedWhenSet` fields left at their default."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    for name, default in hash_neutral(type(settings)).items():
+        if getattr(settings, name) == default:
+            data.pop(name, None)
+    return data
+
+
 def _steps(value: Any) -> Any:
     return parse_steps(value) if isinstance(value, str) else value
 
@@ -46,6 +69,7 @@ Threads = Annotated[Literal["auto"] | Annotated[int, Field(ge=1, le=1024)], Befo
 Neighbours = Annotated[Literal[4, 8], BeforeValidator(_whole)]
 Pair = Annotated[tuple[float, float], BeforeValidator(_pair)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+Late = HashedWhenSet()  # the marker of a field that is hashed only when set to another value than its default
 
 
 class Schema(BaseModel):
@@ -159,6 +183,9 @@ class PatchGan(TermKind):
     layers: int = Field(3, ge=1, le=6, description="stride-2 convolution blocks")
     ndf: int = Field(64, ge=1, le=1024, description="filters of the first convolution")
     norm: Literal["instance", "batch", "none"] = Field("instance", description="normalisation after each block")
+    norm_affine: Annotated[bool, Late] = Field(
+        False, description="a learned scale and shift in each InstanceNorm (the reference scripts: true)"
+    )
     loss: Literal["hinge", "nonsat"] = Field("hinge", description="hinge: -mean D(fake); nonsat: softplus")
     r1: float = Field(10.0, ge=0, description="R1 gamma; 0 turns R1 off")
     r1_every: Steps = Field(16, ge=1, description="steps between R1 penalties")
@@ -198,6 +225,11 @@ class Pixel(Schema):
 
     patch: int = Field(256, ge=8, le=4096, description="side of the compared patch, in pixels")
     margin: int = Field(32, ge=0, le=1024, description="pixels decoded around the patch and then cut away")
+    clamp: Annotated[bool, Late] = Field(
+        False,
+        description="clamp the decoded patch to [-1, 1] before the pixel terms (the reference scripts: true; its "
+        "gradient is then 0 where the decoder overshoots)",
+    )
 
 
 class Optim(Schema):
@@ -227,23 +259,40 @@ class PretrainedSettings(Schema):
         "to_q,to_k,to_v,to_out.0",
         description="linear layers that get LoRA, comma-separated (matched as a suffix of their names)",
     )
-    train: Literal["auto", "lora", "lora+cond", "full"] = Field(
+    train: Literal["auto", "lora", "lora+cond", "lora+rest", "full"] = Field(
         "auto",
-        description="what trains: lora (the adapters), lora+cond (and the conditioning), full (everything); "
+        description="what trains: lora (the adapters), lora+cond (and the conditioning), lora+rest (the adapters "
+        "and every parameter but the LoRA-wrapped base weights: the reference scripts' set), full (everything); "
         "auto: lora+cond with LoRA, else full",
+    )
+    train_add: Annotated[str, Late] = Field(
+        "",
+        description="glob patterns over parameter names, comma-separated, that train besides (diffusers' names, "
+        "e.g. transformer_blocks.*.ff.*; the SR parts: adapter.*, aug_level.*); each must match a parameter",
+    )
+    train_remove: Annotated[str, Late] = Field(
+        "",
+        description="glob patterns over parameter names, comma-separated, that stay frozen (applied after "
+        "train and train_add); each must match a parameter",
     )
     cond_lr: float = Field(
         1.0,
         gt=0,
         le=1000,
-        description="learning-rate multiplier of the conditioning (LR input weights, adapter, augmentation "
-        "embedding) over the optimiser's lr, e.g. the reference's 1e-5 base / 1e-4 adapter: lr=1e-5 cond_lr=10",
+        description="learning-rate multiplier of the parameters of cond_lr_on over the optimiser's lr, e.g. the "
+        "reference's 1e-5 base / 1e-4 adapter: lr=1e-5 cond_lr=10",
+    )
+    cond_lr_on: Annotated[str, Late] = Field(
+        "auto",
+        description="the parameters trained at cond_lr x lr: auto (the conditioning: the LR input layer, the "
+        "adapter, the augmentation embedding), or glob patterns over parameter names, comma-separated (the "
+        "reference scripts: adapter.*,pos_embed.proj.*)",
     )
     checkpointing: bool = Field(False, description="activation checkpointing in the transformer blocks")
 
     @model_validator(mode="after")
     def _lora_needs_a_rank(self) -> Self:
-        if self.train in ("lora", "lora+cond") and not self.lora:
+        if self.train in ("lora", "lora+cond", "lora+rest") and not self.lora:
             raise ValueError(f"train={self.train} needs lora=RANK (the LoRA rank, e.g. 16)")
         if self.train == "lora" and "concat" in self.cond:
             raise ValueError(
@@ -365,6 +414,11 @@ class Diffusion(Schema):
     )
     lr_noise: float = Field(0.15, ge=0, le=1, description="max std of the noise added to the LR latent")
     cond_dropout: float = Field(0.1, ge=0, le=1, description="probability of zeroing the LR latent")
+    set_alpha_to_one: Annotated[bool, Late] = Field(
+        True,
+        description="DDIM's last step goes to alpha = 1 (diffusers' default); false: to the first timestep's "
+        "alpha (the reference scripts)",
+    )
 
 
 Degrade = Literal["bicubic", "highorder", "realesrgan"]
@@ -608,6 +662,12 @@ class Eval(Schema):
         json_schema_extra={"metavar": "DIR", "path": True},
     )
     pack_limit: int | None = Field(None, ge=1, le=100_000, description="validate on the pack's first N images only")
+    pack_input: Annotated[Literal["auto", "stored", "upsample"], Late] = Field(
+        "auto",
+        description="what a pack's LR becomes before the model: stored (the pack's stored upsampled LR, e.g. "
+        "lq512/, is the model's input and the baseline, as the reference scripts did), upsample (the tool "
+        "upsamples the true LR), auto: stored when the pack holds one, else upsample",
+    )
 
 
 # A block maps a kind to its schema; a block that takes no kind has the single kind None.

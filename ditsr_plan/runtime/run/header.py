@@ -36,6 +36,9 @@ def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, 
             f"= {data.batch_size} per rank x {r.world} ranks x accum {trainer.accum}; rank 0 logs and checkpoints"
         )
     lines.append(generator_line(trainer))
+    from ..train.generators.census import count, groups_line
+
+    lines.append("  " + groups_line(count(trainer.model, graph.blocks.get("ema") is not None)))
     lines.append("parameters: " + ", ".join(f"{k} {v}" for k, v in trainer.parameter_counts().items()))
     for stage in graph.stages:
         live = [n for n in graph.terms if any(a < stage.end and b > stage.start for a, b in graph.knobs[n].live)]

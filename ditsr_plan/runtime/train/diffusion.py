@@ -31,7 +31,7 @@ def make_scheduler(kind: str, settings: schemas.Diffusion):
         return DDPMScheduler(**common)
     from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
-    return DDIMScheduler(**common, clip_sample=False)
+    return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=settings.set_alpha_to_one)
 
 
 class Diffusion:

@@ -77,6 +77,7 @@ def check_class(inner: Path, expected: str, what: str, path: str) -> None:
         raise LoadError(f"{what}={path}: {inner / 'config.json'} is not a readable JSON file ({exc})") from None
     if not isinstance(config, dict):
         raise LoadError(f"{what}={path}: {inner / 'config.json'} is not a model configuration (not a JSON object)")
+    check_bounds(config, what, path)
     found = config.get("_class_name")
     if found in LEGACY_CLASSES:  # as diffusers remaps it: PixArt-alpha's own folders say Transformer2DModel
         found = LEGACY_CLASSES[found].get(config.get("norm_type"), found)
@@ -85,6 +86,46 @@ def check_class(inner: Path, expected: str, what: str, path: str) -> None:
             f"{what}={path}: this folder holds {_article(found)} {found}, not {_article(expected)} {expected}"
             " -- check which folder the setting names"
         )
+
+
+# what a sane diffusers config holds at most: a config is read before anything is built, and a huge value
+# (num_layers=10**30) would make the model's construction hang or allocate without end
+CONFIG_BOUNDS = {"num_layers": 512, "num_attention_heads": 512, "attention_head_dim": 4096, "sample_size": 4096}
+CONFIG_MOST = 1 << 20  # any other whole number (caption_channels 4096, num_embeds_ada_norm 1000, ...)
+
+
+def check_bounds(config: dict, what: str, path: str) -> None:
+    """Refuse a config.json whose whole numbers are beyond what any real model holds."""
+    for key, value in config.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        most = CONFIG_BOUNDS.get(key, CONFIG_MOST)
+        if not -most <= value <= most:
+            raise LoadError(
+                f"{what}={path}: config.json has {key}={value}, beyond what a model holds (at most {most}): "
+                "is it the right file?"
+            )
+
+
+def config_only(cls, path: str, subfolder: str | None, what: str):
+    """The model ``cls`` as the folder's ``config.json`` describes it, on the meta device: its shapes and
+    names without reading (or allocating) a single weight."""
+    import torch
+    from diffusers.utils import logging
+
+    inner = _folder(path, subfolder, what)
+    check_class(inner, cls.__name__, what, path)
+    level = logging.get_verbosity()
+    try:
+        logging.set_verbosity_error()  # not "config attributes ... will be ignored" for keys older diffusers wrote
+        config = cls.load_config(str(inner))
+        with torch.device("meta"):
+            return cls.from_config(config)
+    except Exception as exc:  # diffusers raises its own types for a config it cannot build
+        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LoadError(f"{what}={path}: cannot build {_article(cls.__name__)} {cls.__name__}: {cause}") from None
+    finally:
+        logging.set_verbosity(level)
 
 
 def load_pretrained(cls, path: str, subfolder: str | None, what: str, **kwargs):

@@ -18,11 +18,12 @@ class PixelPatch:
     margin: int
     factor: int
     latent_size: int
+    clamp: bool = False  # the decoded patch clamped to [-1, 1] (``pixel clamp=``, the reference scripts')
 
     @classmethod
-    def fitted(cls, size: int, margin: int, crop: int, factor: int) -> PixelPatch:
+    def fitted(cls, size: int, margin: int, crop: int, factor: int, clamp: bool = False) -> PixelPatch:
         size = min(size, crop)
-        return cls(size, min(margin, (crop - size) // 2), factor, crop // factor)
+        return cls(size, min(margin, (crop - size) // 2), factor, crop // factor, clamp)
 
     def cut(self, decode, x0_hat: torch.Tensor, hr: torch.Tensor, g: torch.Generator):
         """(prediction, GT) patches of ``size`` px: a random latent window of ``x0_hat`` decoded with
@@ -34,5 +35,7 @@ class PixelPatch:
         decoded = decode(x0_hat[:, :, y : y + window, x : x + window])
         off = (window * f - self.size) // 2
         pred = decoded[:, :, off : off + self.size, off : off + self.size]
+        if self.clamp:
+            pred = pred.clamp(-1, 1)
         py, px = y * f + off, x * f + off
         return pred, hr[:, :, py : py + self.size, px : px + self.size]

@@ -83,9 +83,8 @@ class Trainer:
         torch.manual_seed(self.seed)  # parameter initialisation: the same modules for the same seed
         self.data = TrainingData(graph.block("data"), self.seed, graph.block("degrade"), device.type)
         self.latent, self.model = latent_and_generator(graph, device)
-        self.patch = PixelPatch.fitted(
-            graph.block("pixel").patch, graph.block("pixel").margin, self.data.crop, self.latent.factor
-        )
+        pixel = graph.block("pixel")
+        self.patch = PixelPatch.fitted(pixel.patch, pixel.margin, self.data.crop, self.latent.factor, pixel.clamp)
         self.net = self._wrapped(self.model)  # what the step calls: the model, under DDP and torch.compile
         self.first_sample = ranks.rank * self.data.batch_size  # this rank's first sample of a step
         self.diffusion = Diffusion(self.diffusion_settings, device)

@@ -14,6 +14,8 @@ LR conditioning, LoRA with peft), ``custom`` (``custom.py``: your own module).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -31,13 +33,21 @@ def latent_and_generator(graph: ScheduleGraph, device) -> tuple[LatentSpace, nn.
     crop = graph.block("data").crop
     if crop % latent.factor:
         raise ValueError(f"data crop {crop} is not a multiple of the latent factor {latent.factor}")
-    return latent, build_generator(graph.block("model"), latent, crop // latent.factor, crop, device).to(device)
+    origins = graph.blocks["model"].value_origins  # where train_add= & co. are written, for their errors
+    model = build_generator(graph.block("model"), latent, crop // latent.factor, crop, device, origins)
+    return latent, model.to(device)
 
 
 def build_generator(
-    settings: DitModel | PixartModel | CustomModel, latent, latent_size: int, crop: int, device
+    settings: DitModel | PixartModel | CustomModel,
+    latent,
+    latent_size: int,
+    crop: int,
+    device,
+    origins: Mapping[str, object] | None = None,
 ) -> nn.Module:
-    """The generator a plan's ``model`` block describes, for ``latent`` (its channels) at ``latent_size``."""
+    """The generator a plan's ``model`` block describes, for ``latent`` (its channels) at ``latent_size``
+    (``origins``: the positions of the block's keys, for errors that name them)."""
     if isinstance(settings, DitModel) and settings.path is None:
         from .dit import SRDiT
 
@@ -46,7 +56,7 @@ def build_generator(
         from .pretrained import SRTransformer
 
         kind = "pixart" if isinstance(settings, PixartModel) else "dit"
-        return SRTransformer(kind, settings, latent.channels, latent_size, crop, device)
+        return SRTransformer(kind, settings, latent.channels, latent_size, crop, device, origins)
     from .custom import CustomGenerator
 
     return CustomGenerator(settings, latent.channels, latent_size)

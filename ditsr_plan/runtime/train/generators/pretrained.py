@@ -13,14 +13,19 @@ augmentation level, and which of its weights train.
 - A checkpoint that predicts the variance too (out channels = 2 x the latent's) is used through its first
   half, the velocity.
 - ``train``: ``lora`` (the adapters only), ``lora+cond`` (the adapters and the conditioning: the widened
-  input layer, the LR adapter, the augmentation embedding), ``full`` (everything); ``auto``: ``lora+cond``
-  with LoRA, else ``full``. Frozen weights are bf16 on CUDA; trained ones fp32.
+  input layer, the LR adapter, the augmentation embedding), ``lora+rest`` (every parameter but the base
+  weights LoRA wraps: the reference scripts' set), ``full`` (everything); ``auto``: ``lora+cond`` with LoRA,
+  else ``full``; ``train_add``/``train_remove`` patterns then add or remove parameters, and ``cond_lr_on``
+  picks those at ``cond_lr`` x lr (``train_sets.py``). Frozen weights are bf16 on CUDA; trained ones fp32.
+- ``weights=False`` builds the generator from the folder's ``config.json`` alone on the meta device (no
+  weight read or allocated): what ``show --params`` counts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -28,10 +33,11 @@ from torch import nn
 
 from ditsr_plan.settings import schemas
 
-from ..loading import LoadError, load_pretrained
+from ..loading import LoadError, config_only, load_pretrained
 from .aug_level import AugLevelEmbedding, attach
 from .conditioning import LRAdapter, attach_adapter, widen_patch_embedding
 from .lora import add_lora, merge_lora, save_lora
+from .train_sets import at_cond_lr, choose
 
 CLASSES = {
     "pixart": ("diffusers.models.transformers.pixart_transformer_2d", "PixArtTransformer2DModel"),
@@ -70,14 +76,19 @@ class SRTransformer(nn.Module):
         latent_size: int,
         crop: int,
         device,
+        origins: Mapping[str, object] | None = None,
+        weights: bool = True,
     ):
         super().__init__()
-        self.kind, self.settings = kind, settings
+        self.kind, self.settings, self.origins, self.weights = kind, settings, origins, weights
         cls = transformer_class(kind)
         what = f"model {kind} path"
         path = settings.path
         assert path is not None, "a DiT without path= is trained from scratch (dit.py)"
-        self.base = load_pretrained(cls, path, settings.subfolder, what, low_cpu_mem_usage=True)
+        if weights:
+            self.base = load_pretrained(cls, path, settings.subfolder, what, low_cpu_mem_usage=True)
+        else:
+            self.base = config_only(cls, path, settings.subfolder, what)
         self.source = Path(path).expanduser() / (settings.subfolder or "")
         config = self.base.config
         c = latent_channels
@@ -96,11 +107,21 @@ class SRTransformer(nn.Module):
         if self.concat:
             self.base.pos_embed.proj = widen_patch_embedding(self.base.pos_embed.proj, c)
             self.base.register_to_config(in_channels=2 * c)
-        self.adapter = None
+        self.adapter: LRAdapter | None = None
         self.adapter_features = None
-        if "adapter" in cond:
+        with torch.device("cpu" if weights else "meta"):
+            self._build_sr_parts(c, inner, crop)
+        self._choose_trained(device)
+        if settings.checkpointing:
+            self.base.enable_gradient_checkpointing()
+        self.fingerprint = base_fingerprint(self.source) if weights else None
+
+    def _build_sr_parts(self, c: int, inner: int, crop: int) -> None:
+        """The adapter, the augmentation embedding, the caption and LoRA (on the meta device for weights=False)."""
+        settings = self.settings
+        if "adapter" in settings.cond:
             blocks = len(self.base.transformer_blocks)
-            self.adapter = LRAdapter(c, settings.adapter_width, config.patch_size, blocks, inner)
+            self.adapter = LRAdapter(c, settings.adapter_width, self.patch_size, blocks, inner)
             attach_adapter(self.base.transformer_blocks, self)
         self.aug_level = AugLevelEmbedding(inner)
         self._attach_aug_level()
@@ -110,10 +131,6 @@ class SRTransformer(nn.Module):
             alpha = settings.lora_alpha or settings.lora
             targets = [t.strip() for t in settings.lora_targets.split(",") if t.strip()]
             self.lora_config = add_lora(self.base, settings.lora, alpha, settings.lora_dropout, targets)
-        self._choose_trained(device)
-        if settings.checkpointing:
-            self.base.enable_gradient_checkpointing()
-        self.fingerprint = base_fingerprint(self.source)
 
     # ---- construction ---------------------------------------------------------------------------------
 
@@ -145,7 +162,7 @@ class SRTransformer(nn.Module):
             return
         config = self.base.config
         caption = self.settings.caption
-        if caption == "null":
+        if caption == "null" or not self.weights:
             embedding = torch.zeros(1, 1, config.caption_channels)
         else:
             from safetensors.torch import load_file
@@ -180,16 +197,16 @@ class SRTransformer(nn.Module):
         if mode.startswith("lora") and self.lora_config is None:
             raise LoadError(f"model {self.kind} train={mode} needs lora=RANK (the LoRA rank, e.g. 16)")
         self.train_mode = mode
+        s = self.settings
+        names = [n for n, _ in self.named_parameters()]
+        chosen = choose(names, mode, self.concat, s.train_add, s.train_remove, self.origins)
+        self.cond_lr_names = at_cond_lr(names, s.cond_lr_on, self.origins)
         for name, param in self.named_parameters():
-            lora, cond = "lora_" in name, mode == "lora+cond" and self._is_conditioning(name)
-            param.requires_grad_(mode == "full" or lora or cond)
-        if torch.device(device).type == "cuda":
+            param.requires_grad_(name in chosen)
+        if torch.device(device).type == "cuda" and self.weights:
             for param in self.parameters():
                 if not param.requires_grad:
                     param.data = param.data.to(torch.bfloat16)
-
-    def _is_conditioning(self, name: str) -> bool:
-        return name.startswith(("adapter.", "aug_level.")) or (self.concat and name.startswith("base.pos_embed.proj."))
 
     # ---- the protocol ---------------------------------------------------------------------------------
 
@@ -211,16 +228,14 @@ class SRTransformer(nn.Module):
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
 
-    COND_PREFIXES = ("adapter.", "aug_level.", "base.pos_embed.proj.")  # the LR conditioning's parameters
-
     def parameter_groups(self) -> list[dict]:
-        """The base's trained parameters (LoRA, or all of them with train=full) at the lr knob, the
-        conditioning's (LR input layer, adapter, augmentation embedding) at ``cond_lr`` x it."""
+        """The trained parameters at the lr knob, those of ``cond_lr_on`` (by default the conditioning: LR
+        input layer, adapter, augmentation embedding) at ``cond_lr`` x it."""
         base: list[nn.Parameter] = []
         cond: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if p.requires_grad:
-                (cond if name.startswith(self.COND_PREFIXES) else base).append(p)
+                (cond if name in self.cond_lr_names else base).append(p)
         return [{"params": base, "lr_scale": 1.0}, {"params": cond, "lr_scale": float(self.settings.cond_lr)}]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

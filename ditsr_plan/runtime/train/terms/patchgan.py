@@ -24,9 +24,9 @@ from .base import LossTerm, StepTensors, TermContext
 from .health import DiscriminatorHealth
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def _norm(kind: str, channels: int, affine: bool = False) -> nn.Module:
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=False)
+        return nn.InstanceNorm2d(channels, affine=affine)
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     return nn.Identity()
@@ -37,7 +37,7 @@ class NLayerDiscriminator(nn.Module):
     widths ndf, 2 ndf, 4 ndf, 8 ndf (capped at 8 ndf); one logit per overlapping patch. Unlike pix2pix,
     the convolutions before an InstanceNorm have no bias (the norm removes it)."""
 
-    def __init__(self, layers: int = 3, ndf: int = 64, norm: str = "instance"):
+    def __init__(self, layers: int = 3, ndf: int = 64, norm: str = "instance", affine: bool = False):
         super().__init__()
         # a bias before a normalisation is cancelled by it (its gradient is 0 up to rounding, which
         # Adam would blow up into a random walk): convolutions have one only without normalisation
@@ -46,10 +46,10 @@ class NLayerDiscriminator(nn.Module):
         width = ndf
         for n in range(1, layers):
             nxt = ndf * min(2**n, 8)
-            seq += [nn.Conv2d(width, nxt, 4, 2, 1, bias=bias), _norm(norm, nxt), nn.LeakyReLU(0.2, True)]
+            seq += [nn.Conv2d(width, nxt, 4, 2, 1, bias=bias), _norm(norm, nxt, affine), nn.LeakyReLU(0.2, True)]
             width = nxt
         nxt = ndf * min(2**layers, 8)
-        seq += [nn.Conv2d(width, nxt, 4, 1, 1, bias=bias), _norm(norm, nxt), nn.LeakyReLU(0.2, True)]
+        seq += [nn.Conv2d(width, nxt, 4, 1, 1, bias=bias), _norm(norm, nxt, affine), nn.LeakyReLU(0.2, True)]
         seq += [nn.Conv2d(nxt, 1, 4, 1, 1)]
         self.net = nn.Sequential(*seq)
 
@@ -70,7 +70,7 @@ class PatchGan(LossTerm[schemas.PatchGan]):
 
     def __init__(self, name: str, settings: schemas.PatchGan, context: TermContext):
         super().__init__(name, settings, context)
-        self.disc = NLayerDiscriminator(settings.layers, settings.ndf, settings.norm)
+        self.disc = NLayerDiscriminator(settings.layers, settings.ndf, settings.norm, settings.norm_affine)
         self.optimizer = torch.optim.AdamW(
             self.disc.parameters(), lr=settings.lr, betas=settings.betas, weight_decay=settings.wd
         )

@@ -1,0 +1,61 @@
+"""Settings added after plans were run (``HashedWhenSet``): at their default they stay out of a plan's meaning,
+so old plans keep their hashes and their runs resume; set to another value they change the hash, and
+``diff`` shows them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ditsr_plan.compiler import compile_plan
+from ditsr_plan.compiler.diff import diff_graphs, render_text
+from ditsr_plan.compiler.graph import ScheduleGraph
+from ditsr_plan.settings import schemas
+
+ROOT = Path(__file__).resolve().parents[2]
+V10 = ROOT / "plans" / "v10.plan"
+V10_HASH = "8dc311af533831e0"  # v10's hash before the late settings existed: runs of it must still resume
+
+
+def _graph(overrides: tuple[str, ...] = ()) -> ScheduleGraph:
+    return compile_plan(V10, overrides=overrides)
+
+
+def test_the_late_fields_are_marked():
+    assert set(schemas.hash_neutral(schemas.Pixel)) == {"clamp"}
+    assert set(schemas.hash_neutral(schemas.Diffusion)) == {"set_alpha_to_one"}
+    assert set(schemas.hash_neutral(schemas.PatchGan)) == {"norm_affine"}
+    assert set(schemas.hash_neutral(schemas.PixartModel)) == {"train_add", "train_remove", "cond_lr_on"}
+    assert set(schemas.hash_neutral(schemas.Eval)) == {"pack_input"}
+
+
+def test_an_old_plan_keeps_its_hash():
+    assert _graph().hash == V10_HASH
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["pixel.clamp=false", "diffusion.set_alpha_to_one=true", "gan.norm_affine=false", "eval.pack_input=auto"],
+)
+def test_a_late_setting_written_at_its_default_keeps_the_hash(setting):
+    assert _graph((setting,)).hash == V10_HASH
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["pixel.clamp=true", "diffusion.set_alpha_to_one=false", "gan.norm_affine=true", "eval.pack_input=stored"],
+)
+def test_a_late_setting_set_otherwise_changes_the_hash_and_diff_shows_it(setting):
+    changed = _graph((setting,))
+    assert changed.hash != V10_HASH
+    key = setting.split("=")[0].split(".")[1]
+    assert key in render_text(diff_graphs(_graph(), changed))
+
+
+def test_the_graph_json_round_trip_keeps_a_late_setting():
+    graph = _graph(("pixel.clamp=true",))
+    again = ScheduleGraph.from_json(graph.to_json())
+    assert again.block("pixel").clamp is True and again.hash == graph.hash
+    plain = ScheduleGraph.from_json(_graph().to_json())
+    assert plain.block("pixel").clamp is False and plain.hash == V10_HASH
