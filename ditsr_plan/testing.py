@@ -176,3 +176,41 @@ def finished_run_and_pack(root: Path, run_name: str) -> Path:
     plan = tiny_plan(root / "p", steps=4, ckpt=2, terms="loss v vpred\n", stages="stage A 0..: v 1\n")
     run_plan(compile_plan(plan), root / run_name, quiet=True)
     return plan
+
+
+# PixArt-XL-2-512x512's transformer/config.json (diffusers' PixArtTransformer2DModel): what `show --params`
+# needs to count the reference's model without its 2.4 GB of weights
+PIXART_XL_512 = {
+    "_class_name": "PixArtTransformer2DModel",
+    "activation_fn": "gelu-approximate",
+    "attention_bias": True,
+    "attention_head_dim": 72,
+    "attention_type": "default",
+    "caption_channels": 4096,
+    "cross_attention_dim": 1152,
+    "dropout": 0.0,
+    "in_channels": 4,
+    "interpolation_scale": None,
+    "norm_elementwise_affine": False,
+    "norm_eps": 1e-06,
+    "norm_num_groups": 32,
+    "norm_type": "ada_norm_single",
+    "num_attention_heads": 16,
+    "num_embeds_ada_norm": 1000,
+    "num_layers": 28,
+    "out_channels": 8,
+    "patch_size": 2,
+    "sample_size": 64,
+    "upcast_attention": False,
+    "use_additional_conditions": None,
+}
+
+
+def pixart_xl_config(folder: Path, **changes: Any) -> Path:
+    """``folder/transformer/config.json`` of PixArt-XL-2-512x512 (``changes`` override keys), no weights."""
+    import json
+
+    inner = folder / "transformer"
+    inner.mkdir(parents=True, exist_ok=True)
+    (inner / "config.json").write_text(json.dumps({**PIXART_XL_512, **changes}, indent=1))
+    return folder
