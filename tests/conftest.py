@@ -62,6 +62,7 @@ SLOW_TESTS = (
     "tests/runtime/run/test_run.py::test_an_existing_run_folder_is_never_overwritten_silently",
     "tests/runtime/run/test_run.py::test_resume_refuses_another_plan_unless_forced",
     "tests/runtime/validate/test_packs.py::test_a_run_validates_on_its_pack_and_evaluate_scores_it_offline",
+    "tests/runtime/validate/test_packs_layout.py::test_a_run_and_evaluate_record_which_input_they_used",
     "tests/runtime/run/test_watch_keep.py::test_a_run_stops_on_a_watch_and_keeps_its_best_checkpoints",
 )
 

@@ -182,7 +182,7 @@ class EvalRecord:
     lpips: bool = False
     settings: dict = field(default_factory=dict)
     watch: list[dict] = field(default_factory=list)
-    pack: dict | None = None  # eval pack=DIR: {"dir", "images": name -> metrics, "mean", "bicubic": {"mean", name}}
+    pack: dict | None = None  # eval pack=DIR: {"dir", "input", "images": name -> metrics, "mean", "bicubic": {...}}
     flags: list[dict] = field(default_factory=list)  # e.g. "eval_not_finite": an SR with NaN, its metrics "nan"
 
     def to_json(self) -> dict:

@@ -50,6 +50,7 @@ class Evaluation:
     not_finite: list[str] = field(default_factory=list)  # images whose SR or metrics are NaN or infinite
     sr_files: dict[str, str] = field(default_factory=dict)  # image name -> its SR's file in sr/
     source: dict = field(default_factory=dict)  # what was scored: the checkpoint's and the pack's digests
+    input: str = "upsample"  # the model's input: "stored" (the pack's upsampled LR) or "upsample" (the true LR)
 
     def to_json(self) -> dict:
         """Strict JSON data: non-finite numbers as "nan", "inf", "-inf" (as eval.jsonl writes them)."""
@@ -181,7 +182,7 @@ def evaluate_checkpoint(
     check_base(f"checkpoint {ckpt.path}", base, fingerprint(model), "the run's plan.json now loads", model_path)
     used_ema = _load(model, ckpt, ema)
     scale = graph.block("data").scale
-    images = load_pack(pack, scale, latent.factor * patch_size(model) * scale, limit)
+    images = load_pack(pack, scale, latent.factor * patch_size(model) * scale, limit, settings.pack_input)
     lpips_fn = pretrained_lpips(placement.device) if settings.lpips == "auto" else None
     diffusion = graph.block("diffusion")
     kept, broken = {}, []
@@ -213,6 +214,7 @@ def evaluate_checkpoint(
         not_finite=_not_finite(scored["images"], broken),
         sr_files=sr_file_names([im.name for im in images]),
         source=source,
+        input=images[0].input,
     )
     if out is not None:
         _write(out, result, images, kept)

@@ -50,7 +50,9 @@ class Evaluator:
         self.bicubic = self._bicubic_baseline()
         self.pack, self.pack_bicubic = [], {}
         if settings.pack:
-            self.pack = load_pack(Path(settings.pack), data.scale, multiple * data.scale, settings.pack_limit)
+            self.pack = load_pack(
+                Path(settings.pack), data.scale, multiple * data.scale, settings.pack_limit, settings.pack_input
+            )
             self.pack_bicubic = pack_baseline(self.pack, data.scale, self.lpips)
         inputs = self.dir / "inputs"
         inputs.mkdir(parents=True, exist_ok=True)
@@ -126,7 +128,12 @@ class Evaluator:
         bad = [role for role, row in per_image.items() if _has_nan(row)]
         if self.pack:
             scored, bad_pack = self._pack_scores()
-            record.pack = {"dir": self.settings.pack, **scored, "bicubic": self.pack_bicubic}
+            record.pack = {
+                "dir": self.settings.pack,
+                "input": self.pack[0].input,  # stored: the pack's upsampled LR; upsample: the true LR, upsampled here
+                **scored,
+                "bicubic": self.pack_bicubic,
+            }
             bad += [f"pack image {name}" for name in bad_pack]
         if bad:
             record.flags.append(not_finite_flag(step, bad))

@@ -6,6 +6,11 @@ folder holding images of the same file names (``gt/`` + ``lq/`` as ``pack make``
 ``gt512/`` + ``lq128/`` as the reference's pack is laid out); the LR is bicubic-upsampled to the GT size on
 loading (the model's input and the bicubic baseline).
 
+The reference scripts' packs hold a third folder, ``lq512/``: the LR upsampled when the pack was made
+(torch bicubic with antialias, before 8-bit rounding), named after the GT's size. ``eval pack_input=``
+decides what the model is given: ``stored`` that folder (the model's input and the baseline, as the scripts
+did), ``upsample`` the true LR upsampled here, ``auto`` the stored one when the pack holds one.
+
 ``make_pack`` is deterministic: the same sources and arguments write byte-identical files (PNG, and a
 ``manifest.json`` with the source files, crop boxes, seed, degradation and SHA-256 of every file).
 """
@@ -58,7 +63,8 @@ class PackError(RunFailure):
 class PackImage:
     name: str
     gt: torch.Tensor  # 1 x 3 x H x W in [-1, 1]
-    lr_up: torch.Tensor  # the LR, bicubic-upsampled to the GT's size
+    lr_up: torch.Tensor  # the LR, bicubic-upsampled to the GT's size (here, or stored in the pack)
+    input: str = "upsample"  # "upsample": the true LR upsampled here; "stored": the pack's upsampled LR
 
 
 def _png(image: torch.Tensor, path: Path) -> str:
@@ -264,12 +270,7 @@ def _write_pack(files: list[Path], n: int, making: _Making) -> dict:
 
 
 def _one(folder: Path, prefix: str) -> Path:
-    found = sorted(d for d in folder.iterdir() if d.is_dir() and d.name.lower().startswith(prefix))
-    if not found:
-        raise PackError(
-            f"pack {shown(folder)}: no {prefix}* folder (a pack holds {prefix}/ beside "
-            f"{'lq' if prefix == 'gt' else 'gt'}/, e.g. gt512/ and lq128/)"
-        )
+    found = _all(folder, prefix)
     if len(found) > 1:
         raise PackError(
             f"pack {shown(folder)}: several {prefix}* folders ({', '.join(shown(d.name) for d in found)}); keep one"
@@ -277,26 +278,92 @@ def _one(folder: Path, prefix: str) -> Path:
     return found[0]
 
 
+def _all(folder: Path, prefix: str) -> list[Path]:
+    found = sorted(d for d in folder.iterdir() if d.is_dir() and d.name.lower().startswith(prefix))
+    if not found:
+        raise PackError(
+            f"pack {shown(folder)}: no {prefix}* folder (a pack holds {prefix}/ beside "
+            f"{'lq' if prefix == 'gt' else 'gt'}/, e.g. gt512/ and lq128/)"
+        )
+    return found
+
+
+def _number(name: str) -> str | None:
+    digits = re.sub(r"\D", "", name)
+    return digits or None
+
+
+def pack_folders(folder: Path) -> tuple[Path, Path | None, Path | None]:
+    """(GT folder, true LR folder, stored upsampled LR folder): one ``lq*`` folder is the true LR unless it is
+    named after the GT's size (``gt512/`` + ``lq512/``); of two, the one named after the GT's size is the
+    stored upsampled LR and the other the true LR (``gt512/``, ``lq128/``, ``lq512/``)."""
+    gt, lqs = _one(folder, "gt"), _all(folder, "lq")
+    if len(lqs) > 2:
+        raise PackError(
+            f"pack {shown(folder)}: {len(lqs)} lq* folders ({', '.join(shown(d.name) for d in lqs)}); a pack "
+            "holds the true LR and at most one stored upsampled LR (gt512/, lq128/, lq512/)"
+        )
+    size = _number(gt.name)
+    stored = [d for d in lqs if size is not None and _number(d.name) == size]
+    true = [d for d in lqs if d not in stored]
+    if len(lqs) == 2 and (len(stored), len(true)) != (1, 1):
+        raise PackError(
+            f"pack {shown(folder)}: two lq* folders ({', '.join(shown(d.name) for d in lqs)}) and neither named "
+            f"after the GT folder {shown(gt.name)}/: name the stored upsampled LR by the GT's size and the true "
+            "LR by its own (gt512/, lq512/, lq128/)"
+        )
+    return gt, (true[0] if true else None), (stored[0] if stored else None)
+
+
+def _chosen_input(folder: Path, true: Path | None, stored: Path | None, pack_input: str) -> tuple[Path, str]:
+    """The folder the model's input comes from and how (``stored`` or ``upsample``)."""
+    if pack_input == "stored" or (pack_input == "auto" and stored is not None):
+        if stored is None:
+            raise PackError(
+                f"pack {shown(folder)}: eval pack_input=stored, but the pack holds no stored upsampled LR (an "
+                "lq* folder named after the GT's size, e.g. lq512/ beside gt512/): use pack_input=upsample"
+            )
+        return stored, "stored"
+    if true is None:
+        raise PackError(
+            f"pack {shown(folder)}: eval pack_input=upsample, but the pack holds only the stored upsampled LR "
+            f"{shown(stored.name if stored else 'lq')}/ (no true LR, e.g. lq128/): use pack_input=stored"
+        )
+    return true, "upsample"
+
+
 def _listed(names: list[str]) -> str:
     return ", ".join(names[:SHOWN]) + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
-def load_pack(folder: Path, scale: int, multiple: int = 1, limit: int | None = None) -> list[PackImage]:
-    """The pack's images (sorted by name; the first ``limit``): GT and the LR upsampled to it. ``scale``:
-    the run's factor (GT = scale x LR); ``multiple``: what the GT sides must be a multiple of."""
+def load_pack(
+    folder: Path, scale: int, multiple: int = 1, limit: int | None = None, pack_input: str = "auto"
+) -> list[PackImage]:
+    """The pack's images (sorted by name; the first ``limit``): GT and the LR upsampled to it (``pack_input``:
+    see the module). ``scale``: the run's factor (GT = scale x LR); ``multiple``: what the GT sides must be a
+    multiple of."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise PackError(f"pack {shown(folder)}: no such folder")
     try:
-        gt_dir, lq_dir = _one(folder, "gt"), _one(folder, "lq")
-        gts = {p.name: p for p in gt_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-        lqs = {p.name: p for p in lq_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        gt_dir, true, stored = pack_folders(folder)
+        lq_dir, how = _chosen_input(folder, true, stored, pack_input)
+        gts = _images(gt_dir)
+        lqs = {d: _images(d) for d in (true, stored) if d is not None}
     except OSError as exc:
         raise PackError(f"pack {shown(folder)}: cannot list it: {exc.strerror or exc}") from None
     if not gts:
         raise PackError(f"pack {shown(folder)}: {shown(gt_dir.name)}/ holds no images")
-    _same_names(folder, gt_dir.name, lq_dir.name, gts, lqs)
-    return [_pair(folder, name, gts[name], lqs[name], scale, multiple) for name in sorted(gts)[:limit]]
+    for lq, names in lqs.items():
+        _same_names(folder, gt_dir.name, lq.name, gts, names)
+    chosen = lqs[lq_dir]
+    factor = 1 if how == "stored" else scale
+    images = [_pair(folder, name, gts[name], chosen[name], factor, multiple) for name in sorted(gts)[:limit]]
+    return [PackImage(im.name, im.gt, im.lr_up, how) for im in images]
+
+
+def _images(folder: Path) -> dict[str, Path]:
+    return {p.name: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
 
 
 def _same_names(folder: Path, gt: str, lq: str, gts: dict, lqs: dict) -> None:
@@ -327,16 +394,18 @@ def _pair(folder: Path, name: str, gt_path: Path, lq_path: Path, scale: int, mul
     (h, w), (lh, lw) = gt.shape[-2:], lq.shape[-2:]
     gt_name, lq_name = shown(gt_path.relative_to(folder).as_posix()), shown(lq_path.relative_to(folder).as_posix())
     if (lh * scale, lw * scale) != (h, w):
-        raise PackError(
-            f"pack {shown(folder)}: {lq_name} is {lw} x {lh}, but {gt_name} is {w} x {h}: "
+        need = (
             f"the run trains x{scale}, so the LR must be {w // scale} x {h // scale}"
+            if scale > 1
+            else "a stored upsampled LR must have the GT's size"
         )
+        raise PackError(f"pack {shown(folder)}: {lq_name} is {lw} x {lh}, but {gt_name} is {w} x {h}: {need}")
     if h % multiple or w % multiple:
         raise PackError(
             f"pack {shown(folder)}: {gt_name} is {w} x {h}; the model needs sides that are multiples of "
             f"{multiple} (crop the pack, e.g. pack make --size 512)"
         )
-    return PackImage(name, gt[None].contiguous(), upsample(lq[None], (h, w)))
+    return PackImage(name, gt[None].contiguous(), lq[None].contiguous() if scale == 1 else upsample(lq[None], (h, w)))
 
 
 def pack_baseline(images: list[PackImage], scale: int, lpips_fn=None) -> dict:
