@@ -63,16 +63,25 @@ loss edge      edge      q=0.90 pow=0.5
 loss flat      flat      q=0.90 pow=0.5
 loss gan       patchgan  layers=3 loss=hinge r1=10 r1_every=16 lr=1e-4
 ema    decay=0.999
-model  pixart path={model} lora=16 lora_alpha=16 cond=concat+adapter checkpointing={checkpointing}
+model  pixart path={model} lora=16 lora_alpha=16 cond=concat+adapter checkpointing={checkpointing} {train}
 latent vae path={vae}
 data   builtin crop={crop} batch={batch} scenes=2
 pixel  patch={patch} margin={margin}
+optim  lr=1e-5 weight_decay=0.01
 run    seed=0 precision={precision}
 stage A 0..3k:  v 1; latent_l1 1
 stage B 3k..9k: lpips 0->0.35 linear; edge 0->0.06 linear; flat 0->0.08 linear
 stage C 9k..:   gan 0->0.03 linear over 4k; lpips 0.35->0.45 linear over 4k; flat 0.08->0.10 linear over 4k
 """
 PIXART_STAGES = {"A": (100, 3_000), "B": (5_000, 6_000), "C": (12_001, 6_000)}  # a step inside, steps in v10
+
+# what trains (--train): lora, the LoRA-only variant (plans/reference/pixart_v10_lora.plan); scripts, the
+# reference scripts' set (plans/reference/pixart_v10.plan: LoRA + every other transformer parameter)
+PIXART_TRAIN = {
+    "lora": "cond_lr=10",
+    "scripts": "train=lora+rest cond_lr=10 cond_lr_on=adapter.*,pos_embed.proj.* "
+    "lora_targets=to_q,to_k,to_v,to_out.0,caption_projection.linear_1,caption_projection.linear_2",
+}
 
 PIXART_SIZES = {
     # name: (transformer config, HR crop, batch, pixel patch, margin, VAE widths, precision)
@@ -98,10 +107,19 @@ PIXART_SIZES = {
 }
 
 
-def build_pixart(size: str, checkpointing: bool, folder: Path | None = None, device: str = "auto") -> Trainer:
+def build_pixart(
+    size: str,
+    checkpointing: bool,
+    folder: Path | None = None,
+    device: str = "auto",
+    train: str = "lora",
+    batch: int | None = None,
+) -> Trainer:
     """A trainer of the v10 schedule on a randomly initialised PixArt of the size's shape (built once per
-    folder: the second call reuses the saved model and VAE)."""
-    config, crop, batch, patch, margin, widths, precision = PIXART_SIZES[size]
+    folder: the second call reuses the saved model and VAE); ``train``: a key of PIXART_TRAIN; ``batch``: the
+    micro-batch (default the size's)."""
+    config, crop, default_batch, patch, margin, widths, precision = PIXART_SIZES[size]
+    batch = batch or default_batch
     folder = folder or Path(tempfile.mkdtemp(prefix="ditsr-bench-"))
     model, vae = folder / "pixart", folder / "vae"
     if not model.exists():
@@ -119,6 +137,7 @@ def build_pixart(size: str, checkpointing: bool, folder: Path | None = None, dev
             margin=margin,
             checkpointing=str(checkpointing).lower(),
             precision=precision,
+            train=PIXART_TRAIN[train],
         )
     )
     return Trainer(compile_plan(plan), place(device, precision))

@@ -28,6 +28,7 @@ part() {  # part NAME SECONDS COMMAND...: run with a time limit, keep its log, p
 
 part cuda-tests 120 python -m pytest -q -m cuda -p no:cacheprovider tests
 part gpu-step-dit 120 python bench/gpu_step.py --size gpu --steps 10
-part gpu-step-pixart-xl 180 python bench/gpu_step.py --model pixart-xl --steps 6
+part gpu-step-pixart-xl 300 python bench/gpu_step.py --model pixart-xl --train scripts --batches 1,4 --steps 6
+part gpu-step-pixart-xl-lora 180 python bench/gpu_step.py --model pixart-xl --train lora --batches 4 --steps 6
 part data 60 python bench/data.py --workers 4
 cat "$summary"

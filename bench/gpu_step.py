@@ -10,15 +10,19 @@ On CPU (no CUDA) it runs at a reduced size (tiny DiT, 128 px) and reports no mem
 
 ``--model pixart-xl``: the reference's generator instead -- a PixArt-alpha XL/2-shaped transformer (28 blocks,
 1152 wide, random weights, ~610M parameters) with LoRA r16 on its attention, the LR latent concatenated and
-the LR adapter, SD-VAE-shaped VAE, 512 px crops (64 x 64 latent), bf16, batch 4, the v10 schedule; activation
-checkpointing off and on. Per stage of v10 it times the runtime's step, and the step of the reference scripts
-(decode and every term, every step), and reports images/s, peak memory, model FLOP utilisation (FLOPs counted
+the LR adapter, SD-VAE-shaped VAE, 512 px crops (64 x 64 latent), bf16, the v10 schedule; activation
+checkpointing off and on. ``--train scripts`` (the default) trains the reference scripts' set (LoRA + every
+other transformer parameter, ~326M without the scripts' pyramid adapter: plans/reference/pixart_v10.plan),
+``--train lora`` the LoRA-only variant (~19M). ``--batches 1,4``: the micro-batches measured (the scripts'
+batch 1 x 16 accumulated peaks as one micro-batch of 1: gradients accumulate in place). Per stage of v10 it
+times the runtime's step, and the step of the reference scripts (decode and every term, every step), and
+reports images/s, peak memory, model FLOP utilisation (FLOPs counted
 by torch's FlopCounterMode on the step without checkpointing, so recomputation is not counted) and the ratio
 over the whole plan (stage times weighted by the stages' lengths). ``--model pixart-cpu`` runs the same code
 at a toy size (a check of the benchmark, not a figure).
 
     python bench/gpu_step.py [--size cpu|gpu] [--steps 20] [--backend inductor] [--no-compile]
-    python bench/gpu_step.py --model pixart-xl [--steps 10] [--batch 4] [--peak-tflops 989]
+    python bench/gpu_step.py --model pixart-xl [--train scripts|lora] [--batches 1,4] [--steps 10] [--peak-tflops 989]
 """
 
 from __future__ import annotations
@@ -86,47 +90,68 @@ def _measure_pixart(trainer, steps: int, count_flops: bool) -> dict:
 
 def pixart(args) -> None:
     folder = Path(tempfile.mkdtemp(prefix="ditsr-bench-pixart-"))
-    rows, flops = [], None
-    for checkpointing in (False, True):
-        print(f"building {args.model} (checkpointing {checkpointing}) ...", file=sys.stderr, flush=True)
-        trainer = build_pixart(args.model, checkpointing, folder)
-        row = _measure_pixart(trainer, args.steps, count_flops=flops is None)
-        flops = flops or row["flops"]
-        rows.append((checkpointing, row))
-        dev, batch = device_name(trainer), trainer.data.batch_size
-        params = sum(p.numel() for p in trainer.model.parameters())
-        trained = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        del trainer
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+    rows, flops = [], {}
+    for batch in args.batches:
+        for checkpointing in (False, True):
+            print(
+                f"building {args.model} ({args.train}, batch {batch}, checkpointing {checkpointing}) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            trainer = build_pixart(args.model, checkpointing, folder, train=args.train, batch=batch)
+            row = _measure_pixart(trainer, args.steps, count_flops=batch not in flops)
+            flops[batch] = flops.get(batch) or row["flops"]
+            rows.append((batch, checkpointing, row))
+            dev = device_name(trainer)
+            params = sum(p.numel() for p in trainer.model.parameters())
+            trained = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+            del trainer
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
     peak = _peak_tflops(dev, args.peak_tflops)
     config = PIXART_SIZES[args.model]
     print(
-        f"device {dev} · {args.model}: {params / 1e6:.0f}M parameters, {trained / 1e6:.1f}M trained (LoRA r16, "
-        f"input layer, adapter) · {config[1]} px crops · batch {batch} · {config[6]} · {args.steps} steps each, "
-        f"medians · stage-C step {flops / 1e12:.2f} TFLOP (FlopCounterMode)"
+        f"device {dev} · {args.model}: {params / 1e6:.0f}M parameters, {trained / 1e6:.1f}M trained "
+        f"(--train {args.train}) · {config[1]} px crops · {config[6]} · {args.steps} steps each, medians · "
+        "stage-C step " + ", ".join(f"batch {b}: {f / 1e12:.2f} TFLOP" for b, f in flops.items()) + " (FlopCounterMode)"
     )
-    print(f"{'checkpointing':14} {'variant':34} {'ms/step':>9} {'images/s':>9} {'MFU':>6} {'peak GiB':>9}")
-    for checkpointing, row in rows:
-        medians, memory, plan, reserved = row["medians"], row["memory"], row["plan"], row["reserved"]
-        for name, seconds in medians.items():
-            mfu = "" if peak is None or "stage C" not in name else f"{flops / seconds / (peak * 1e12):.1%}"
-            mem = "n/a" if memory[name] is None else f"{memory[name]:.2f}"
-            print(f"{checkpointing!s:14} {name:34} {seconds * 1000:9.1f} {batch / seconds:9.2f} {mfu:>6} {mem:>9}")
-        naive = medians["scripts (every term, every step)"]
-        fits = (
-            ""
-            if reserved is None
-            else f"; max reserved {reserved:.2f} GiB ({'fits' if reserved < 22.0 else 'does NOT fit'} a 24 GB card)"
-        )
-        print(
-            f"{'':14} whole v10 plan: runtime {plan * 1000:.1f} ms/step (stages weighted by length) vs scripts "
-            f"{naive * 1000:.1f} -> {naive / plan:.2f}x (target >= 1.5x){fits}"
-        )
+    print(f"{'batch':>5} {'checkpointing':14} {'variant':34} {'ms/step':>9} {'images/s':>9} {'MFU':>6} {'peak GiB':>9}")
+    for batch, checkpointing, row in rows:
+        _print_row(batch, checkpointing, row, flops[batch], peak)
     if peak is None:
         print("MFU: peak bf16 FLOP/s of this device unknown (give --peak-tflops)")
+
+
+def _print_row(batch: int, checkpointing: bool, row: dict, flops: float, peak: float | None) -> None:
+    medians, memory, plan, reserved = row["medians"], row["memory"], row["plan"], row["reserved"]
+    for name, seconds in medians.items():
+        mfu = "" if peak is None or "stage C" not in name else f"{flops / seconds / (peak * 1e12):.1%}"
+        mem = "n/a" if memory[name] is None else f"{memory[name]:.2f}"
+        print(
+            f"{batch:5} {checkpointing!s:14} {name:34} {seconds * 1000:9.1f} {batch / seconds:9.2f} {mfu:>6} {mem:>9}"
+        )
+    naive = medians["scripts (every term, every step)"]
+    fits = (
+        ""
+        if reserved is None
+        else f"; max reserved {reserved:.2f} GiB ({'fits' if reserved < 22.0 else 'does NOT fit'} a 24 GB card)"
+    )
+    print(
+        f"{'':5} {'':14} whole v10 plan: runtime {plan * 1000:.1f} ms/step (stages weighted by length) vs scripts "
+        f"{naive * 1000:.1f} -> {naive / plan:.2f}x (target >= 1.5x){fits}"
+    )
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated micro-batch sizes, e.g. 1,4") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated micro-batch sizes >= 1, e.g. 1,4")
+    return values
 
 
 def main() -> None:
@@ -137,7 +162,18 @@ def main() -> None:
     parser.add_argument("--backend", default="inductor", help="torch.compile backend (inductor, aot_eager, ...)")
     parser.add_argument("--no-compile", action="store_true", help="eager variants only")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
+    parser.add_argument(
+        "--train",
+        choices=("scripts", "lora"),
+        default="scripts",
+        help="pixart: what trains -- the reference scripts' set (LoRA + the rest) or LoRA only",
+    )
+    parser.add_argument(
+        "--batches", type=_batches, default=None, help="pixart: micro-batch sizes measured (default: 1,4 on a GPU)"
+    )
     args = parser.parse_args()
+    if args.batches is None:
+        args.batches = [1, 4] if args.model == "pixart-xl" else [PIXART_SIZES.get(args.model, (0, 0, 1))[2]]
     if args.model != "dit":
         pixart(args)
         return
