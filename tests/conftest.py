@@ -54,6 +54,7 @@ SLOW_TESTS = (
     "tests/runtime/train/test_speed_paths.py",
     "tests/runtime/train/test_train_sets.py",  # tiny PixArt trainers, 40 s
     "tests/cli/test_show_params.py",  # PixArt-XL/2 built on the meta device, twice
+    "tests/runtime/train/test_reference_plan.py",  # the reference plans on a tiny PixArt, every term live
     # single tests of 10-22 s each on 2 idle cores (the fast tier took 5 min with them, 3.5 without)
     "tests/runtime/validate/test_evaluator.py::test_run_with_eval_writes_metrics_grids_and_strips",
     "tests/runtime/analysis/test_report.py::test_the_run_writes_a_self_contained_report_with_every_section",
