@@ -50,6 +50,12 @@ def test_the_census_of_a_tiny_pixart_matches_the_model_a_run_builds(tmp_path, ca
     m = result["memory"]
     assert m["optimizer"] == 8 * trained and m["gradients"] == m["ema"] == 4 * trained
     assert m["weights"] == 4 * trained + 2 * frozen and m["total"] == sum(v for k, v in m.items() if k != "total")
+    # the run header prints the same groups
+    from ditsr_plan.runtime.train.generators.census import count, groups_line
+
+    line = groups_line(count(model, ema=True))
+    assert line.startswith("trains: ") and all(name in line for name in result["groups"])
+    assert count(model, ema=True)["groups"] == result["groups"]
 
 
 def test_the_reference_plans_at_pixart_xl_shape(tmp_path, capsys):

@@ -62,14 +62,25 @@ def test_lora_rest_trains_everything_but_the_wrapped_base_weights(tmp_path):
 def test_the_export_holds_what_trains(tmp_path):
     from safetensors.torch import load_file
 
+    from ditsr_plan.runtime.run.export import _load_final
+
     trainer = _trainer(tmp_path, SCRIPTS)
     model = trainer.model
+    with torch.no_grad():  # as if trained: every trained tensor moved
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01)
     model.save_final(tmp_path / "final")
     rest = set(load_file(str(tmp_path / "final" / "sr_conditioning.safetensors")))
     lora = load_file(str(tmp_path / "final" / "adapter_model.safetensors"))
     trained = _trained(model)
     assert rest == {n for n in trained if "lora_" not in n}
     assert len(lora) == sum(1 for n in trained if "lora_" in n)
+    # export reads it back into a fresh generator: every trained tensor, and the frozen base untouched
+    fresh = trainer_for(pretrained_plan(tmp_path / "again", SCRIPTS.format(folder=tmp_path / "pixart"))).model
+    _load_final(fresh, tmp_path / "final")
+    mine, theirs = model.state_dict(), fresh.state_dict()
+    assert all(torch.equal(mine[n], theirs[n]) for n in mine)
 
 
 def test_train_add_and_remove_patterns(tmp_path):

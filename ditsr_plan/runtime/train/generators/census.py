@@ -150,7 +150,8 @@ def census(graph: ScheduleGraph) -> dict:
 
 
 def millions(n: int) -> str:
-    return f"{n / 1e6:.2f}M"
+    """A parameter count in millions (in thousands below 100k, where millions would show 0.00M)."""
+    return f"{n / 1e6:.2f}M" if n >= 100_000 or n == 0 else f"{n / 1e3:.1f}k"
 
 
 def gib(n: int) -> str:
