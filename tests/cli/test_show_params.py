@@ -80,3 +80,23 @@ def test_a_config_beyond_any_model_is_refused_before_anything_is_built(tmp_path,
     assert main(["show", str(plan), "--params"]) == 2
     err = capsys.readouterr().err
     assert "num_layers=1000000000000000000000000000000" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"attention_head_dim": 1e300}, "attention_head_dim=1e+300, beyond what a model holds"),
+        ({"block_out_channels": list(range(1000))}, "block_out_channels with 1000 values"),
+        ({"_class_name": "AutoencoderKL"}, "holds an AutoencoderKL, not a PixArtTransformer2DModel"),
+    ],
+)
+def test_hostile_model_configs_are_named_errors(tmp_path, capsys, changes, message):
+    folder = pixart_xl_config(tmp_path / "bad", **changes)
+    assert main(["show", str(_plan_at(tmp_path, LORA_ONLY, folder)), "--params"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_missing_model_folder_is_a_named_error(tmp_path, capsys):
+    assert main(["show", str(_plan_at(tmp_path, LORA_ONLY, tmp_path / "nowhere")), "--params"]) == 2
+    assert "no such folder" in capsys.readouterr().err

@@ -96,15 +96,19 @@ CONFIG_MOST = 1 << 20  # any other whole number (caption_channels 4096, num_embe
 
 def check_bounds(config: dict, what: str, path: str) -> None:
     """Refuse a config.json whose whole numbers are beyond what any real model holds."""
-    for key, value in config.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
+    for key, item in config.items():
+        values = item if isinstance(item, list) else [item]
+        if len(values) > 64:
+            raise LoadError(f"{what}={path}: config.json has {key} with {len(values)} values: is it the right file?")
         most = CONFIG_BOUNDS.get(key, CONFIG_MOST)
-        if not -most <= value <= most:
-            raise LoadError(
-                f"{what}={path}: config.json has {key}={value}, beyond what a model holds (at most {most}): "
-                "is it the right file?"
-            )
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if not -most <= value <= most:
+                raise LoadError(
+                    f"{what}={path}: config.json has {key}={value}, beyond what a model holds (at most {most}): "
+                    "is it the right file?"
+                )
 
 
 def config_only(cls, path: str, subfolder: str | None, what: str):

@@ -92,22 +92,31 @@ def _latent(graph: ScheduleGraph, model_channels: int | None) -> SimpleNamespace
     settings = graph.block("latent")
     if not isinstance(settings, VaeLatent):
         return SimpleNamespace(channels=3 * settings.factor**2, factor=settings.factor)
-    config_file = Path(settings.path).expanduser() / (settings.subfolder or "") / "config.json"
+    config = _small_json(Path(settings.path).expanduser() / (settings.subfolder or "") / "config.json")
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        return SimpleNamespace(
-            channels=int(config["latent_channels"]), factor=2 ** (len(config["block_out_channels"]) - 1)
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+        channels, levels = int(config["latent_channels"]), len(config["block_out_channels"])
+    except (KeyError, TypeError, ValueError):
         return SimpleNamespace(channels=model_channels or 4, factor=8)
+    if not (1 <= channels <= 64 and 1 <= levels <= 8):
+        raise LoadError(f"latent vae path={settings.path}: config.json describes no real VAE (is it the right file?)")
+    return SimpleNamespace(channels=channels, factor=2 ** (levels - 1))
+
+
+def _small_json(path: Path) -> dict:
+    """A config.json as a dict; {} when it is missing, too large for a config (1 MiB), or not a JSON object."""
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _model_channels(settings: DitModel | PixartModel) -> int | None:
-    config_file = Path(str(settings.path)).expanduser() / (settings.subfolder or "") / "config.json"
-    try:
-        value = json.loads(config_file.read_text(encoding="utf-8")).get("in_channels")
-    except (OSError, ValueError, AttributeError):
-        return None
+    value = _small_json(Path(str(settings.path)).expanduser() / (settings.subfolder or "") / "config.json").get(
+        "in_channels"
+    )
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 64 else None
 
 
