@@ -231,5 +231,6 @@ def test_the_reference_plan_runs_on_tiny_stand_ins(tmp_path):
         [*args, *(x for s in sets for x in ("--set", s))], capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "generator pixart" in done.stderr and "train=lora+cond, cond=concat+adapter" in done.stderr
+    assert "generator pixart" in done.stderr and "train=lora+rest, cond=concat+adapter" in done.stderr
+    assert "trains: " in done.stderr and "base MLP" in done.stderr  # the scripts' set, per group
     assert (tmp_path / "run" / "final" / "generator_ema" / "adapter_model.safetensors").is_file()
