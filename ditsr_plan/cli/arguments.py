@@ -215,6 +215,12 @@ def _run_commands(sub, common: list) -> None:
     p.add_argument("--pack", metavar="DIR", required=True, help="a pack folder (gt*/ and lq*/ of the same file names)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the plan's eval steps)")
     p.add_argument("--lq-init", type=float, help="fraction of the schedule skipped (default: the plan's)")
+    p.add_argument(
+        "--pack-input",
+        choices=("auto", "stored", "upsample"),
+        help="the model's input: the pack's stored upsampled LR (lq512/) or the true LR upsampled here "
+        "(default: the plan's eval pack_input, auto)",
+    )
     p.add_argument("--limit", type=int, help="the pack's first N images only")
     p.add_argument("--no-ema", action="store_true", help="the trained weights themselves, not their EMA")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")

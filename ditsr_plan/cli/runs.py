@@ -182,8 +182,9 @@ def cmd_pack(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def _eval_settings(run_dir: Path, steps: int | None, lq_init: float | None) -> Eval:
-    """The run's eval settings (the defaults when its plan has no eval), with --steps / --lq-init."""
+def _eval_settings(run_dir: Path, steps: int | None, lq_init: float | None, pack_input: str | None = None) -> Eval:
+    """The run's eval settings (the defaults when its plan has no eval), with --steps / --lq-init /
+    --pack-input."""
     from ditsr_plan.runtime.analysis.status import read_graph
     from ditsr_plan.settings.schemas import Eval
 
@@ -196,6 +197,8 @@ def _eval_settings(run_dir: Path, steps: int | None, lq_init: float | None) -> E
         if not 0 <= lq_init <= 1:
             raise UsageError("evaluate: --lq-init is a fraction of the schedule, in [0, 1]")
         settings = settings.model_copy(update={"lq_init": lq_init})
+    if pack_input is not None:
+        settings = settings.model_copy(update={"pack_input": pack_input})
     return settings
 
 
@@ -247,7 +250,7 @@ def cmd_evaluate(args: argparse.Namespace, out: Output) -> int:
         ckpt, run_dir = find_checkpoint(target, report=report)
         if skipped:
             _warn(f"scoring {ckpt.path} (step {ckpt.step}), the newest usable checkpoint")
-        settings = _eval_settings(run_dir, args.steps, args.lq_init)
+        settings = _eval_settings(run_dir, args.steps, args.lq_init, args.pack_input)
         folder = Path(args.out) if args.out else run_dir / "evaluate" / f"{Path(args.pack).name}-step-{ckpt.step:08d}"
         result = evaluate_checkpoint(
             ckpt, run_dir, Path(args.pack), settings, not args.no_ema, args.device, args.limit, folder, out.info

@@ -111,3 +111,6 @@ def test_a_run_and_evaluate_record_which_input_they_used(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "run"), "--pack", str(pack), "--format", "json", "--steps", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["input"] == "stored"
+    args = ["evaluate", str(tmp_path / "run"), "--pack", str(pack), "--format", "json", "--steps", "1"]
+    assert main([*args, "--pack-input", "upsample", "--out", str(tmp_path / "up")]) == 0
+    assert json.loads(capsys.readouterr().out)["input"] == "upsample"
