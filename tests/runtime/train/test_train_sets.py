@@ -106,6 +106,12 @@ def test_a_pattern_that_matches_nothing_is_an_error_at_its_key(tmp_path, key):
     assert f"model {key}: 'adapter.*' matches no parameter" in message
 
 
+def test_a_cond_lr_pattern_on_frozen_parameters_is_an_error(tmp_path):
+    line = "model pixart path={folder} lora=4 cond=concat train=lora+cond cond_lr_on=transformer_blocks.*.ff.*"
+    with pytest.raises(RunFailure, match=r"pretrained.plan:10:\d+: model cond_lr_on: .* matches only frozen"):
+        _trainer(tmp_path, line)
+
+
 def test_lora_rest_needs_a_rank(tmp_path):
     from ditsr_plan.diagnostics import PlanError
 

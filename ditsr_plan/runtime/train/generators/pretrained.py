@@ -200,7 +200,7 @@ class SRTransformer(nn.Module):
         s = self.settings
         names = [n for n, _ in self.named_parameters()]
         chosen = choose(names, mode, self.concat, s.train_add, s.train_remove, self.origins)
-        self.cond_lr_names = at_cond_lr(names, s.cond_lr_on, self.origins)
+        self.cond_lr_names = at_cond_lr(names, s.cond_lr_on, chosen, self.origins)
         for name, param in self.named_parameters():
             param.requires_grad_(name in chosen)
         if torch.device(device).type == "cuda" and self.weights:

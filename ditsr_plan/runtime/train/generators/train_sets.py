@@ -78,12 +78,22 @@ def choose(
     return chosen
 
 
-def at_cond_lr(names: Iterable[str], on: str, origins: Mapping[str, object] | None = None) -> set[str]:
-    """The names of the parameters trained at ``cond_lr`` x lr: ``auto`` the conditioning, else patterns."""
+def at_cond_lr(
+    names: Iterable[str], on: str, trained: set[str], origins: Mapping[str, object] | None = None
+) -> set[str]:
+    """The names of the parameters trained at ``cond_lr`` x lr: ``auto`` the conditioning, else patterns,
+    each of which must match a trained parameter (one matching only frozen ones would do nothing)."""
     names = list(names)
     if on == "auto":
         return {n for n in names if name_is_auto_cond(n)}
-    return matched(names, "cond_lr_on", on, origins)
+    found = matched(names, "cond_lr_on", on, origins)
+    for pattern in patterns(on):
+        if not any(matches(n, pattern) for n in trained):
+            raise LoadError(
+                f"{_where(origins, 'cond_lr_on')}model cond_lr_on: '{pattern}' matches only frozen parameters: "
+                "train them (train=, train_add=) or leave the pattern out"
+            )
+    return found
 
 
 def name_is_auto_cond(name: str) -> bool:
