@@ -48,8 +48,34 @@ Pair = Annotated[tuple[float, float], BeforeValidator(_pair)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
+HASHED_WHEN_SET = "hashed_when_set"  # json_schema_extra key of a field left out of the dump at its default
+
+
+def hashed_when_set(**extra: Any) -> dict[str, Any]:
+    """``json_schema_extra`` of a field added after plans were written: at its default it is left out of
+    :meth:`Schema.model_dump` -- so out of the plan's hash and its graph JSON (validation fills it back in),
+    and existing plans keep their hashes and their runs resume."""
+    return {HASHED_WHEN_SET: True, **extra}
+
+
+def _hash_neutral_defaults(schema: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    fields = type(schema).model_fields
+    for name, info in fields.items():
+        extra = info.json_schema_extra
+        neutral = isinstance(extra, dict) and extra.get(HASHED_WHEN_SET)
+        if neutral and name in data and getattr(schema, name) == info.default:
+            del data[name]
+    return data
+
+
 class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Every field, but a :func:`hashed_when_set` field at its default."""
+        data: dict[str, Any] = handler(self)
+        return _hash_neutral_defaults(self, data)
 
 
 # ---- loss-term kinds -------------------------------------------------------------------------
@@ -274,10 +300,10 @@ class DitModel(PretrainedSettings):
     patch: int = Field(2, ge=1, le=8, description="transformer patch size, in latent pixels")
 
     @model_serializer(mode="wrap")
-    def _only_what_runs(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Only the keys of the DiT that runs: a DiT from scratch has no pretrained settings (but
         ``checkpointing``), a pretrained one's folder decides the keys that describe one from scratch."""
-        data: dict[str, Any] = handler(self)
+        data: dict[str, Any] = _hash_neutral_defaults(self, handler(self))
         if self.path is None:
             return {k: v for k, v in data.items() if k in FROM_SCRATCH or k == "checkpointing"}
         return {k: v for k, v in data.items() if k not in FROM_SCRATCH}
@@ -306,10 +332,49 @@ class PixartModel(PretrainedSettings):
     )
     caption: str = Field(
         "null",
-        description="null: one token of zeros (fixed); or a .safetensors file holding the empty prompt's "
-        "T5 embedding, as the reference uses",
+        description="null: the original checkpoint's learned null caption (y_embedding) with path=FILE.pth, one "
+        "token of zeros (fixed) with a diffusers folder; or a file: a .safetensors holding one caption embedding "
+        "(L x C), or an original PixArt .pth checkpoint whose y_embedding is taken",
         json_schema_extra={"path": True},
     )
+    adapter: Literal["small", "pyramid"] = Field(
+        "small",
+        description="the LR adapter of cond=adapter: small (three convs, one zero-init linear per block added to "
+        "its input) or pyramid (the reference scripts': a feature pyramid with per-layer heads, hybrid adaLN "
+        "injection gated by s_layer*tanh(MLP(t)), a style vector added to t)",
+        json_schema_extra=hashed_when_set(),
+    )
+    adapter_layers: str = Field(
+        "front_dense",
+        pattern=r"^(front_dense|all|\d{1,3}(,\d{1,3})*)$",
+        description="blocks the pyramid adapter injects into: front_dense (0-14, 15, 17, 19, 21, 23: the scripts'; "
+        "those that exist), all, or block indices I,J,...",
+        json_schema_extra=hashed_when_set(),
+    )
+    pyramid_width: int = Field(
+        128,
+        ge=32,
+        le=1024,
+        multiple_of=32,
+        description="base width of the pyramid adapter (x2, x4, x8 over its stages; GroupNorm of 32 groups)",
+        json_schema_extra=hashed_when_set(),
+    )
+    pyramid_heads: Literal["zero", "default"] = Field(
+        "zero",
+        description="init of each pyramid head's last conv: zero (the scripts'; with the zero-init injection "
+        "the spatial path then never gets a gradient, lint A001) or default (PyTorch's: it learns, and step 0 "
+        "still equals the base model)",
+        json_schema_extra=hashed_when_set(),
+    )
+
+    @model_validator(mode="after")
+    def _pyramid_needs_the_adapter(self) -> Self:
+        pyramid = [
+            k for k in ("adapter", "adapter_layers", "pyramid_width", "pyramid_heads") if k in self.model_fields_set
+        ]
+        if pyramid and "adapter" not in self.cond:
+            raise ValueError(f"{', '.join(pyramid)} set the LR adapter: give cond=adapter or cond=concat+adapter")
+        return self
 
 
 class CustomModel(Schema):
@@ -364,7 +429,15 @@ class Diffusion(Schema):
         "the LR latent (added back after sampling: SR diffusion on the detail only, learnt far faster from scratch)",
     )
     lr_noise: float = Field(0.15, ge=0, le=1, description="max std of the noise added to the LR latent")
-    cond_dropout: float = Field(0.1, ge=0, le=1, description="probability of zeroing the LR latent")
+    cond_dropout: float = Field(
+        0.1, ge=0, le=1, description="probability of dropping a training sample's conditioning (dropout_drops)"
+    )
+    dropout_drops: Literal["lr", "style"] = Field(
+        "lr",
+        description="what a dropped sample loses: lr (the whole LR latent is zeroed, and its augmentation level) "
+        "or style (only the pyramid adapter's style vector, as the reference scripts did)",
+        json_schema_extra=hashed_when_set(),
+    )
 
 
 Degrade = Literal["bicubic", "highorder", "realesrgan"]
@@ -599,6 +672,12 @@ class Eval(Schema):
         "ts[round(lq_init x (steps - 1))] (the reference's strength); 0 = from pure noise",
     )
     cfg: float = Field(1.0, ge=1, le=20, description="classifier-free guidance scale; 1 = none")
+    guidance_drops: Literal["lr", "adapter"] = Field(
+        "lr",
+        description="what the unconditional branch of guidance drops: lr (the LR latent is zeroed) or adapter "
+        "(the adapter's features and style; the concatenated LR latent is kept, as the reference scripts did)",
+        json_schema_extra=hashed_when_set(),
+    )
     seed: int = Field(0, ge=0, description="the validation LR and the sampler's start noise derive from it")
     lpips: Literal["auto", "off"] = Field("auto", description="LPIPS metric when the pretrained trunk is cached")
     pack: str | None = Field(

@@ -31,7 +31,9 @@ from ditsr_plan.settings import schemas
 from ..loading import LoadError, load_pretrained
 from .aug_level import AugLevelEmbedding, attach
 from .conditioning import LRAdapter, attach_adapter, widen_patch_embedding
+from .injection import Injection, InjectionState
 from .lora import add_lora, merge_lora, save_lora
+from .pyramid_model import build_pyramid, has_linear
 
 CLASSES = {
     "pixart": ("diffusers.models.transformers.pixart_transformer_2d", "PixArtTransformer2DModel"),
@@ -96,20 +98,30 @@ class SRTransformer(nn.Module):
         if self.concat:
             self.base.pos_embed.proj = widen_patch_embedding(self.base.pos_embed.proj, c)
             self.base.register_to_config(in_channels=2 * c)
-        self.adapter = None
+        self.adapter: nn.Module | None = None
         self.adapter_features = None
-        if "adapter" in cond:
+        self.injection: Injection | None = None
+        pyramid = isinstance(settings, schemas.PixartModel) and settings.adapter == "pyramid"
+        if "adapter" in cond and not pyramid:
             blocks = len(self.base.transformer_blocks)
             self.adapter = LRAdapter(c, settings.adapter_width, config.patch_size, blocks, inner)
             attach_adapter(self.base.transformer_blocks, self)
         self.aug_level = AugLevelEmbedding(inner)
         self._attach_aug_level()
+        if "adapter" in cond and pyramid:
+            assert isinstance(settings, schemas.PixartModel)
+            self.adapter, self.injection = build_pyramid(self.base, settings, c, inner)
         self._conditions(crop)
         self.lora_config = None
         if settings.lora:
             alpha = settings.lora_alpha or settings.lora
             targets = [t.strip() for t in settings.lora_targets.split(",") if t.strip()]
-            self.lora_config = add_lora(self.base, settings.lora, alpha, settings.lora_dropout, targets)
+            ours = [t for t in targets if self.injection is not None and has_linear(self.injection, t)]
+            base_targets = [t for t in targets if t not in ours]
+            self.lora_config = add_lora(self.base, settings.lora, alpha, settings.lora_dropout, base_targets)
+            if ours:  # the injection's residual projections (res_proj), as the scripts wrapped them
+                assert self.injection is not None
+                add_lora(self.injection, settings.lora, alpha, settings.lora_dropout, ours)
         self._choose_trained(device)
         if settings.checkpointing:
             self.base.enable_gradient_checkpointing()
@@ -189,16 +201,21 @@ class SRTransformer(nn.Module):
                     param.data = param.data.to(torch.bfloat16)
 
     def _is_conditioning(self, name: str) -> bool:
+        if name.startswith("injection."):  # but a LoRA-wrapped projection's base weights (res_proj)
+            return ".base_layer." not in name
         return name.startswith(("adapter.", "aug_level.")) or (self.concat and name.startswith("base.pos_embed.proj."))
 
     # ---- the protocol ---------------------------------------------------------------------------------
 
-    def forward(self, noisy, lr_latent, timesteps, aug_level=None):
+    def forward(self, noisy, lr_latent, timesteps, aug_level=None, style_keep=None, use_adapter=True):
+        """The velocity; ``style_keep`` (N values, 0 or 1): which samples keep the pyramid adapter's style
+        vector (``diffusion dropout_drops=style``); ``use_adapter=False``: without the adapter's features and
+        style (the unconditional branch of ``eval guidance_drops=adapter``)."""
         n = noisy.shape[0]
         if aug_level is None:
             aug_level = noisy.new_zeros(n)
         x = torch.cat([noisy, lr_latent], dim=1) if self.concat else noisy
-        self.adapter_features = self.adapter(lr_latent) if self.adapter is not None else None
+        self._adapter_state(lr_latent, style_keep, use_adapter)
         if self.kind == "pixart":
             added = {k: v.to(noisy.device).expand(n, -1) for k, v in self.added.items()}
             added = {"resolution": None, "aspect_ratio": None, **added, "aug_level": aug_level.float()}
@@ -207,6 +224,21 @@ class SRTransformer(nn.Module):
         else:
             out = self.base(x, timestep=timesteps, class_labels=aug_level.float()).sample
         return out[:, : self.channels]
+
+    def _adapter_state(self, lr_latent, style_keep, use_adapter: bool) -> None:
+        """What the adapter's hooks read in this call (nothing without the adapter)."""
+        self.adapter_features = None
+        if self.injection is not None:
+            self.injection.state = None
+        if self.adapter is None or not use_adapter:
+            return
+        if self.injection is None:
+            self.adapter_features = self.adapter(lr_latent)
+            return
+        features, style = self.adapter(lr_latent)
+        if style_keep is not None:
+            style = style * style_keep.reshape(-1, 1).to(style.dtype)
+        self.injection.state = InjectionState(features, style)
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
@@ -252,8 +284,10 @@ class SRTransformer(nn.Module):
             save_lora(self.base, self.lora_config, folder)
         else:
             self.base.save_pretrained(folder / "transformer", safe_serialization=True)
-        conditioning = {
-            k: v.detach().contiguous().cpu() for k, v in self.trainable_state_dict().items() if "lora_" not in k
+        conditioning = {  # everything trained but the base's LoRA (in peft's files)
+            k: v.detach().contiguous().cpu()
+            for k, v in self.trainable_state_dict().items()
+            if not (k.startswith("base.") and "lora_" in k)
         }
         save_file(conditioning, str(folder / "sr_conditioning.safetensors"))
         meta = {
