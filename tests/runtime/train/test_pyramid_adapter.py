@@ -218,3 +218,31 @@ def test_new_settings_at_their_default_keep_the_dump_and_so_the_hash():
     assert "dropout_drops" not in schemas.Diffusion().model_dump()
     assert "guidance_drops" not in schemas.Eval().model_dump()
     assert schemas.Eval.model_validate(schemas.Eval(guidance_drops="adapter").model_dump()).guidance_drops == "adapter"
+
+
+def test_a_run_with_the_scripts_semantics_trains_the_pyramid_and_rebuilds_it(tmp_path):
+    """A whole run (4 steps, EMA, checkpoints, eval with guidance 3): the pyramid, the injection and the
+    res_proj LoRA train; the final generator reloads to the same weights; export --merge refuses plainly."""
+    from ditsr_plan.compiler import compile_plan
+    from ditsr_plan.runtime.run import run_plan
+    from ditsr_plan.runtime.run.export import export_merged, rebuild_generator
+    from ditsr_plan.runtime.run.folder import RunError
+    from ditsr_plan.testing import pretrained_plan
+
+    folder = make_pixart(tmp_path)
+    line = (
+        f"model pixart path={folder} lora=4 lora_targets=to_q,to_k,to_v,to_out.0,res_proj {PYRAMID} "
+        "pyramid_heads=default"
+    )
+    extra = "diffusion dropout_drops=style\neval every=4 steps=2 size=32 cfg=3 guidance_drops=adapter lpips=off\n"
+    graph = compile_plan(pretrained_plan(tmp_path, line, extra=extra))
+    run_plan(graph, tmp_path / "run", quiet=True)
+    trained, _ = rebuild_generator(tmp_path / "run", ema=False)
+    assert torch.any(trained.injection.layers[0].res_proj.lora_B["default"].weight != 0)
+    assert torch.any(trained.injection.layers[0].modulation.weight != 0)
+    noisy, lr, t = _inputs()
+    with torch.no_grad():
+        ours = trained.eval()(noisy, lr, t)
+    assert not torch.allclose(ours, _base(folder, noisy, t), atol=1e-4)
+    with pytest.raises(RunError, match="adapter=pyramid"):
+        export_merged(tmp_path / "run", tmp_path / "merged")
