@@ -53,6 +53,7 @@ SLOW_TESTS = (
     "tests/runtime/train/test_pretrained.py",
     "tests/runtime/train/test_pyramid_adapter.py",  # tiny PixArts with the pyramid, a run; one at XL shape on meta
     "tests/runtime/train/test_dropped_conditioning.py::test_dropout",  # a trainer of a tiny PixArt each
+    "tests/runtime/train/test_pth_checkpoint.py",  # tiny PixArts written and read as original checkpoints
     "tests/runtime/train/test_speed_paths.py",
     # single tests of 10-22 s each on 2 idle cores (the fast tier took 5 min with them, 3.5 without)
     "tests/runtime/validate/test_evaluator.py::test_run_with_eval_writes_metrics_grids_and_strips",

@@ -33,6 +33,7 @@ from .aug_level import AugLevelEmbedding, attach
 from .conditioning import LRAdapter, attach_adapter, widen_patch_embedding
 from .injection import Injection, InjectionState
 from .lora import add_lora, merge_lora, save_lora
+from .pixart_pth import caption_file, load_original
 from .pyramid_model import build_pyramid, has_linear
 
 CLASSES = {
@@ -79,8 +80,16 @@ class SRTransformer(nn.Module):
         what = f"model {kind} path"
         path = settings.path
         assert path is not None, "a DiT without path= is trained from scratch (dit.py)"
-        self.base = load_pretrained(cls, path, settings.subfolder, what, low_cpu_mem_usage=True)
-        self.source = Path(path).expanduser() / (settings.subfolder or "")
+        self.null_caption: torch.Tensor | None = None  # the original checkpoint's learned one
+        self.fingerprint: dict | None = None
+        if kind == "pixart" and Path(path).suffix == ".pth":
+            if settings.subfolder:
+                raise LoadError(f"{what}={path}: a .pth checkpoint is one file: drop subfolder=")
+            self.source = Path(path).expanduser()
+            self.base, self.null_caption, self.fingerprint = load_original(self.source, what)
+        else:
+            self.base = load_pretrained(cls, path, settings.subfolder, what, low_cpu_mem_usage=True)
+            self.source = Path(path).expanduser() / (settings.subfolder or "")
         config = self.base.config
         c = latent_channels
         if config.in_channels != c:
@@ -125,7 +134,8 @@ class SRTransformer(nn.Module):
         self._choose_trained(device)
         if settings.checkpointing:
             self.base.enable_gradient_checkpointing()
-        self.fingerprint = base_fingerprint(self.source)
+        if self.fingerprint is None:
+            self.fingerprint = base_fingerprint(self.source)
 
     # ---- construction ---------------------------------------------------------------------------------
 
@@ -157,13 +167,18 @@ class SRTransformer(nn.Module):
             return
         config = self.base.config
         caption = self.settings.caption
-        if caption == "null":
+        if caption == "null" and self.null_caption is not None:
+            embedding = self.null_caption.float()[None]
+        elif caption == "null":
             embedding = torch.zeros(1, 1, config.caption_channels)
+        elif Path(caption).suffix == ".pth":
+            embedding = caption_file(Path(caption), "model pixart caption").float()
+            embedding = embedding[None] if embedding.ndim == 2 else embedding
         else:
             from safetensors.torch import load_file
 
             if not Path(caption).is_file():
-                raise LoadError(f"model pixart caption={caption}: no such file (a .safetensors file, or null)")
+                raise LoadError(f"model pixart caption={caption}: no such file (a .safetensors or .pth file, or null)")
             try:
                 tensors = load_file(caption)
             except Exception as exc:  # safetensors raises its own error type for a file that is not one
@@ -172,11 +187,11 @@ class SRTransformer(nn.Module):
                 raise LoadError(f"model pixart caption={caption}: expected one tensor, found {sorted(tensors)}")
             embedding = next(iter(tensors.values())).float()
             embedding = embedding[None] if embedding.ndim == 2 else embedding
-            if embedding.shape[-1] != config.caption_channels:
-                raise LoadError(
-                    f"model pixart caption={caption}: {embedding.shape[-1]} channels, the model takes "
-                    f"{config.caption_channels}"
-                )
+        if embedding.ndim != 3 or embedding.shape[-1] != config.caption_channels:
+            raise LoadError(
+                f"model pixart caption={caption}: a {tuple(embedding.shape)} tensor, the model takes L x "
+                f"{config.caption_channels} (its caption channels)"
+            )
         self.register_buffer("caption", embedding, persistent=False)
         if self.base.use_additional_conditions:
             self.added = {
