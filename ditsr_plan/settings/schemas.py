@@ -327,7 +327,8 @@ class PixartModel(PretrainedSettings):
     subfolder=transformer), fine-tuned for SR: LR conditioning, a fixed caption, LoRA."""
 
     path: str = Field(
-        description="a local PixArtTransformer2DModel folder (or a whole pipeline's, with subfolder=transformer)",
+        description="a local PixArtTransformer2DModel folder (or a whole pipeline's, with subfolder=transformer), "
+        "or the original PixArt-alpha checkpoint (FILE.pth, read with weights_only=True)",
         json_schema_extra={"metavar": "DIR", "path": True},
     )
     caption: str = Field(
