@@ -85,3 +85,12 @@ def test_dropping_what_the_model_does_not_have_is_a_plan_error(tmp_path, extra, 
         compile_plan(tiny_plan(tmp_path, extra=extra))
     text = str(info.value)
     assert key in text and "adapter" in text and "tiny.plan:" in text
+
+
+def test_the_new_keys_at_their_default_keep_the_plan_hash_and_otherwise_change_it(tmp_path):
+    """Old plans keep their hashes (and their runs resume): a default written out or left out is the same plan."""
+    plain = compile_plan(tiny_plan(tmp_path / "a", extra="eval every=6\n")).hash
+    extra = "diffusion dropout_drops=lr\neval every=6 guidance_drops=lr\n"
+    written = compile_plan(tiny_plan(tmp_path / "b", extra=extra))
+    other = compile_plan(tiny_plan(tmp_path / "c", extra="diffusion cond_dropout=0.2\neval every=6\n"))
+    assert written.hash == plain != other.hash

@@ -246,3 +246,22 @@ def test_a_run_with_the_scripts_semantics_trains_the_pyramid_and_rebuilds_it(tmp
     assert not torch.allclose(ours, _base(folder, noisy, t), atol=1e-4)
     with pytest.raises(RunError, match="adapter=pyramid"):
         export_merged(tmp_path / "run", tmp_path / "merged")
+
+
+def _gradients(tmp_path: Path, checkpointing: bool) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    targets = "to_q,to_k,to_v,to_out.0,res_proj"
+    model = _generator(tmp_path, 3, lora=4, lora_targets=targets, pyramid_heads="default", checkpointing=checkpointing)
+    with torch.no_grad():
+        for layer in model.injection.layers:
+            torch.nn.init.normal_(layer.modulation.weight, std=0.1)
+    noisy, lr, t = _inputs()
+    model.train()(noisy, lr, t, style_keep=torch.tensor([1.0, 0.0])).square().mean().backward()
+    return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_activation_checkpointing_recomputes_the_same_injection(tmp_path):
+    """The hooks read the call's state, so the blocks' recomputation in backward gives the same gradients."""
+    plain, checkpointed = _gradients(tmp_path / "a", False), _gradients(tmp_path / "b", True)
+    assert plain.keys() == checkpointed.keys() and "adapter.heads.0.out.weight" in plain
+    assert all(torch.allclose(plain[k], checkpointed[k], atol=1e-7) for k in plain)
