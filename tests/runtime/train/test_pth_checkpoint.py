@@ -92,3 +92,11 @@ def test_a_file_that_is_not_a_pixart_checkpoint_is_named(tmp_path, content, mess
         torch.save(content, path)
     with pytest.raises(LoadError, match=message):
         _generator(path)
+
+
+def test_legacy_format_and_ddp_prefixes_are_read(tmp_path):
+    from ditsr_plan.runtime.train.generators.pixart_pth import read_checkpoint
+
+    path = tmp_path / "legacy.pth"
+    torch.save({"state_dict": {"module.t_block.1.bias": torch.ones(2)}}, path, _use_new_zipfile_serialization=False)
+    assert list(read_checkpoint(path, "model pixart path")) == ["t_block.1.bias"]

@@ -73,7 +73,7 @@ def read_checkpoint(path: Path, what: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise LoadError(f"{what}={path}: no such file (an original PixArt .pth checkpoint, or a diffusers folder)")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        data = _load(path)
     except pickle.UnpicklingError:
         # torch's message goes on to suggest weights_only=False, which would run the file's code: not passed on
         raise LoadError(
@@ -88,6 +88,16 @@ def read_checkpoint(path: Path, what: str) -> dict[str, torch.Tensor]:
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise LoadError(f"{what}={path}: not a state dict of tensors (nor {{'state_dict': ...}})")
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in data.items()}
+
+
+def _load(path: Path) -> Any:
+    """``torch.load`` with weights only, memory-mapped when the file is of the zip format (else read)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def convert(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
