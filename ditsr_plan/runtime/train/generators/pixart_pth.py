@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -74,11 +75,16 @@ def read_checkpoint(path: Path, what: str) -> dict[str, torch.Tensor]:
         raise LoadError(f"{what}={path}: no such file (an original PixArt .pth checkpoint, or a diffusers folder)")
     try:
         data = _load(path)
-    except pickle.UnpicklingError:
-        # torch's message goes on to suggest weights_only=False, which would run the file's code: not passed on
+    except pickle.UnpicklingError as exc:
+        # torch's message suggests weights_only=False or allow-listing, which would run the file's code: only
+        # the name of what it refused is passed on
+        named = re.search(r"GLOBAL (\S+)", str(exc))
+        if named is None and "Unsupported global" not in str(exc):
+            raise LoadError(f"{what}={path}: not a readable PyTorch checkpoint (not a pickle of tensors)") from None
         raise LoadError(
-            f"{what}={path}: refused: the file holds Python objects other than tensors (code would run to load "
-            "them); an original PixArt checkpoint holds tensors only -- is it the file you meant?"
+            f"{what}={path}: refused: the file holds Python objects other than tensors "
+            f"({named.group(1) if named else 'an object'}: code would run to load it); an original PixArt "
+            "checkpoint holds tensors only -- is it the file you meant?"
         ) from None
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
