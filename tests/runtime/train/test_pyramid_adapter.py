@@ -221,18 +221,20 @@ def test_new_settings_at_their_default_keep_the_dump_and_so_the_hash():
 
 
 def test_a_run_with_the_scripts_semantics_trains_the_pyramid_and_rebuilds_it(tmp_path):
-    """A whole run (4 steps, EMA, checkpoints, eval with guidance 3): the pyramid, the injection and the
-    res_proj LoRA train; the final generator reloads to the same weights; export --merge refuses plainly."""
+    """A whole run on an original-layout .pth (4 steps, EMA, checkpoints, eval with guidance 3): the pyramid,
+    the injection and the res_proj LoRA train; the final generator reloads on the same base; export --merge
+    refuses plainly."""
     from ditsr_plan.compiler import compile_plan
     from ditsr_plan.runtime.run import run_plan
     from ditsr_plan.runtime.run.export import export_merged, rebuild_generator
     from ditsr_plan.runtime.run.folder import RunError
-    from ditsr_plan.testing import pretrained_plan
+    from ditsr_plan.testing import pretrained_plan, save_original_pixart
 
-    folder = make_pixart(tmp_path)
+    folder = make_pixart(tmp_path / "diffusers")
+    pth = save_original_pixart(folder, tmp_path / "PixArt-tiny.pth", caption_tokens=1)
+    (tmp_path / "config.json").write_text((folder / "config.json").read_text())  # the heads of a tiny width
     line = (
-        f"model pixart path={folder} lora=4 lora_targets=to_q,to_k,to_v,to_out.0,res_proj {PYRAMID} "
-        "pyramid_heads=default"
+        f"model pixart path={pth} lora=4 lora_targets=to_q,to_k,to_v,to_out.0,res_proj {PYRAMID} pyramid_heads=default"
     )
     extra = "diffusion dropout_drops=style\neval every=4 steps=2 size=32 cfg=3 guidance_drops=adapter lpips=off\n"
     graph = compile_plan(pretrained_plan(tmp_path, line, extra=extra))
@@ -243,6 +245,7 @@ def test_a_run_with_the_scripts_semantics_trains_the_pyramid_and_rebuilds_it(tmp
     noisy, lr, t = _inputs()
     with torch.no_grad():
         ours = trained.eval()(noisy, lr, t)
+    assert trained.caption.shape == (1, 1, 8)  # the checkpoint's learned null caption
     assert not torch.allclose(ours, _base(folder, noisy, t), atol=1e-4)
     with pytest.raises(RunError, match="adapter=pyramid"):
         export_merged(tmp_path / "run", tmp_path / "merged")
