@@ -285,6 +285,8 @@ class SRTransformer(nn.Module):
             "train": self.train_mode,
             "cond": self.settings.cond,
         }
+        if self.injection is not None:
+            info["cond"] = f"{self.settings.cond} (pyramid adapter into {len(self.injection.layers)} blocks)"
         if self.lora_config is not None:
             info["lora"] = f"rank {self.settings.lora} on {self.settings.lora_targets}"
         return info
