@@ -4,12 +4,14 @@ augmentation level, and which of its weights train.
 
 - LR conditioning (``cond``): ``concat`` widens the patch embedding to take the LR latent as extra input
   channels, the new weights at zero; ``adapter`` adds the features of a small convolutional encoder of the
-  LR latent to every block's input through zero-initialised projections; ``concat+adapter`` both (the
-  reference). At step 0 the model's output equals the base model's.
-- PixArt's text conditioning: ``caption=null`` uses one token of zeros (fixed, not learned: the reference
-  uses a fixed embedding of the empty prompt too, and a learned one would be one more trained tensor to
-  carry into every export), ``caption=FILE.safetensors`` a precomputed embedding (its one tensor, L x C or
-  1 x L x C). The resolution and aspect-ratio conditions of the 1024 px models come from the crop size.
+  LR latent to every block's input through zero-initialised projections (``adapter=pyramid``: the
+  reference scripts' feature pyramid and hybrid injection, ``pyramid.py`` and ``injection.py``);
+  ``concat+adapter`` both (the reference). At step 0 the model's output equals the base model's.
+- ``path=FILE.pth``: the original PixArt-alpha checkpoint (``pixart_pth.py``).
+- PixArt's text conditioning: ``caption=null`` is that checkpoint's learned null caption (``y_embedding``),
+  or with a diffusers folder one token of zeros (fixed, not learned); ``caption=FILE.safetensors`` a
+  precomputed embedding (its one tensor, L x C or 1 x L x C), ``caption=FILE.pth`` an original checkpoint's
+  ``y_embedding``. The resolution and aspect-ratio conditions of the 1024 px models come from the crop size.
 - A checkpoint that predicts the variance too (out channels = 2 x the latent's) is used through its first
   half, the velocity.
 - ``train``: ``lora`` (the adapters only), ``lora+cond`` (the adapters and the conditioning: the widened
