@@ -268,3 +268,10 @@ def test_activation_checkpointing_recomputes_the_same_injection(tmp_path):
     plain, checkpointed = _gradients(tmp_path / "a", False), _gradients(tmp_path / "b", True)
     assert plain.keys() == checkpointed.keys() and "adapter.heads.0.out.weight" in plain
     assert all(torch.allclose(plain[k], checkpointed[k], atol=1e-7) for k in plain)
+
+
+def test_lora_on_the_injection_alone_is_named(tmp_path):
+    from ditsr_plan.runtime.train.loading import LoadError
+
+    with pytest.raises(LoadError, match="at least one linear layer of the transformer"):
+        _generator(tmp_path, lora=4, lora_targets="res_proj")

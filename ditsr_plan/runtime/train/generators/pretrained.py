@@ -129,6 +129,8 @@ class SRTransformer(nn.Module):
             targets = [t.strip() for t in settings.lora_targets.split(",") if t.strip()]
             ours = [t for t in targets if self.injection is not None and has_linear(self.injection, t)]
             base_targets = [t for t in targets if t not in ours]
+            if not base_targets:
+                raise LoadError("model lora_targets: name at least one linear layer of the transformer (e.g. to_q)")
             self.lora_config = add_lora(self.base, settings.lora, alpha, settings.lora_dropout, base_targets)
             if ours:  # the injection's residual projections (res_proj), as the scripts wrapped them
                 assert self.injection is not None
