@@ -108,6 +108,47 @@ def make_pixart(folder: Path, in_channels: int = 4, out_channels: int = 8, seed:
     return folder / "pixart"
 
 
+def save_original_pixart(folder: Path, out: Path, caption_tokens: int = 3, seed: int = 0) -> Path:
+    """The diffusers PixArt at ``folder`` written as an original PixArt-alpha checkpoint (``out``, a .pth of
+    ``{"state_dict": ...}`` in PixArt's own names, with a random learned null caption ``y_embedding`` of
+    ``caption_tokens`` tokens): what ``model pixart path=FILE.pth`` reads. Written name by name here, apart
+    from the runtime's conversion, so that the test of one is not the other."""
+    import torch
+    from diffusers import PixArtTransformer2DModel
+
+    model: Any = PixArtTransformer2DModel.from_pretrained(folder)
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    orig = {"pos_embed": model.pos_embed.pos_embed.detach().clone()}
+    names = {
+        "pos_embed.proj": "x_embedder.proj",
+        "adaln_single.emb.timestep_embedder.linear_1": "t_embedder.mlp.0",
+        "adaln_single.emb.timestep_embedder.linear_2": "t_embedder.mlp.2",
+        "adaln_single.linear": "t_block.1",
+        "caption_projection.linear_1": "y_embedder.y_proj.fc1",
+        "caption_projection.linear_2": "y_embedder.y_proj.fc2",
+        "proj_out": "final_layer.linear",
+    }
+    for ours, theirs in names.items():
+        for leaf in ("weight", "bias"):
+            orig[f"{theirs}.{leaf}"] = sd[f"{ours}.{leaf}"]
+    orig["final_layer.scale_shift_table"] = sd["scale_shift_table"]
+    for i in range(len(model.transformer_blocks)):
+        b, o = f"transformer_blocks.{i}.", f"blocks.{i}."
+        orig[o + "scale_shift_table"] = sd[b + "scale_shift_table"]
+        for leaf in ("weight", "bias"):
+            orig[f"{o}attn.qkv.{leaf}"] = torch.cat([sd[f"{b}attn1.to_{x}.{leaf}"] for x in "qkv"])
+            orig[f"{o}attn.proj.{leaf}"] = sd[f"{b}attn1.to_out.0.{leaf}"]
+            orig[f"{o}cross_attn.q_linear.{leaf}"] = sd[f"{b}attn2.to_q.{leaf}"]
+            orig[f"{o}cross_attn.kv_linear.{leaf}"] = torch.cat([sd[f"{b}attn2.to_{x}.{leaf}"] for x in "kv"])
+            orig[f"{o}cross_attn.proj.{leaf}"] = sd[f"{b}attn2.to_out.0.{leaf}"]
+            orig[f"{o}mlp.fc1.{leaf}"] = sd[f"{b}ff.net.0.proj.{leaf}"]
+            orig[f"{o}mlp.fc2.{leaf}"] = sd[f"{b}ff.net.2.{leaf}"]
+    g = torch.Generator().manual_seed(seed)
+    orig["y_embedder.y_embedding"] = torch.randn(caption_tokens, model.config.caption_channels, generator=g)
+    torch.save({"state_dict": orig}, out)
+    return out
+
+
 def make_dit(folder: Path, in_channels: int = 4, out_channels: int = 8, seed: int = 0) -> Path:
     """A tiny randomly initialised class-conditional DiTTransformer2DModel saved to ``folder/dit``."""
     import torch

@@ -51,6 +51,9 @@ SLOW_TESTS = (
     "tests/runtime/run/test_hostile_checkpoints.py",
     "tests/runtime/run/test_run_folder_fuzz.py",  # 1,000 mutated run folders
     "tests/runtime/train/test_pretrained.py",
+    "tests/runtime/train/test_pyramid_adapter.py",  # tiny PixArts with the pyramid, a run; one at XL shape on meta
+    "tests/runtime/train/test_dropped_conditioning.py::test_dropout",  # a trainer of a tiny PixArt each
+    "tests/runtime/train/test_pth_checkpoint.py",  # tiny PixArts written and read as original checkpoints
     "tests/runtime/train/test_speed_paths.py",
     "tests/runtime/train/test_train_sets.py",  # tiny PixArt trainers, 40 s
     "tests/cli/test_show_params.py",  # PixArt-XL/2 built on the meta device, twice

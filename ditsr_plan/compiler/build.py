@@ -244,6 +244,7 @@ class _Compiler:
             if name not in blocks:
                 blocks[name] = Block(name, kind, self.scaled_settings(BLOCKS[name][kind]()))
         blocks["degrade"] = self.degrade_block(blocks)
+        self.check_dropped_conditioning(blocks)
         ev = blocks.get("eval")
         if ev is not None and isinstance(ev.settings, Eval) and self.scale.factor < 1:
             # a shortened run keeps at most MAX_SCALED_EVALS evals: every eval samples its full number of
@@ -260,6 +261,26 @@ class _Compiler:
             update = {k: v for k, v in preset.items() if getattr(settings, k) is None}
             blocks["model"] = replace(model, settings=settings.model_copy(update=update))
         return dict(sorted(blocks.items()))
+
+    def check_dropped_conditioning(self, blocks: dict[str, Block]) -> None:
+        """``diffusion dropout_drops=style`` needs the pyramid adapter's style vector, ``eval
+        guidance_drops=adapter`` an adapter (otherwise the unconditional branch would be the conditional one)."""
+        model = blocks["model"].settings
+        cond = getattr(model, "cond", "")
+        pyramid = "adapter" in cond and getattr(model, "adapter", None) == "pyramid"
+        checks = (
+            ("diffusion", "dropout_drops", "style", pyramid, "model pixart cond=concat+adapter adapter=pyramid"),
+            ("eval", "guidance_drops", "adapter", "adapter" in cond, "a pretrained model with cond=concat+adapter"),
+        )
+        for name, key, value, possible, needs in checks:
+            block = blocks.get(name)
+            if block is not None and getattr(block.settings, key, None) == value and not possible:
+                self.error(
+                    VALUE,
+                    f"{name} {key}={value} needs an LR adapter to drop, and this plan's model has none",
+                    block.value_origins.get(key, block.origin),
+                    hint=f"use {needs}, or {key}=lr",
+                )
 
     def degrade_block(self, blocks: dict[str, Block]) -> Block:
         """The degradation: the ``degrade`` block when the plan writes one, else the defaults of the data

@@ -7,6 +7,7 @@ can scale them. New blocks (the runtime's ``model``, ``data``, ...) are added to
 without touching the grammar.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -33,6 +34,7 @@ class HashedWhenSet:
     so its hash: old plans keep their hashes and old runs resume); set to another value it is hashed."""
 
 
+@functools.cache
 def hash_neutral(model: type[BaseModel]) -> dict[str, Any]:
     """The :class:`HashedWhenSet` fields of ``model`` and their defaults."""
     return {
@@ -72,8 +74,22 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 Late = HashedWhenSet()  # the marker of a field that is hashed only when set to another value than its default
 
 
+def _hash_neutral_defaults(schema: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the :class:`HashedWhenSet` fields of ``schema`` left at their default."""
+    for name, default in hash_neutral(type(schema)).items():
+        if name in data and getattr(schema, name) == default:
+            del data[name]
+    return data
+
+
 class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Every field, but a :class:`HashedWhenSet` field at its default (out of the hash and the graph JSON)."""
+        data: dict[str, Any] = handler(self)
+        return _hash_neutral_defaults(self, data)
 
 
 # ---- loss-term kinds -------------------------------------------------------------------------
@@ -323,10 +339,10 @@ class DitModel(PretrainedSettings):
     patch: int = Field(2, ge=1, le=8, description="transformer patch size, in latent pixels")
 
     @model_serializer(mode="wrap")
-    def _only_what_runs(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Only the keys of the DiT that runs: a DiT from scratch has no pretrained settings (but
         ``checkpointing``), a pretrained one's folder decides the keys that describe one from scratch."""
-        data: dict[str, Any] = handler(self)
+        data: dict[str, Any] = _hash_neutral_defaults(self, handler(self))
         if self.path is None:
             return {k: v for k, v in data.items() if k in FROM_SCRATCH or k == "checkpointing"}
         return {k: v for k, v in data.items() if k not in FROM_SCRATCH}
@@ -350,15 +366,51 @@ class PixartModel(PretrainedSettings):
     subfolder=transformer), fine-tuned for SR: LR conditioning, a fixed caption, LoRA."""
 
     path: str = Field(
-        description="a local PixArtTransformer2DModel folder (or a whole pipeline's, with subfolder=transformer)",
+        description="a local PixArtTransformer2DModel folder (or a whole pipeline's, with subfolder=transformer), "
+        "or the original PixArt-alpha checkpoint (FILE.pth, read with weights_only=True)",
         json_schema_extra={"metavar": "DIR", "path": True},
     )
     caption: str = Field(
         "null",
-        description="null: one token of zeros (fixed); or a .safetensors file holding the empty prompt's "
-        "T5 embedding, as the reference uses",
+        description="null: the original checkpoint's learned null caption (y_embedding) with path=FILE.pth, one "
+        "token of zeros (fixed) with a diffusers folder; or a file: a .safetensors holding one caption embedding "
+        "(L x C), or an original PixArt .pth checkpoint whose y_embedding is taken",
         json_schema_extra={"path": True},
     )
+    adapter: Annotated[Literal["small", "pyramid"], Late] = Field(
+        "small",
+        description="the LR adapter of cond=adapter: small (three convs, one zero-init linear per block added to "
+        "its input) or pyramid (the reference scripts': a feature pyramid with per-layer heads, hybrid adaLN "
+        "injection gated by s_layer*tanh(MLP(t)), a style vector added to t)",
+    )
+    adapter_layers: Annotated[str, Late] = Field(
+        "front_dense",
+        pattern=r"^(front_dense|all|\d{1,3}(,\d{1,3})*)$",
+        description="blocks the pyramid adapter injects into: front_dense (0-14, 15, 17, 19, 21, 23: the scripts'; "
+        "those that exist), all, or block indices I,J,...",
+    )
+    pyramid_width: Annotated[int, Late] = Field(
+        128,
+        ge=32,
+        le=1024,
+        multiple_of=32,
+        description="base width of the pyramid adapter (x2, x4, x8 over its stages; GroupNorm of 32 groups)",
+    )
+    pyramid_heads: Annotated[Literal["zero", "default"], Late] = Field(
+        "zero",
+        description="init of each pyramid head's last conv: zero (the scripts'; with the zero-init injection "
+        "the spatial path then never gets a gradient, lint A001) or default (PyTorch's: it learns, and step 0 "
+        "still equals the base model)",
+    )
+
+    @model_validator(mode="after")
+    def _pyramid_needs_the_adapter(self) -> Self:
+        pyramid = [
+            k for k in ("adapter", "adapter_layers", "pyramid_width", "pyramid_heads") if k in self.model_fields_set
+        ]
+        if pyramid and "adapter" not in self.cond:
+            raise ValueError(f"{', '.join(pyramid)} set the LR adapter: give cond=adapter or cond=concat+adapter")
+        return self
 
 
 class CustomModel(Schema):
@@ -413,7 +465,14 @@ class Diffusion(Schema):
         "the LR latent (added back after sampling: SR diffusion on the detail only, learnt far faster from scratch)",
     )
     lr_noise: float = Field(0.15, ge=0, le=1, description="max std of the noise added to the LR latent")
-    cond_dropout: float = Field(0.1, ge=0, le=1, description="probability of zeroing the LR latent")
+    cond_dropout: float = Field(
+        0.1, ge=0, le=1, description="probability of dropping a training sample's conditioning (dropout_drops)"
+    )
+    dropout_drops: Annotated[Literal["lr", "style"], Late] = Field(
+        "lr",
+        description="what a dropped sample loses: lr (the whole LR latent is zeroed, and its augmentation level) "
+        "or style (only the pyramid adapter's style vector, as the reference scripts did)",
+    )
     set_alpha_to_one: Annotated[bool, Late] = Field(
         True,
         description="DDIM's last step goes to alpha = 1 (diffusers' default); false: to the first timestep's "
@@ -653,6 +712,11 @@ class Eval(Schema):
         "ts[round(lq_init x (steps - 1))] (the reference's strength); 0 = from pure noise",
     )
     cfg: float = Field(1.0, ge=1, le=20, description="classifier-free guidance scale; 1 = none")
+    guidance_drops: Annotated[Literal["lr", "adapter"], Late] = Field(
+        "lr",
+        description="what the unconditional branch of guidance drops: lr (the LR latent is zeroed) or adapter "
+        "(the adapter's features and style; the concatenated LR latent is kept, as the reference scripts did)",
+    )
     seed: int = Field(0, ge=0, description="the validation LR and the sampler's start noise derive from it")
     lpips: Literal["auto", "off"] = Field("auto", description="LPIPS metric when the pretrained trunk is cached")
     pack: str | None = Field(

@@ -107,6 +107,16 @@ CASES = {
         "stage B 3k..: lpips 0->0.3 linear; edge 0->0.05 linear; flat 0->0.06 linear\n",
         [("X001", 8), ("X001", 8)],
     ),
+    "A001 the scripts' zero-initialised pyramid heads cannot learn": (
+        DECLS + "model pixart path=pixart cond=concat+adapter adapter=pyramid\nstage A 0..3k: v 1; l1 1\n"
+        "stage B 3k..: lpips 0->0.3 linear; edge 0->0.05 linear; flat 0->0.06 linear\n",
+        [("A001", 8)],
+    ),
+    "A001 pyramid heads at PyTorch's init learn": (
+        DECLS + "model pixart path=pixart cond=concat+adapter adapter=pyramid pyramid_heads=default\n"
+        "stage A 0..3k: v 1; l1 1\nstage B 3k..: lpips 0->0.3 linear; edge 0->0.05 linear; flat 0->0.06 linear\n",
+        [],
+    ),
 }
 
 

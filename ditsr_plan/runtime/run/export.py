@@ -85,7 +85,8 @@ def _load_final(model, final: Path) -> None:
         model.base.load_state_dict(whole)
     path = final / "sr_conditioning.safetensors"
     conditioning = _tensors(path)
-    expected = {k: v for k, v in model.trainable_state_dict().items() if "lora_" not in k}
+    # everything trained but the base's LoRA (the pyramid injection's res_proj LoRA is conditioning)
+    expected = {k: v for k, v in model.trainable_state_dict().items() if not (k.startswith("base.") and "lora_" in k)}
     _check_fit(path, conditioning, expected)
     model.load_state_dict(conditioning, strict=False)
 
@@ -140,6 +141,11 @@ def export_merged(run_dir: Path, out: Path, ema: bool = True, note=lambda line: 
         note(line)
 
     model, _ = rebuild_generator(run_dir, ema, note=noted)
+    if getattr(model, "injection", None) is not None:
+        raise RunError(
+            "model pixart adapter=pyramid: its injection hooks into the transformer's blocks and is no diffusers "
+            "module, so there is no merged folder to write yet; use the run itself (ditsr-plan upscale RUN ...)"
+        )
     merged = model.merged()
     merged.save_pretrained(out, safe_serialization=True)
     info = {

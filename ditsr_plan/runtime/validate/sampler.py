@@ -3,7 +3,8 @@
 ``lq_init=s`` (the reference's ``strength``) skips the fraction ``s`` of the schedule: with the descending
 timesteps ``ts``, ``start = round(s (len(ts) - 1))``, the LR latent is noised to ``ts[start]`` and sampling
 runs ``ts[start:]`` (0.1 of 50 steps starts at t = 880); ``lq_init=0`` starts from pure noise. ``cfg`` > 1
-mixes in the prediction without LR conditioning. The model is told augmentation level 0. With
+mixes in the prediction without LR conditioning (``guidance_drops``: without the LR latent, or without
+the adapter only). The model is told augmentation level 0. With
 ``diffusion target=residual`` the sampler works on the residual (the LR-latent start is then the noised
 zero residual) and the LR latent is added back before decoding. Deterministic for the seed.
 """
@@ -22,6 +23,14 @@ def lq_init_start(steps: int, strength: float) -> int:
     """Index of the first timestep sampled with ``lq_init=strength`` among ``steps`` descending timesteps:
     ``round(strength * (steps - 1))`` (the reference's ``get_lq_init_latents``; Python's rounding)."""
     return round(strength * (steps - 1))
+
+
+def unconditional(model, x, cond, t, aug_level, drops: str) -> torch.Tensor:
+    """The unconditional branch of guidance: ``lr`` zeroes the LR latent; ``adapter`` drops the adapter's
+    features and style and keeps the LR latent (the concatenated one), as the reference scripts did."""
+    if drops == "adapter":
+        return model(x, cond, t, aug_level, use_adapter=False)
+    return model(x, torch.zeros_like(cond), t, aug_level)
 
 
 @torch.no_grad()
@@ -50,7 +59,7 @@ def sample(
             tt = t.expand(x.shape[0]).to(device)
             v = model(x, cond, tt, no_aug).float()
             if settings.cfg != 1:
-                v_uncond = model(x, torch.zeros_like(cond), tt, no_aug).float()
+                v_uncond = unconditional(model, x, cond, tt, no_aug, settings.guidance_drops).float()
                 v = v_uncond + settings.cfg * (v - v_uncond)
             x = sched.step(v, t, x).prev_sample
         sr = latent.decode(x + base).float().clamp(-1, 1)

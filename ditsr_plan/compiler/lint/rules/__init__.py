@@ -1,5 +1,6 @@
 """Every lint rule, one module each, in the order ``ditsr-plan rules`` lists them."""
 
+from .a001_adapter_cannot_learn import AdapterCannotLearn
 from .f001_ffl_too_strong import FflTooStrong
 from .f002_ffl_too_early import FflTooEarly
 from .g001_gan_too_strong import GanTooStrong
@@ -31,6 +32,7 @@ RULES = (
     FlatBelowEdge,
     PatchTooSmall,
     RunsCode,
+    AdapterCannotLearn,
     UnusedNoqa,
 )
 

@@ -4,12 +4,14 @@ augmentation level, and which of its weights train.
 
 - LR conditioning (``cond``): ``concat`` widens the patch embedding to take the LR latent as extra input
   channels, the new weights at zero; ``adapter`` adds the features of a small convolutional encoder of the
-  LR latent to every block's input through zero-initialised projections; ``concat+adapter`` both (the
-  reference). At step 0 the model's output equals the base model's.
-- PixArt's text conditioning: ``caption=null`` uses one token of zeros (fixed, not learned: the reference
-  uses a fixed embedding of the empty prompt too, and a learned one would be one more trained tensor to
-  carry into every export), ``caption=FILE.safetensors`` a precomputed embedding (its one tensor, L x C or
-  1 x L x C). The resolution and aspect-ratio conditions of the 1024 px models come from the crop size.
+  LR latent to every block's input through zero-initialised projections (``adapter=pyramid``: the
+  reference scripts' feature pyramid and hybrid injection, ``pyramid.py`` and ``injection.py``);
+  ``concat+adapter`` both (the reference). At step 0 the model's output equals the base model's.
+- ``path=FILE.pth``: the original PixArt-alpha checkpoint (``pixart_pth.py``).
+- PixArt's text conditioning: ``caption=null`` is that checkpoint's learned null caption (``y_embedding``),
+  or with a diffusers folder one token of zeros (fixed, not learned); ``caption=FILE.safetensors`` a
+  precomputed embedding (its one tensor, L x C or 1 x L x C), ``caption=FILE.pth`` an original checkpoint's
+  ``y_embedding``. The resolution and aspect-ratio conditions of the 1024 px models come from the crop size.
 - A checkpoint that predicts the variance too (out channels = 2 x the latent's) is used through its first
   half, the velocity.
 - ``train``: ``lora`` (the adapters only), ``lora+cond`` (the adapters and the conditioning: the widened
@@ -36,7 +38,10 @@ from ditsr_plan.settings import schemas
 from ..loading import LoadError, config_only, load_pretrained
 from .aug_level import AugLevelEmbedding, attach
 from .conditioning import LRAdapter, attach_adapter, widen_patch_embedding
+from .injection import Injection, InjectionState
 from .lora import add_lora, merge_lora, save_lora
+from .pixart_pth import caption_file, load_original
+from .pyramid_model import build_pyramid, has_linear
 from .train_sets import at_cond_lr, choose
 
 CLASSES = {
@@ -85,11 +90,20 @@ class SRTransformer(nn.Module):
         what = f"model {kind} path"
         path = settings.path
         assert path is not None, "a DiT without path= is trained from scratch (dit.py)"
-        if weights:
-            self.base = load_pretrained(cls, path, settings.subfolder, what, low_cpu_mem_usage=True)
+        self.null_caption: torch.Tensor | None = None  # the original checkpoint's learned one
+        self.fingerprint: dict | None = None
+        if kind == "pixart" and Path(path).suffix == ".pth":
+            if settings.subfolder:
+                raise LoadError(f"{what}={path}: a .pth checkpoint is one file: drop subfolder=")
+            self.source = Path(path).expanduser()
+            # weights=False too: the file is its own config (shapes), read memory-mapped
+            self.base, self.null_caption, self.fingerprint = load_original(self.source, what)
         else:
-            self.base = config_only(cls, path, settings.subfolder, what)
-        self.source = Path(path).expanduser() / (settings.subfolder or "")
+            if weights:
+                self.base = load_pretrained(cls, path, settings.subfolder, what, low_cpu_mem_usage=True)
+            else:
+                self.base = config_only(cls, path, settings.subfolder, what)
+            self.source = Path(path).expanduser() / (settings.subfolder or "")
         config = self.base.config
         c = latent_channels
         if config.in_channels != c:
@@ -107,30 +121,45 @@ class SRTransformer(nn.Module):
         if self.concat:
             self.base.pos_embed.proj = widen_patch_embedding(self.base.pos_embed.proj, c)
             self.base.register_to_config(in_channels=2 * c)
-        self.adapter: LRAdapter | None = None
+        self.adapter: nn.Module | None = None
         self.adapter_features = None
+        self.injection: Injection | None = None
         with torch.device("cpu" if weights else "meta"):
             self._build_sr_parts(c, inner, crop)
         self._choose_trained(device)
         if settings.checkpointing:
             self.base.enable_gradient_checkpointing()
-        self.fingerprint = base_fingerprint(self.source) if weights else None
+        if self.fingerprint is None and weights:
+            self.fingerprint = base_fingerprint(self.source)
 
     def _build_sr_parts(self, c: int, inner: int, crop: int) -> None:
-        """The adapter, the augmentation embedding, the caption and LoRA (on the meta device for weights=False)."""
+        """The adapter (small, or the scripts' pyramid and its injection), the augmentation embedding, the
+        caption and LoRA (on the meta device for weights=False)."""
         settings = self.settings
-        if "adapter" in settings.cond:
+        cond = settings.cond
+        pyramid = isinstance(settings, schemas.PixartModel) and settings.adapter == "pyramid"
+        if "adapter" in cond and not pyramid:
             blocks = len(self.base.transformer_blocks)
             self.adapter = LRAdapter(c, settings.adapter_width, self.patch_size, blocks, inner)
             attach_adapter(self.base.transformer_blocks, self)
         self.aug_level = AugLevelEmbedding(inner)
         self._attach_aug_level()
+        if "adapter" in cond and pyramid:
+            assert isinstance(settings, schemas.PixartModel)
+            self.adapter, self.injection = build_pyramid(self.base, settings, c, inner)
         self._conditions(crop)
         self.lora_config = None
         if settings.lora:
             alpha = settings.lora_alpha or settings.lora
             targets = [t.strip() for t in settings.lora_targets.split(",") if t.strip()]
-            self.lora_config = add_lora(self.base, settings.lora, alpha, settings.lora_dropout, targets)
+            ours = [t for t in targets if self.injection is not None and has_linear(self.injection, t)]
+            base_targets = [t for t in targets if t not in ours]
+            if not base_targets:
+                raise LoadError("model lora_targets: name at least one linear layer of the transformer (e.g. to_q)")
+            self.lora_config = add_lora(self.base, settings.lora, alpha, settings.lora_dropout, base_targets)
+            if ours:  # the injection's residual projections (res_proj), as the scripts wrapped them
+                assert self.injection is not None
+                add_lora(self.injection, settings.lora, alpha, settings.lora_dropout, ours)
 
     # ---- construction ---------------------------------------------------------------------------------
 
@@ -162,13 +191,18 @@ class SRTransformer(nn.Module):
             return
         config = self.base.config
         caption = self.settings.caption
-        if caption == "null" or not self.weights:
+        if caption == "null" and self.null_caption is not None:
+            embedding = self.null_caption.float()[None]
+        elif caption == "null" or not self.weights:
             embedding = torch.zeros(1, 1, config.caption_channels)
+        elif Path(caption).suffix == ".pth":
+            embedding = caption_file(Path(caption), "model pixart caption").float()
+            embedding = embedding[None] if embedding.ndim == 2 else embedding
         else:
             from safetensors.torch import load_file
 
             if not Path(caption).is_file():
-                raise LoadError(f"model pixart caption={caption}: no such file (a .safetensors file, or null)")
+                raise LoadError(f"model pixart caption={caption}: no such file (a .safetensors or .pth file, or null)")
             try:
                 tensors = load_file(caption)
             except Exception as exc:  # safetensors raises its own error type for a file that is not one
@@ -177,11 +211,11 @@ class SRTransformer(nn.Module):
                 raise LoadError(f"model pixart caption={caption}: expected one tensor, found {sorted(tensors)}")
             embedding = next(iter(tensors.values())).float()
             embedding = embedding[None] if embedding.ndim == 2 else embedding
-            if embedding.shape[-1] != config.caption_channels:
-                raise LoadError(
-                    f"model pixart caption={caption}: {embedding.shape[-1]} channels, the model takes "
-                    f"{config.caption_channels}"
-                )
+        if embedding.ndim != 3 or embedding.shape[-1] != config.caption_channels:
+            raise LoadError(
+                f"model pixart caption={caption}: a {tuple(embedding.shape)} tensor, the model takes L x "
+                f"{config.caption_channels} (its caption channels)"
+            )
         self.register_buffer("caption", embedding, persistent=False)
         if self.base.use_additional_conditions:
             self.added = {
@@ -210,12 +244,15 @@ class SRTransformer(nn.Module):
 
     # ---- the protocol ---------------------------------------------------------------------------------
 
-    def forward(self, noisy, lr_latent, timesteps, aug_level=None):
+    def forward(self, noisy, lr_latent, timesteps, aug_level=None, style_keep=None, use_adapter=True):
+        """The velocity; ``style_keep`` (N values, 0 or 1): which samples keep the pyramid adapter's style
+        vector (``diffusion dropout_drops=style``); ``use_adapter=False``: without the adapter's features and
+        style (the unconditional branch of ``eval guidance_drops=adapter``)."""
         n = noisy.shape[0]
         if aug_level is None:
             aug_level = noisy.new_zeros(n)
         x = torch.cat([noisy, lr_latent], dim=1) if self.concat else noisy
-        self.adapter_features = self.adapter(lr_latent) if self.adapter is not None else None
+        self._adapter_state(lr_latent, style_keep, use_adapter)
         if self.kind == "pixart":
             added = {k: v.to(noisy.device).expand(n, -1) for k, v in self.added.items()}
             added = {"resolution": None, "aspect_ratio": None, **added, "aug_level": aug_level.float()}
@@ -224,6 +261,21 @@ class SRTransformer(nn.Module):
         else:
             out = self.base(x, timestep=timesteps, class_labels=aug_level.float()).sample
         return out[:, : self.channels]
+
+    def _adapter_state(self, lr_latent, style_keep, use_adapter: bool) -> None:
+        """What the adapter's hooks read in this call (nothing without the adapter)."""
+        self.adapter_features = None
+        if self.injection is not None:
+            self.injection.state = None
+        if self.adapter is None or not use_adapter:
+            return
+        if self.injection is None:
+            self.adapter_features = self.adapter(lr_latent)
+            return
+        features, style = self.adapter(lr_latent)
+        if style_keep is not None:
+            style = style * style_keep.reshape(-1, 1).to(style.dtype)
+        self.injection.state = InjectionState(features, style)
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
@@ -253,6 +305,8 @@ class SRTransformer(nn.Module):
             "train": self.train_mode,
             "cond": self.settings.cond,
         }
+        if self.injection is not None:
+            info["cond"] = f"{self.settings.cond} (pyramid adapter into {len(self.injection.layers)} blocks)"
         if self.lora_config is not None:
             info["lora"] = f"rank {self.settings.lora} on {self.settings.lora_targets}"
         return info
@@ -267,8 +321,10 @@ class SRTransformer(nn.Module):
             save_lora(self.base, self.lora_config, folder)
         else:
             self.base.save_pretrained(folder / "transformer", safe_serialization=True)
-        conditioning = {
-            k: v.detach().contiguous().cpu() for k, v in self.trainable_state_dict().items() if "lora_" not in k
+        conditioning = {  # everything trained but the base's LoRA (in peft's files)
+            k: v.detach().contiguous().cpu()
+            for k, v in self.trainable_state_dict().items()
+            if not (k.startswith("base.") and "lora_" in k)
         }
         save_file(conditioning, str(folder / "sr_conditioning.safetensors"))
         meta = {

@@ -19,6 +19,7 @@ from ..loading import LoadError
 
 CONDITIONING = ("adapter.", "aug_level.")
 INPUT_LAYER = "base.pos_embed.proj."
+INJECTION = "injection."  # the pyramid adapter's injection into the blocks (trained at the base rate, as the scripts)
 WRAPPED = ".base_layer."  # peft's name for the base layer a LoRA layer wraps
 
 
@@ -31,6 +32,8 @@ def matches(name: str, pattern: str) -> bool:
 
 
 def is_conditioning(name: str, concat: bool) -> bool:
+    if name.startswith(INJECTION):  # the pyramid's injection, but the base of a LoRA-wrapped res_proj
+        return WRAPPED not in name
     return name.startswith(CONDITIONING) or (concat and name.startswith(INPUT_LAYER))
 
 
