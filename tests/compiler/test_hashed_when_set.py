@@ -24,10 +24,11 @@ def _graph(overrides: tuple[str, ...] = ()) -> ScheduleGraph:
 
 def test_the_late_fields_are_marked():
     assert set(schemas.hash_neutral(schemas.Pixel)) == {"clamp"}
-    assert set(schemas.hash_neutral(schemas.Diffusion)) == {"set_alpha_to_one"}
+    assert set(schemas.hash_neutral(schemas.Diffusion)) == {"set_alpha_to_one", "dropout_drops"}
     assert set(schemas.hash_neutral(schemas.PatchGan)) == {"norm_affine"}
-    assert set(schemas.hash_neutral(schemas.PixartModel)) == {"train_add", "train_remove", "cond_lr_on"}
-    assert set(schemas.hash_neutral(schemas.Eval)) == {"pack_input"}
+    pyramid = {"adapter", "adapter_layers", "pyramid_width", "pyramid_heads"}
+    assert set(schemas.hash_neutral(schemas.PixartModel)) == {"train_add", "train_remove", "cond_lr_on"} | pyramid
+    assert set(schemas.hash_neutral(schemas.Eval)) == {"pack_input", "guidance_drops"}
 
 
 # every shipped plan's hash before the late settings existed (the reference plan changed on purpose)
