@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import Any
 
 from ditsr_plan.settings.numbers import format_steps
 
@@ -35,9 +36,9 @@ class PlanDiff:
     stages: tuple[list[str], list[str]] | None = None
     added: list[str] = field(default_factory=list)  # term names only in b
     removed: list[str] = field(default_factory=list)  # term names only in a
-    changed_settings: dict[str, dict[str, tuple]] = field(default_factory=dict)  # term -> key -> (a, b)
+    changed_settings: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)  # term -> key -> (a, b)
     knobs: dict[str, list[RangeChange]] = field(default_factory=dict)
-    blocks: dict[str, dict[str, tuple]] = field(default_factory=dict)  # block -> key -> (a, b)
+    blocks: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)  # block -> key -> (a, b)
 
     @property
     def same(self) -> bool:
@@ -66,7 +67,7 @@ def knob_changes(ka: Knob, kb: Knob, total: int) -> list[RangeChange]:
     return [RangeChange(lo, hi, describe_range(ka, lo, hi), describe_range(kb, lo, hi)) for lo, hi in spans]
 
 
-def _dict_changes(a: dict, b: dict) -> dict[str, tuple]:
+def _dict_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     return {k: (a.get(k), b.get(k)) for k in {**a, **b} if a.get(k) != b.get(k)}
 
 
@@ -113,7 +114,7 @@ def _extend(knob: Knob | None, own_total: int, total: int) -> Knob:
     return Knob(knob.name, knob.kind, (*knob.pieces, Piece(own_total, total, 0.0, 0.0)))
 
 
-def _fmt(value) -> str:
+def _fmt(value: object) -> str:
     if isinstance(value, list | tuple):
         return ",".join(_fmt(v) for v in value)
     return "(none)" if value is None else str(value)
@@ -149,7 +150,7 @@ def render_text(d: PlanDiff, labels: tuple[str, str] | None = None) -> str:
             lines.append(f"      {b.name}: {'(not declared)' if name in d.removed else ch.b}")
         return lines
 
-    def settings(values: dict) -> str:
+    def settings(values: dict[str, Any]) -> str:
         return " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
 
     for name in d.removed:
@@ -176,8 +177,8 @@ def render_text(d: PlanDiff, labels: tuple[str, str] | None = None) -> str:
     return "\n".join(out)
 
 
-def to_json(d: PlanDiff) -> dict:
-    def side(g: ScheduleGraph) -> dict:
+def to_json(d: PlanDiff) -> dict[str, Any]:
+    def side(g: ScheduleGraph) -> dict[str, Any]:
         return {"path": g.path, "plan": g.name, "hash": g.hash, "steps": g.total_steps}
 
     return {

@@ -54,7 +54,9 @@ def _noqa_comments(path: str, text: str) -> dict[int, tuple[Pos, tuple[str, ...]
     return out
 
 
-def lint_graph(graph: ScheduleGraph, rules: Sequence[type[Rule]], params: dict | None = None) -> list[Diagnostic]:
+def lint_graph(
+    graph: ScheduleGraph, rules: Sequence[type[Rule]], params: dict[str, dict[str, float]] | None = None
+) -> list[Diagnostic]:
     """Run ``rules`` on ``graph``; apply ``# noqa``; report unused ones under N001 when selected."""
     ctx = Context(graph, params or {})
     raw: list[Diagnostic] = []
@@ -65,6 +67,7 @@ def lint_graph(graph: ScheduleGraph, rules: Sequence[type[Rule]], params: dict |
     used: dict[tuple[str, int], set[str]] = {}
     findings = []
     for f in raw:
+        assert f.pos is not None  # Rule.finding places every finding (at line 1 of the plan at least)
         pos, codes = noqa.get(f.pos.file, {}).get(f.pos.line, (None, None))
         if pos is not None and (not codes or f.code in codes):
             used.setdefault((f.pos.file, f.pos.line), set()).add(f.code)
@@ -81,14 +84,18 @@ def lint_graph(graph: ScheduleGraph, rules: Sequence[type[Rule]], params: dict |
                 if stale:
                     ctx.unused_noqa.append((pos, stale))
         findings += BY_CODE["N001"](ctx).check()
-    return sorted(findings, key=lambda f: (f.pos.file, f.pos.line, f.pos.col, f.code))
+    return sorted(findings, key=_order)
+
+
+def _order(f: Diagnostic) -> tuple[str, int, int, str]:
+    return (f.pos.file, f.pos.line, f.pos.col, f.code) if f.pos else ("", 0, 0, f.code)
 
 
 class NoPlansError(ValueError):
     """A folder named on the command line holds no plan file."""
 
 
-def plan_files(paths: Iterable[str | os.PathLike]) -> list[str]:
+def plan_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     """The plan files named, with directories expanded to every ``*.plan`` file below them (a folder that
     happens to be called ``x.plan`` is a folder). A named folder without any plan file is an error."""
     out: list[str] = []
@@ -107,10 +114,10 @@ def plan_files(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 
 def lint_paths(
-    paths: Iterable[str | os.PathLike],
+    paths: Iterable[str | os.PathLike[str]],
     select: Sequence[str] | None = None,
     ignore: Sequence[str] | None = None,
-    params: dict | None = None,
+    params: dict[str, dict[str, float]] | None = None,
     time_scale: float = 1.0,
     texts: dict[str, str] | None = None,
 ) -> LintResult:
@@ -119,7 +126,7 @@ def lint_paths(
     the text of a plan that is not a file (``-``: standard input, named ``<stdin>``)."""
     result = LintResult()
     rules = selected_rules(select, ignore)
-    seen: dict[tuple, int] = {}  # a finding's identity -> its index in result.findings
+    seen: dict[tuple[str, Pos | None, str], int] = {}  # a finding's identity -> its index in result.findings
     for path in plan_files(paths):
         result.files.append(path)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ditsr_plan import __version__
 from ditsr_plan.diagnostics import Diagnostic, render
@@ -17,7 +18,7 @@ def _rule_name(code: str) -> str:
     return rule.name if rule else "plan-error"
 
 
-def _as_dict(f: Diagnostic) -> dict:
+def _as_dict(f: Diagnostic) -> dict[str, Any]:
     return {
         "code": f.code,
         "name": _rule_name(f.code),
@@ -35,7 +36,7 @@ def _escape_github(text: str) -> str:
     return shown(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
-def _sarif(result: LintResult) -> dict:
+def _sarif(result: LintResult) -> dict[str, Any]:
     rules = [
         {
             "id": r.code,
@@ -48,7 +49,7 @@ def _sarif(result: LintResult) -> dict:
     ]
     results = []
     for f in result.findings:
-        entry = {
+        entry: dict[str, Any] = {
             "ruleId": f.code,
             "level": "error" if f.severity == "error" else "warning",
             "message": {"text": f.message + (f" ({f.hint})" if f.hint else "")},
