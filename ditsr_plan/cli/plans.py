@@ -56,6 +56,8 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
 
 
 def _params(items: Sequence[str]) -> dict[str, dict[str, float]]:
+    if not items:
+        return {}
     from ditsr_plan.compiler.lint.rules import BY_CODE
 
     params: dict[str, dict[str, float]] = {}

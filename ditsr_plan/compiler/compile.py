@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from . import cache
-from .graph import ScheduleGraph
+import ditsr_plan.compiler.cache as cache
+
+if TYPE_CHECKING:
+    from .graph import ScheduleGraph
 
 
 def compile_plan(
@@ -47,6 +50,8 @@ def load_graph(path: str | os.PathLike[str], time_scale: float = 1.0) -> Schedul
     from pathlib import Path
 
     from ditsr_plan.diagnostics import FILE, Diagnostic, PlanError
+
+    from .graph import ScheduleGraph
 
     source = Path(path)
     if source.is_dir():

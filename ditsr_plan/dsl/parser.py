@@ -7,14 +7,20 @@ line ends in ``:`` or ``;``); each statement is parsed on its own with the lark 
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
-
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ditsr_plan.diagnostics import SYNTAX, VALUE, Diagnostic, PlanError, Pos, did_you_mean
 from ditsr_plan.dsl.comments import split_comment
+from ditsr_plan.dsl.lark_import import (
+    Lark,
+    Token,
+    Tree,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+)
 from ditsr_plan.dsl.syntax import (
     BlockStmt,
     Chunk,
@@ -124,7 +130,14 @@ def parse_plan(text: str, path: str) -> PlanFile:
 def parse_plan_partial(text: str, path: str) -> tuple[PlanFile, list[Diagnostic]]:
     """Parse a plan file as far as it goes: the statements that parse, and the errors of those that do not
     (a bad statement is left out; the loader still validates the others, so one mistake does not hide the
-    rest)."""
+    rest). A text is parsed once per process (``lint plans/`` reads a parent for each of its children);
+    the syntax tree is immutable."""
+    plan_file, diagnostics = _parse_once(text, path)
+    return plan_file, list(diagnostics)
+
+
+@lru_cache(maxsize=64)
+def _parse_once(text: str, path: str) -> tuple[PlanFile, tuple[Diagnostic, ...]]:
     lines = text.splitlines()
     codes = [split_comment(line) for line in lines]
     layout: list[Chunk | Comment | None] = []
@@ -157,7 +170,7 @@ def parse_plan_partial(text: str, path: str) -> tuple[PlanFile, list[Diagnostic]
             statements.append(stmt)
         layout.append(Chunk(stmt, first + 1, i + 1, comments))
         i += 1
-    return PlanFile(path=path, text=text, statements=tuple(statements), layout=tuple(layout)), diagnostics
+    return PlanFile(path=path, text=text, statements=tuple(statements), layout=tuple(layout)), tuple(diagnostics)
 
 
 def _parse_statement(text: str, path: str, line0: int, out: list[Diagnostic]) -> Statement | None:

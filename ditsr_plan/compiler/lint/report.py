@@ -10,12 +10,11 @@ from ditsr_plan.diagnostics import Diagnostic, render
 from ditsr_plan.terminal import shown
 
 from . import LintResult
-from .rules import BY_CODE, RULES
+from .codes import RULE_NAMES
 
 
 def _rule_name(code: str) -> str:
-    rule = BY_CODE.get(code)
-    return rule.name if rule else "plan-error"
+    return RULE_NAMES.get(code, "plan-error")
 
 
 def _as_dict(f: Diagnostic) -> dict[str, Any]:
@@ -37,6 +36,8 @@ def _escape_github(text: str) -> str:
 
 
 def _sarif(result: LintResult) -> dict[str, Any]:
+    from .rules import RULES
+
     rules = [
         {
             "id": r.code,
@@ -109,6 +110,8 @@ def report(result: LintResult, fmt: str, color: bool = False, summary: bool = Tr
 def rules_text(codes: list[str] | None = None) -> str:
     """Every rule (or those whose code starts with one of ``codes``): ``CODE name``, its documentation, and
     its parameters with their defaults."""
+    from .rules import RULES
+
     out = []
     for rule in RULES:
         if codes and not any(rule.code.startswith(c.upper()) for c in codes):
@@ -122,6 +125,8 @@ def rules_text(codes: list[str] | None = None) -> str:
 
 def rules_markdown() -> str:
     """``docs/rules.md``: generated from the rules' docstrings (``python -m ditsr_plan.compiler.lint.report``)."""
+    from .rules import RULES
+
     out = [
         "# Lint rules",
         "",
