@@ -138,7 +138,18 @@ def _pos(pos: Pos | None) -> list[Any] | None:
 
 
 def _unpos(raw: list[Any] | None) -> Pos | None:
-    return Pos(*raw) if raw else None
+    if not raw:
+        return None
+    file, line, col, length = raw
+    if not isinstance(file, str) or not all(type(n) is int for n in (line, col, length)):
+        raise ValueError("not a position")
+    return Pos(file, line, col, length)
+
+
+def _text(value: Any, optional: bool = False) -> Any:
+    if not isinstance(value, str) and not (optional and value is None):
+        raise ValueError("not a text")
+    return value
 
 
 def _diagnostic(d: Diagnostic) -> dict[str, Any]:
@@ -154,8 +165,15 @@ def _diagnostic(d: Diagnostic) -> dict[str, Any]:
 
 
 def _undiagnostic(data: dict[str, Any]) -> Diagnostic:
-    notes = tuple(Note(message, _unpos(pos)) for message, pos in data["notes"])
-    return Diagnostic(data["code"], data["message"], _unpos(data["pos"]), data["hint"], notes, data["severity"])
+    notes = tuple(Note(_text(message), _unpos(pos)) for message, pos in data["notes"])
+    return Diagnostic(
+        _text(data["code"]),
+        _text(data["message"]),
+        _unpos(data["pos"]),
+        _text(data["hint"], optional=True),
+        notes,
+        _text(data["severity"]),
+    )
 
 
 def _write(path: str, time_scale: float, entry: dict[str, Any]) -> None:

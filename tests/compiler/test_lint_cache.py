@@ -85,3 +85,14 @@ def test_lark_is_imported_without_regex_and_regex_still_imports():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.stdout.strip() == "ok", run.stderr
+
+
+def test_a_tampered_entry_is_a_miss_never_a_crash():
+    first = lint_paths(["plans/legacy/v8.plan"])
+    (entry,) = cache.cache_dir().glob("*.json")
+    data = json.loads(entry.read_text())
+    for bad in ([{"code": "G001"}], [{**data["lint"][next(iter(data["lint"]))][0], "pos": ["x", "1", 1, 1]}], "no"):
+        data["lint"] = {key: bad for key in data["lint"]}
+        entry.write_text(json.dumps(data))
+        assert _shown(lint_paths(["plans/legacy/v8.plan"])) == _shown(first)
+        data = json.loads(entry.read_text())  # the miss wrote the findings again
