@@ -76,6 +76,8 @@ def _show_params(graph, args: argparse.Namespace) -> int:
 
 
 def _params(items: Sequence[str]) -> dict[str, dict[str, float]]:
+    if not items:
+        return {}
     from ditsr_plan.compiler.lint.rules import BY_CODE
 
     params: dict[str, dict[str, float]] = {}

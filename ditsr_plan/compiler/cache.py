@@ -6,6 +6,10 @@ graph). It records the SHA-256 of every file the compilation read (the plan and 
 chain): a lookup that finds any of them changed, missing or unreadable is a miss. Only plans that
 compiled without errors are stored. Entries are written to a temporary file and renamed into place.
 
+An entry also keeps ``lint``'s findings, one list per rule choice (``--select``, ``--ignore``,
+``--param``): a cached ``lint`` reads them back as they are, and imports neither the graph, the setting
+schemas and pydantic, nor the rules, nor the parser (lark).
+
 Location: ``$DITSR_PLAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/ditsr-plan``, else ``~/.cache/ditsr-plan``.
 ``DITSR_PLAN_NO_CACHE=1`` turns it off. Any problem with the cache makes it a miss, never an error.
 """
@@ -15,11 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .graph import ScheduleGraph
+from ditsr_plan.diagnostics import Diagnostic, Note, Pos
+
+if TYPE_CHECKING:
+    from .graph import ScheduleGraph
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -59,7 +67,8 @@ def _entry_path(path: str, time_scale: float) -> Path:
     return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
-def load(path: str, time_scale: float) -> ScheduleGraph | None:
+def _fresh(path: str, time_scale: float) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """The entry for ``path`` and the texts of the files it read, when none of them changed."""
     if not enabled():
         return None
     try:
@@ -70,15 +79,106 @@ def load(path: str, time_scale: float) -> ScheduleGraph | None:
             if _digest(text) != digest:
                 return None
             sources[file] = text
-        return ScheduleGraph.from_json(entry["graph"], sources)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return (entry, sources) if isinstance(entry, dict) else None
+
+
+def load(path: str, time_scale: float) -> ScheduleGraph | None:
+    from .graph import ScheduleGraph
+
+    fresh = _fresh(path, time_scale)
+    if fresh is None:
+        return None
+    try:
+        return ScheduleGraph.from_json(fresh[0]["graph"], fresh[1])
+    except (ValueError, KeyError, TypeError):
         return None
 
 
 def store(path: str, time_scale: float, graph: ScheduleGraph) -> None:
     if not enabled():
         return
-    entry = {"files": {f: _digest(t) for f, t in graph.sources.items()}, "graph": graph.to_json()}
+    _write(path, time_scale, {"files": {f: _digest(t) for f, t in graph.sources.items()}, "graph": graph.to_json()})
+
+
+def lint_key(select: Sequence[str] | None, ignore: Sequence[str] | None, params: Mapping[str, Any]) -> str:
+    """The rule choice a list of findings was made with (as given: another spelling is only a miss)."""
+    return json.dumps([list(select or ()), list(ignore or ()), params], sort_keys=True)
+
+
+def load_findings(path: str, time_scale: float, key: str) -> tuple[list[Diagnostic], dict[str, str]] | None:
+    """The findings ``lint`` made with the rule choice ``key`` on the unchanged plan at ``path``, and the
+    texts of its files; None on a miss."""
+    fresh = _fresh(path, time_scale)
+    if fresh is None:
+        return None
+    try:
+        found = fresh[0]["lint"][key]
+        return [_undiagnostic(d) for d in found], fresh[1]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def store_findings(
+    path: str, time_scale: float, key: str, findings: Sequence[Diagnostic], sources: Mapping[str, str]
+) -> None:
+    """Add ``lint``'s findings to the entry of ``path``, if it is the entry of these very files."""
+    fresh = _fresh(path, time_scale)
+    if fresh is None or fresh[1] != dict(sources):
+        return
+    entry = fresh[0]
+    lint = entry.get("lint")
+    entry["lint"] = {**(lint if isinstance(lint, dict) else {}), key: [_diagnostic(d) for d in findings]}
+    _write(path, time_scale, entry)
+
+
+def _pos(pos: Pos | None) -> list[Any] | None:
+    return [pos.file, pos.line, pos.col, pos.length] if pos else None
+
+
+def _unpos(raw: list[Any] | None) -> Pos | None:
+    if not raw:
+        return None
+    file, line, col, length = raw
+    if not isinstance(file, str) or not all(type(n) is int for n in (line, col, length)):
+        raise ValueError("not a position")
+    return Pos(file, line, col, length)
+
+
+def _text(value: Any, optional: bool = False) -> Any:
+    if not isinstance(value, str) and not (optional and value is None):
+        raise ValueError("not a text")
+    return value
+
+
+def _diagnostic(d: Diagnostic) -> dict[str, Any]:
+    notes = [[n.message, _pos(n.pos)] for n in d.notes]
+    return {
+        "code": d.code,
+        "message": d.message,
+        "pos": _pos(d.pos),
+        "hint": d.hint,
+        "notes": notes,
+        "severity": d.severity,
+    }
+
+
+def _undiagnostic(data: dict[str, Any]) -> Diagnostic:
+    notes = tuple(Note(_text(message), _unpos(pos)) for message, pos in data["notes"])
+    return Diagnostic(
+        _text(data["code"]),
+        _text(data["message"]),
+        _unpos(data["pos"]),
+        _text(data["hint"], optional=True),
+        notes,
+        _text(data["severity"]),
+    )
+
+
+def _write(path: str, time_scale: float, entry: dict[str, Any]) -> None:
+    import tempfile  # here: it imports random and hashlib's friends, which a cache hit does not need
+
     target = _entry_path(path, time_scale)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

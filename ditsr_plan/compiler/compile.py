@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from . import cache
-from .graph import ScheduleGraph
+import ditsr_plan.compiler.cache as cache
+
+if TYPE_CHECKING:
+    from .graph import ScheduleGraph
 
 
 def compile_plan(
-    path: str | os.PathLike, time_scale: float = 1.0, text: str | None = None, overrides: Sequence[str] = ()
+    path: str | os.PathLike[str], time_scale: float = 1.0, text: str | None = None, overrides: Sequence[str] = ()
 ) -> ScheduleGraph:
     """Load, validate and compile the plan at ``path`` (or ``text`` given for it), with ``--set``
     ``overrides`` (``NAME.KEY=VALUE``) applied.
@@ -39,7 +42,7 @@ def compile_plan(
     return graph
 
 
-def load_graph(path: str | os.PathLike, time_scale: float = 1.0) -> ScheduleGraph:
+def load_graph(path: str | os.PathLike[str], time_scale: float = 1.0) -> ScheduleGraph:
     """A schedule graph from a plan file, a compiled graph (``ditsr-plan compile -o G.json``) or a run folder
     (its ``plan.json``), for the commands that read graphs (``show``, ``diff``). A compiled graph keeps the
     time scale it was compiled with: asking for another is an error."""
@@ -47,6 +50,8 @@ def load_graph(path: str | os.PathLike, time_scale: float = 1.0) -> ScheduleGrap
     from pathlib import Path
 
     from ditsr_plan.diagnostics import FILE, Diagnostic, PlanError
+
+    from .graph import ScheduleGraph
 
     source = Path(path)
     if source.is_dir():

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import Any
 
 from ditsr_plan.settings.numbers import format_steps
+from ditsr_plan.settings.schemas import hash_neutral
 
 from .graph import Block, Knob, Piece, ScheduleGraph, Term
 from .show import describe_range, stage_label
@@ -35,9 +37,9 @@ class PlanDiff:
     stages: tuple[list[str], list[str]] | None = None
     added: list[str] = field(default_factory=list)  # term names only in b
     removed: list[str] = field(default_factory=list)  # term names only in a
-    changed_settings: dict[str, dict[str, tuple]] = field(default_factory=dict)  # term -> key -> (a, b)
+    changed_settings: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)  # term -> key -> (a, b)
     knobs: dict[str, list[RangeChange]] = field(default_factory=dict)
-    blocks: dict[str, dict[str, tuple]] = field(default_factory=dict)  # block -> key -> (a, b)
+    blocks: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)  # block -> key -> (a, b)
 
     @property
     def same(self) -> bool:
@@ -66,12 +68,16 @@ def knob_changes(ka: Knob, kb: Knob, total: int) -> list[RangeChange]:
     return [RangeChange(lo, hi, describe_range(ka, lo, hi), describe_range(kb, lo, hi)) for lo, hi in spans]
 
 
-def _all(part: Term | Block) -> dict:
-    """Every setting, late ones at their default included (their default is what a plan without them runs)."""
-    return part.settings.model_dump(mode="json")
+def _all(part: Term | Block) -> dict[str, Any]:
+    """Every setting, late ones at their default included (their default is what a plan without them runs;
+    ``model_dump`` leaves them out so that they stay out of the hash)."""
+    data: dict[str, Any] = part.settings.model_dump(mode="json")
+    for name, default in hash_neutral(type(part.settings)).items():
+        data.setdefault(name, default)
+    return data
 
 
-def _dict_changes(a: dict, b: dict) -> dict[str, tuple]:
+def _dict_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     return {k: (a.get(k), b.get(k)) for k in {**a, **b} if a.get(k) != b.get(k)}
 
 
@@ -118,7 +124,7 @@ def _extend(knob: Knob | None, own_total: int, total: int) -> Knob:
     return Knob(knob.name, knob.kind, (*knob.pieces, Piece(own_total, total, 0.0, 0.0)))
 
 
-def _fmt(value) -> str:
+def _fmt(value: object) -> str:
     if isinstance(value, list | tuple):
         return ",".join(_fmt(v) for v in value)
     return "(none)" if value is None else str(value)
@@ -154,7 +160,7 @@ def render_text(d: PlanDiff, labels: tuple[str, str] | None = None) -> str:
             lines.append(f"      {b.name}: {'(not declared)' if name in d.removed else ch.b}")
         return lines
 
-    def settings(values: dict) -> str:
+    def settings(values: dict[str, Any]) -> str:
         return " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
 
     for name in d.removed:
@@ -181,8 +187,8 @@ def render_text(d: PlanDiff, labels: tuple[str, str] | None = None) -> str:
     return "\n".join(out)
 
 
-def to_json(d: PlanDiff) -> dict:
-    def side(g: ScheduleGraph) -> dict:
+def to_json(d: PlanDiff) -> dict[str, Any]:
+    def side(g: ScheduleGraph) -> dict[str, Any]:
         return {"path": g.path, "plan": g.name, "hash": g.hash, "steps": g.total_steps}
 
     return {

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 from pydantic import ValidationError
 
@@ -67,7 +67,7 @@ class Piece:
     shape: str = "const"
     origin: Pos | None = field(default=None, compare=False)
 
-    def at(self, step: int) -> float:
+    def at(self, step: float) -> float:
         if self.shape == "const":
             return self.v0
         t = (step - self.start) / (self.end - self.start)
@@ -87,7 +87,7 @@ class Piece:
             return (self.start + 1, self.end)
         return None
 
-    def to_json(self) -> list:
+    def to_json(self) -> list[Any]:
         return [self.start, self.end, self.v0, self.v1, self.shape]
 
 
@@ -202,13 +202,15 @@ class MetricName:
     def __str__(self) -> str:
         return f"{self.image}.{self.metric}" if self.image else self.metric
 
-    def of(self, record) -> float | None:
+    def of(self, record: Any) -> float | None:
         """The value in an eval record (anything with ``images`` and ``mean``, as ``runtime.records.EvalRecord``)."""
         if self.image == "pack":  # an eval pack's mean
             pack = getattr(record, "pack", None) or {}
-            return (pack.get("mean") or {}).get(self.metric)
-        values = record.images.get(self.image, {}) if self.image else record.mean
-        return values.get(self.metric)
+            value = (pack.get("mean") or {}).get(self.metric)
+        else:
+            values = record.images.get(self.image, {}) if self.image else record.mean
+            value = values.get(self.metric)
+        return cast("float | None", value)  # records hold floats (JSON numbers)
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,7 @@ class Watch:
             self.op
         ]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "metric": str(self.metric),
             "op": self.op,
@@ -253,7 +255,7 @@ class Keep:
     fallback: tuple[str, MetricName] | None = None
     origin: Pos | None = field(default=None, compare=False)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "count": self.count,
             "direction": self.direction,
@@ -345,7 +347,7 @@ class ScheduleGraph:
 
     # ---- serialisation -------------------------------------------------------------------------
 
-    def meaning(self) -> dict:
+    def meaning(self) -> dict[str, Any]:
         """Everything that changes training, and nothing else: what :attr:`hash` is taken of."""
         return {
             "format": GRAPH_FORMAT,
@@ -358,7 +360,7 @@ class ScheduleGraph:
             "keep": self.keep.to_json() if self.keep else None,
         }
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The graph as plain JSON data, source positions included (``from_json`` reads it back)."""
         data = self.meaning()
         data.update(
@@ -388,7 +390,7 @@ class ScheduleGraph:
         return data
 
     @classmethod
-    def from_json(cls, data: dict, sources: Mapping[str, str] | None = None) -> ScheduleGraph:
+    def from_json(cls, data: dict[str, Any], sources: Mapping[str, str] | None = None) -> ScheduleGraph:
         if data.get("format") != GRAPH_FORMAT:
             raise ValueError(f"schedule graph format {data.get('format')!r}; this version reads {GRAPH_FORMAT}")
         at = data.get("origins") or {}
@@ -397,11 +399,11 @@ class ScheduleGraph:
         term_at = at.get("terms", {})
         block_at = at.get("blocks", {})
 
-        def origins(table: dict, name: str) -> tuple[Pos | None, dict[str, Pos]]:
+        def origins(table: dict[str, Any], name: str) -> tuple[Pos | None, dict[str, Pos]]:
             own, keys = table.get(name, [None, {}])
             return _unpos(own), {k: pos for k, v in keys.items() if (pos := _unpos(v))}
 
-        def piece(raw: list, origin: Any) -> Piece:
+        def piece(raw: list[Any], origin: Any) -> Piece:
             s, e, v0, v1, shape = raw
             return Piece(s, e, v0, v1, shape, _unpos(origin))
 
@@ -484,13 +486,13 @@ def _metric(text: str) -> MetricName:
     return MetricName(image or None, metric)
 
 
-def _watch(data: dict, origin) -> Watch:
+def _watch(data: dict[str, Any], origin: list[Any] | None) -> Watch:
     return Watch(
         _metric(data["metric"]), data["op"], data["value"], data["evals"], data["after"], data["action"], _unpos(origin)
     )
 
 
-def _keep(data: dict | None, origin) -> Keep | None:
+def _keep(data: dict[str, Any] | None, origin: list[Any] | None) -> Keep | None:
     if data is None:
         return None
     where = Watch(_metric(data["where"][0]), data["where"][1], data["where"][2], 1, 0, "") if data["where"] else None
@@ -498,9 +500,9 @@ def _keep(data: dict | None, origin) -> Keep | None:
     return Keep(data["count"], data["direction"], _metric(data["metric"]), where, fallback, _unpos(origin))
 
 
-def _pos(pos: Pos | None) -> list | None:
+def _pos(pos: Pos | None) -> list[Any] | None:
     return [pos.file, pos.line, pos.col, pos.length] if pos else None
 
 
-def _unpos(raw: list | None) -> Pos | None:
+def _unpos(raw: list[Any] | None) -> Pos | None:
     return Pos(*raw) if raw else None

@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping
+from typing import IO, TYPE_CHECKING
 
 from .graph import Knob, ScheduleGraph
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-def _curve(knob: Knob) -> tuple[list[int], list[float]]:
-    xs: list[int] = []
+Target = str | os.PathLike[str] | IO[bytes]
+
+
+def _curve(knob: Knob) -> tuple[list[float], list[float]]:
+    xs: list[float] = []
     ys: list[float] = []
     for piece in knob.pieces:
         n = 64 if piece.shape == "cosine" else 1
@@ -23,7 +31,7 @@ def _curve(knob: Knob) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
-def _axes(graph: ScheduleGraph, title: str):
+def _axes(graph: ScheduleGraph, title: str) -> tuple[Figure, Axes, Axes]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +57,15 @@ def _axes(graph: ScheduleGraph, title: str):
     return fig, ax_w, ax_lr
 
 
-def _draw(ax_w, ax_lr, graph: ScheduleGraph, names, style: str, label_suffix: str = "", colors=None) -> dict:
+def _draw(
+    ax_w: Axes,
+    ax_lr: Axes,
+    graph: ScheduleGraph,
+    names: Iterable[str],
+    style: str,
+    label_suffix: str = "",
+    colors: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     colors = dict(colors or {})
     for name in names:
         knob = graph.knobs.get(name)
@@ -58,14 +74,14 @@ def _draw(ax_w, ax_lr, graph: ScheduleGraph, names, style: str, label_suffix: st
         ax = ax_w if name in graph.terms else ax_lr
         xs, ys = _curve(knob)
         (line,) = ax.plot(xs, ys, style, label=name + label_suffix, color=colors.get(name), linewidth=1.6)
-        colors[name] = line.get_color()
+        colors[name] = str(line.get_color())
     return colors
 
 
 FIGURE_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
 
 
-def figure_format(path) -> str:
+def figure_format(path: Target) -> str:
     """The image format a ``--plot`` file's suffix asks for (a file object gets PNG); ValueError otherwise."""
     if not isinstance(path, str | os.PathLike):
         return "png"
@@ -78,7 +94,7 @@ def figure_format(path) -> str:
     return suffix
 
 
-def _finish(fig, ax_w, ax_lr, path) -> None:
+def _finish(fig: Figure, ax_w: Axes, ax_lr: Axes, path: Target) -> None:
     ax_w.legend(loc="upper left", fontsize=8, ncol=max(1, math.ceil(len(ax_w.lines) / 8)))
     if ax_lr.lines:
         ax_lr.legend(loc="upper left", fontsize=8)
@@ -90,13 +106,13 @@ def _finish(fig, ax_w, ax_lr, path) -> None:
     plt.close(fig)
 
 
-def plot_schedule(graph: ScheduleGraph, path) -> None:
+def plot_schedule(graph: ScheduleGraph, path: Target) -> None:
     fig, ax_w, ax_lr = _axes(graph, f"{graph.name} ({graph.hash})")
     _draw(ax_w, ax_lr, graph, graph.knobs, "-")
     _finish(fig, ax_w, ax_lr, path)
 
 
-def plot_diff(a: ScheduleGraph, b: ScheduleGraph, names: list[str], path) -> None:
+def plot_diff(a: ScheduleGraph, b: ScheduleGraph, names: list[str], path: Target) -> None:
     """The knobs that differ: ``a`` solid, ``b`` dashed, in the same colour."""
     longer = a if a.total_steps >= b.total_steps else b
     fig, ax_w, ax_lr = _axes(longer, f"{a.name} (solid) vs {b.name} (dashed)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ditsr_plan.settings.numbers import format_steps, format_value
 
 from .graph import Knob, Piece, ScheduleGraph, Stage
@@ -68,7 +70,7 @@ def reach_text(graph: ScheduleGraph) -> list[str]:
     return lines
 
 
-def _value_text(value) -> str:
+def _value_text(value: object) -> str:
     if isinstance(value, list | tuple):
         return ",".join(format_value(v) if isinstance(v, float) else str(v) for v in value)
     if isinstance(value, bool):
@@ -78,7 +80,7 @@ def _value_text(value) -> str:
     return "-" if value is None else str(value)
 
 
-def blocks_json(graph: ScheduleGraph) -> dict:
+def blocks_json(graph: ScheduleGraph) -> dict[str, Any]:
     """Every settings block as the run will use it: its kind, every value, and which were defaults."""
     return {
         name: {
@@ -106,7 +108,7 @@ def blocks_text(graph: ScheduleGraph) -> list[str]:
     return lines
 
 
-def table_json(graph: ScheduleGraph) -> dict:
+def table_json(graph: ScheduleGraph) -> dict[str, Any]:
     return {
         "plan": graph.name,
         "hash": graph.hash,
@@ -128,7 +130,7 @@ def table_json(graph: ScheduleGraph) -> dict:
     }
 
 
-def at_json(graph: ScheduleGraph, step: int) -> dict:
+def at_json(graph: ScheduleGraph, step: int) -> dict[str, Any]:
     weights = graph.weights_at(step)
     needs = graph.needs_at(step)
     return {

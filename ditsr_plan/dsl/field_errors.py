@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any
+from typing import Any, cast
 
 import annotated_types
 from pydantic import BaseModel
@@ -25,18 +25,20 @@ def _extra(info: FieldInfo, key: str) -> Any:
     return extra.get(key) if isinstance(extra, dict) else None
 
 
-def _bounds(metadata: list) -> tuple[tuple[float, bool] | None, tuple[float, bool] | None]:
-    """(lower, inclusive), (upper, inclusive) from annotated_types constraints."""
-    low = high = None
+def _bounds(metadata: list[Any]) -> tuple[tuple[float, bool] | None, tuple[float, bool] | None]:
+    """(lower, inclusive), (upper, inclusive) from annotated_types constraints (always numbers in our schemas:
+    annotated_types types them as any comparable)."""
+    low: tuple[float, bool] | None = None
+    high: tuple[float, bool] | None = None
     for m in metadata:
         if isinstance(m, annotated_types.Ge):
-            low = (m.ge, True)
+            low = (cast(float, m.ge), True)
         elif isinstance(m, annotated_types.Gt):
-            low = (m.gt, False)
+            low = (cast(float, m.gt), False)
         elif isinstance(m, annotated_types.Le):
-            high = (m.le, True)
+            high = (cast(float, m.le), True)
         elif isinstance(m, annotated_types.Lt):
-            high = (m.lt, False)
+            high = (cast(float, m.lt), False)
     return low, high
 
 
@@ -44,7 +46,7 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-def interval(metadata: list) -> str | None:
+def interval(metadata: list[Any]) -> str | None:
     """``[0, 1]``, ``(0, 1)``, ``at least 1``, ``above 0``; None without bounds."""
     low, high = _bounds(metadata)
     if low and high:
@@ -56,18 +58,18 @@ def interval(metadata: list) -> str | None:
     return None
 
 
-def _in_range(kind: str, metadata: list) -> str:
+def _in_range(kind: str, metadata: list[Any]) -> str:
     span = interval(metadata)
     if span is None:
         return kind
     return f"{kind} in {span}" if span.startswith(("[", "(")) else f"{kind}, {span}"
 
 
-def expected(annotation: Any, metadata: list, info: FieldInfo | None = None) -> str:
+def expected(annotation: Any, metadata: list[Any], info: FieldInfo | None = None) -> str:
     """What a field accepts, in words: ``one of hinge, nonsat``, ``a number in [0, 1]``, ``auto or a whole
     number in [1, 1024]``."""
     if info is not None and _extra(info, "allowed"):
-        return "one of " + _extra(info, "allowed")
+        return "one of " + str(_extra(info, "allowed"))
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         inner, *more = typing.get_args(annotation)
@@ -117,8 +119,8 @@ def value_error(schema: type[BaseModel], key: str, value: str, error_type: str) 
 
     info = schema.model_fields[key]
     metadata = list(info.metadata)
-    if error_type in RANGE_ERRORS and interval(metadata):
-        span = interval(metadata)
+    span = interval(metadata)
+    if error_type in RANGE_ERRORS and span:
         wording = f"must be in {span}" if span.startswith(("[", "(")) else f"must be {span}"
         return f"invalid value '{value}' for '{key}': {key} {wording}", field_hint(info)
     accepts = expected(info.annotation, metadata, info)

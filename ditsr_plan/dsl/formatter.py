@@ -38,7 +38,9 @@ def format_term(t: TermStmt) -> str:
     if t.op == "off":
         return f"{t.knob.text} off"
     if t.op == "const":
+        assert t.value is not None  # the parser builds a constant term only with its value
         return f"{t.knob.text} {t.value.text}"
+    assert t.end is not None  # ... and a ramp only with its end
     parts = [f"{t.knob.text} {t.start.text if t.start else ''}->{t.end.text}"]
     if t.shape:
         parts.append(t.shape.text)
@@ -63,6 +65,7 @@ def _stage_header(stmt: StageStmt) -> str:
     if stmt.amend:
         return f"amend stage {stmt.name.text}:"
     end = stmt.end.text if stmt.end else ""
+    assert stmt.start is not None  # only an amend has no start
     return f"stage {stmt.name.text} {stmt.start.text}..{end}:"
 
 
@@ -118,14 +121,21 @@ def _lines(stmt: Statement, widths: dict[str, int]) -> list[tuple[str, int]]:
 
 
 def _widths(run: list[Statement]) -> dict[str, int]:
+    losses = [s for s in run if isinstance(s, LossStmt)]
+    blocks = [s for s in run if isinstance(s, BlockStmt)]
+    stages = [s for s in run if isinstance(s, StageStmt)]
     kind = _group_key(run[0])
     if kind == "loss":
-        return {"name": max(len(s.name.text) for s in run), "kind": max(len(s.kind.text) for s in run)}
+        return {"name": max(len(s.name.text) for s in losses), "kind": max(len(s.kind.text) for s in losses)}
     if kind == "block":
-        return {"block": max(len(s.name.text) for s in run)}
+        return {"block": max(len(s.name.text) for s in blocks)}
     if kind == "stage":
-        return {"header": max(len(_stage_header(s)) for s in run)}
+        return {"header": max(len(_stage_header(s)) for s in stages)}
     return {}
+
+
+def _statement(item: Chunk | Comment | None) -> Statement | None:
+    return item.statement if isinstance(item, Chunk) else None
 
 
 def format_plan(plan: PlanFile) -> str:
@@ -142,10 +152,10 @@ def format_plan(plan: PlanFile) -> str:
         item = items[i]
         key = _group_key(item.statement) if isinstance(item, Chunk) else None
         j = i
-        while j < len(items) and isinstance(items[j], Chunk) and key and _group_key(items[j].statement) == key:
+        while j < len(items) and isinstance(items[j], Chunk) and key and _group_key(_statement(items[j])) == key:
             j += 1
         if key:
-            run_widths = _widths([items[k].statement for k in range(i, j)])
+            run_widths = _widths([s for k in range(i, j) if (s := _statement(items[k])) is not None])
             for k in range(i, j):
                 widths[k] = run_widths
             i = j

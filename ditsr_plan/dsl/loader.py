@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -39,6 +40,7 @@ from ditsr_plan.dsl.syntax import (
     PlanStmt,
     Setting,
     StageStmt,
+    Statement,
     Steps,
     StepsStmt,
     TermStmt,
@@ -76,7 +78,10 @@ class _Merged:
     incomplete: bool = False  # a statement of this plan or a parent did not parse (or the parent is missing)
 
 
-def resolve_paths(schema: type[BaseModel], settings: BaseModel, given: dict[str, Setting]) -> BaseModel:
+M = TypeVar("M", bound=BaseModel)
+
+
+def resolve_paths(schema: type[M], settings: M, given: dict[str, Setting]) -> M:
     """``settings`` with every relative path made absolute: against the folder of the plan file that wrote
     it (a parent's for a key it inherits), against the current directory for a ``--set``. A field's default
     (``caption=null``, ``images=builtin``) and an empty value are left as they are."""
@@ -250,7 +255,7 @@ class _Loader:
             return _Merged(incomplete=True)
         return self.load(parent, None, (*chain, real), ext.path_pos)
 
-    def apply(self, merged: _Merged, statements: tuple) -> None:
+    def apply(self, merged: _Merged, statements: tuple[Statement, ...]) -> None:
         seen: dict[tuple[str, str], Pos] = {}
 
         def first_in_file(kind: str, name: str, pos: Pos, what: str) -> bool:
@@ -309,7 +314,9 @@ class _Loader:
             given = {**old[1], **given}
         merged.blocks[name] = (stmt, given)
 
-    def apply_stage(self, merged: _Merged, stmt: StageStmt, first_in_file) -> None:
+    def apply_stage(
+        self, merged: _Merged, stmt: StageStmt, first_in_file: Callable[[str, str, Pos, str], bool]
+    ) -> None:
         terms: dict[str, TermStmt] = {}
         for term in stmt.terms:
             if term.knob.text in terms:
@@ -364,9 +371,9 @@ class _Loader:
                 Pos(SET_FILE, line, m.start(3) + 1, max(1, len(value))),
             )
             if name in merged.losses:
-                stmt = merged.losses[name]
-                kept = tuple(s for s in stmt.settings if s.key.text != key)
-                merged.losses[name] = replace(stmt, settings=(*kept, setting))
+                loss = merged.losses[name]
+                kept = tuple(s for s in loss.settings if s.key.text != key)
+                merged.losses[name] = replace(loss, settings=(*kept, setting))
             elif name in merged.blocks:
                 stmt, given = merged.blocks[name]
                 merged.blocks[name] = (stmt, {**given, key: setting})
@@ -478,7 +485,7 @@ class _Loader:
                 blocks[name] = BlockDecl(stmt.name, stmt.kind, settings, given, stmt.pos)
         return blocks
 
-    def validate_settings(self, schema: type[BaseModel], given: dict[str, Setting], what: str, at: Pos, who: str):
+    def validate_settings(self, schema: type[M], given: dict[str, Setting], what: str, at: Pos, who: str) -> M | None:
         """The validated settings, or None after reporting every error in the plan's words: a missing key at
         ``at`` (the block's kind), an unknown key at the key, a bad value at the value."""
         try:
@@ -492,6 +499,7 @@ class _Loader:
                     continue
                 reported.add(key)
                 setting = given.get(key)
+                hint: str | None
                 if err["type"] == "extra_forbidden" and setting:
                     hint = did_you_mean(key, fields) or (
                         f"{what} takes: " + ", ".join(fields) if fields else f"{what} takes no settings"
@@ -500,6 +508,8 @@ class _Loader:
                 elif setting is None and key in schema.model_fields:
                     message, hint = field_errors.missing_key(schema, key, who)
                     self.error(VALUE, message, at, hint)
+                elif setting is None:  # not a field of the schema: a model-level check (none today), at the statement
+                    self.error(VALUE, f"{what}: {str(err['msg']).removeprefix('Value error, ')}", at)
                 elif key in schema.model_fields and err["type"] == "value_error":  # a check of the field's own
                     why = str(err["msg"]).removeprefix("Value error, ")
                     self.error(VALUE, f"invalid value '{setting.value}' for '{key}': {why}", setting.value_pos)
@@ -512,7 +522,7 @@ class _Loader:
 
 
 def load_spec(
-    path: str | os.PathLike, text: str | None = None, overrides: Sequence[str] = ()
+    path: str | os.PathLike[str], text: str | None = None, overrides: Sequence[str] = ()
 ) -> tuple[PlanSpec | None, PlanError | None]:
     """Like :func:`load_plan`, but returns the errors with the spec, so that a caller (the compiler)
     can add its own errors about a spec whose settings were invalid. The spec is None when the
@@ -527,7 +537,7 @@ def load_spec(
     return spec, errors
 
 
-def load_plan(path: str | os.PathLike, text: str | None = None) -> PlanSpec:
+def load_plan(path: str | os.PathLike[str], text: str | None = None) -> PlanSpec:
     """Read (or take ``text`` for) the plan at ``path``, resolve ``extends``, validate everything.
 
     Raises :class:`PlanError` with every diagnostic of the plan and its parents.

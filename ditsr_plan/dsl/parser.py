@@ -7,14 +7,20 @@ line ends in ``:`` or ``;``); each statement is parsed on its own with the lark 
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
-
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ditsr_plan.diagnostics import SYNTAX, VALUE, Diagnostic, PlanError, Pos, did_you_mean
 from ditsr_plan.dsl.comments import split_comment
+from ditsr_plan.dsl.lark_import import (
+    Lark,
+    Token,
+    Tree,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+)
 from ditsr_plan.dsl.syntax import (
     BlockStmt,
     Chunk,
@@ -85,6 +91,24 @@ TERMINAL_WORDS = {
 }
 
 
+Node = Tree[Token]
+Kid = Token | Node | None  # a child of a parse tree: a terminal, a sub-rule, or an absent optional part
+
+
+def _token(kid: Kid) -> Token:
+    """A child the grammar makes a terminal."""
+    if not isinstance(kid, Token):
+        raise AssertionError(f"expected a token of the grammar, got {kid!r}")
+    return kid
+
+
+def _tree(kid: Kid) -> Node:
+    """A child the grammar makes a sub-rule."""
+    if not isinstance(kid, Tree):
+        raise AssertionError(f"expected a sub-rule of the grammar, got {kid!r}")
+    return kid
+
+
 @cache
 def _lark() -> Lark:
     grammar = (Path(__file__).with_name("grammar.lark")).read_text()
@@ -106,7 +130,14 @@ def parse_plan(text: str, path: str) -> PlanFile:
 def parse_plan_partial(text: str, path: str) -> tuple[PlanFile, list[Diagnostic]]:
     """Parse a plan file as far as it goes: the statements that parse, and the errors of those that do not
     (a bad statement is left out; the loader still validates the others, so one mistake does not hide the
-    rest)."""
+    rest). A text is parsed once per process (``lint plans/`` reads a parent for each of its children);
+    the syntax tree is immutable."""
+    plan_file, diagnostics = _parse_once(text, path)
+    return plan_file, list(diagnostics)
+
+
+@lru_cache(maxsize=64)
+def _parse_once(text: str, path: str) -> tuple[PlanFile, tuple[Diagnostic, ...]]:
     lines = text.splitlines()
     codes = [split_comment(line) for line in lines]
     layout: list[Chunk | Comment | None] = []
@@ -129,7 +160,7 @@ def parse_plan_partial(text: str, path: str) -> tuple[PlanFile, list[Diagnostic]
         ):
             i += 1
         chunk_text = "\n".join(code for code, _ in codes[first : i + 1])
-        comments = tuple(Comment(codes[n][1].strip(), n + 1) for n in range(first, i + 1) if codes[n][1])
+        comments = tuple(Comment(c.strip(), n + 1) for n in range(first, i + 1) if (c := codes[n][1]))
         before = len(diagnostics)
         stmt = _parse_statement(chunk_text, path, first, diagnostics)
         if stmt is None and len(diagnostics) > before and previous is not None:
@@ -139,7 +170,7 @@ def parse_plan_partial(text: str, path: str) -> tuple[PlanFile, list[Diagnostic]
             statements.append(stmt)
         layout.append(Chunk(stmt, first + 1, i + 1, comments))
         i += 1
-    return PlanFile(path=path, text=text, statements=tuple(statements), layout=tuple(layout)), diagnostics
+    return PlanFile(path=path, text=text, statements=tuple(statements), layout=tuple(layout)), tuple(diagnostics)
 
 
 def _parse_statement(text: str, path: str, line0: int, out: list[Diagnostic]) -> Statement | None:
@@ -245,33 +276,37 @@ class _Builder:
     def __init__(self, path: str, line0: int, out: list[Diagnostic]):
         self.path, self.line0, self.out = path, line0, out
 
-    def pos(self, tok: Token) -> Pos:
+    def pos(self, kid: Kid) -> Pos:
+        tok = _token(kid)
+        assert tok.line is not None and tok.column is not None  # lark's lexer places every token it makes
         return Pos(self.path, tok.line + self.line0, tok.column, max(1, len(tok.value)))
 
-    def word(self, tok: Token) -> Word:
+    def word(self, tok: Kid) -> Word:
         return Word(str(tok), self.pos(tok))
 
-    def steps(self, tok: Token) -> Steps | None:
+    def steps(self, kid: Kid) -> Steps | None:
+        tok = _token(kid)
         try:
             return Steps(parse_steps(tok), str(tok), self.pos(tok))
         except NumberError as exc:
             self.out.append(Diagnostic(VALUE, exc.message, self.pos(tok), exc.hint))
             return None
 
-    def weight(self, tok: Token) -> Weight | None:
+    def weight(self, kid: Kid) -> Weight | None:
+        tok = _token(kid)
         try:
             return Weight(parse_weight(tok), str(tok), self.pos(tok))
         except NumberError as exc:
             self.out.append(Diagnostic(VALUE, exc.message, self.pos(tok), exc.hint))
             return None
 
-    def metric(self, tree: Tree) -> MetricRef:
-        first, _, second = tree.children
+    def metric(self, kid: Kid) -> MetricRef:
+        first, _, second = _tree(kid).children
         if second is None:
             return MetricRef(None, self.word(first))
         return MetricRef(self.word(first), self.word(second))
 
-    def number(self, tok: Token) -> float | None:
+    def number(self, tok: Kid) -> float | None:
         """A threshold: any finite decimal number."""
         try:
             value = float(str(tok)) if str(tok)[-1] not in "kM" else float("nan")
@@ -282,7 +317,7 @@ class _Builder:
             return None
         return value
 
-    def count(self, tok: Token) -> int | None:
+    def count(self, tok: Kid) -> int | None:
         """A small whole number >= 1 (how many evals, how many checkpoints)."""
         text = str(tok)
         if not text.isdigit() or int(text) < 1:
@@ -290,8 +325,8 @@ class _Builder:
             return None
         return int(text)
 
-    def setting(self, tree: Tree) -> Setting:
-        tok = tree.children[0]
+    def setting(self, tree: Node) -> Setting:
+        tok = _token(tree.children[0])
         key, value = str(tok).split("=", 1)
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1]
@@ -302,7 +337,7 @@ class _Builder:
             Pos(at.file, at.line, at.col + len(key) + 1, max(1, len(tok) - len(key) - 1)),
         )
 
-    def statement(self, tree: Tree) -> Statement | None:
+    def statement(self, tree: Node) -> Statement | None:
         kids = tree.children
         rule = tree.data
         head = self.pos(kids[0])
@@ -337,8 +372,8 @@ class _Builder:
                 return None
             return WatchStmt(self.metric(metric), str(op), number, str(value), count, after_steps, str(action), head)
         if rule == "keep_stmt":
-            _, _, count, _, direction, metric, _, w_metric, w_op, w_value, _, f_direction, f_metric = kids
-            k = self.count(count)
+            _, _, how_many, _, direction, metric, _, w_metric, w_op, w_value, _, f_direction, f_metric = kids
+            k = self.count(how_many)
             where = fallback = None
             if w_metric is not None:
                 number = self.number(w_value)
@@ -351,16 +386,16 @@ class _Builder:
             return KeepStmt(k, str(direction), self.metric(metric), where, fallback, head)
         raise AssertionError(f"grammar rule without a builder: {rule}")
 
-    def settings(self, kids: list) -> tuple[Setting, ...]:
+    def settings(self, kids: list[Token | Node]) -> tuple[Setting, ...]:
         return tuple(self.setting(k) for k in kids if isinstance(k, Tree))
 
-    def terms(self, tree: Tree | None) -> tuple[TermStmt, ...]:
-        if tree is None:
+    def terms(self, kid: Kid) -> tuple[TermStmt, ...]:
+        if kid is None:
             return ()
-        built = [self.term(t) for t in tree.children if isinstance(t, Tree)]
+        built = [self.term(t) for t in _tree(kid).children if isinstance(t, Tree)]
         return tuple(t for t in built if t is not None)
 
-    def term(self, tree: Tree) -> TermStmt | None:
+    def term(self, tree: Node) -> TermStmt | None:
         kids = tree.children
         knob = self.word(kids[0])
         if tree.data == "off":
@@ -371,9 +406,10 @@ class _Builder:
         start = self.weight(kids[1]) if kids[1] is not None else None
         end = self.weight(kids[3])
         options: dict[str, Token] = {}
-        for opt in kids[4:]:
-            name = opt.data
-            tok = opt.children[-1]
+        for kid in kids[4:]:
+            opt = _tree(kid)
+            name = str(opt.data)
+            tok = _token(opt.children[-1])
             if name in options:
                 self.out.append(
                     Diagnostic(

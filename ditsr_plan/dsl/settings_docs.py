@@ -5,6 +5,7 @@ A test keeps the file equal to what this prints."""
 from __future__ import annotations
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from ditsr_plan.dsl.field_errors import expected
 from ditsr_plan.settings.schemas import BLOCKS, DEFAULT_BLOCKS, TERM_KINDS, step_fields
@@ -14,7 +15,7 @@ def _doc(schema: type[BaseModel]) -> str:
     return " ".join((schema.__doc__ or "").split())
 
 
-def _default(info) -> str:
+def _default(info: FieldInfo) -> str:
     if info.is_required():
         return "**required**"
     value = info.default
@@ -67,11 +68,15 @@ def settings_markdown() -> str:
         "`ema` and `eval` are off unless written.",
     ]
     for block, kinds in BLOCKS.items():
-        for kind, schema in kinds.items():
-            title = f"`{block} {kind}`" if kind else f"`{block}`"
-            default = " (the default)" if block in DEFAULT_BLOCKS and DEFAULT_BLOCKS[block] == kind and kind else ""
-            out += ["", f"### {title}{default}", "", _doc(schema), ""]
-            out += _table(schema)
+        for block_kind, block_schema in kinds.items():
+            title = f"`{block} {block_kind}`" if block_kind else f"`{block}`"
+            default = (
+                " (the default)"
+                if block in DEFAULT_BLOCKS and DEFAULT_BLOCKS[block] == block_kind and block_kind
+                else ""
+            )
+            out += ["", f"### {title}{default}", "", _doc(block_schema), ""]
+            out += _table(block_schema)
     return "\n".join(out) + "\n"
 
 

@@ -13,9 +13,9 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
-SPECIAL = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+SPECIAL: dict[str, Any] = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
 def json_safe(x: Any) -> Any:
@@ -35,6 +35,12 @@ def strict_json(data: Any, indent: int | None = 1) -> str:
     return json.dumps(json_safe(data), indent=indent, allow_nan=False)
 
 
+@overload
+def _numbers(values: dict) -> dict: ...
+@overload
+def _numbers(values: None) -> None: ...
+@overload
+def _numbers(values: dict | None) -> dict | None: ...
 def _numbers(values: dict | None) -> dict | None:
     """A dict of metric values with the special strings read back as numbers."""
     if values is None:

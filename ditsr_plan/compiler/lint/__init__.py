@@ -1,7 +1,9 @@
 """Lint: rules that catch the schedule mistakes of the loss notes, on a compiled graph.
 
 ``lint_paths`` compiles each plan, runs the selected rules, applies ``# noqa`` comments and
-reports compile errors as findings too (they cannot be suppressed or deselected).
+reports compile errors as findings too (they cannot be suppressed or deselected). The findings of an
+unchanged plan are read back from the compile cache: the rules, the graph and the parser are imported
+only when a plan has to be linted again.
 """
 
 from __future__ import annotations
@@ -11,14 +13,18 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import ditsr_plan.compiler.cache as cache
 from ditsr_plan.diagnostics import Diagnostic, Note, PlanError, Pos
 from ditsr_plan.dsl.comments import split_comment
 
 from ..compile import compile_plan
-from ..graph import ScheduleGraph
-from .rule import Context, Rule
-from .rules import BY_CODE, RULES
+from .codes import RULE_NAMES
+
+if TYPE_CHECKING:
+    from ..graph import ScheduleGraph
+    from .rule import Rule
 
 NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
 
@@ -33,6 +39,8 @@ class LintResult:
 def selected_rules(select: Sequence[str] | None, ignore: Sequence[str] | None) -> list[type[Rule]]:
     """Rules whose code starts with one of ``select`` (all by default) and none of ``ignore``."""
 
+    from .rules import RULES
+
     def matches(code: str, prefixes: Sequence[str]) -> bool:
         return any(code.startswith(p.strip().upper()) for p in prefixes if p.strip())
 
@@ -40,7 +48,7 @@ def selected_rules(select: Sequence[str] | None, ignore: Sequence[str] | None) -
 
 
 def unknown_codes(codes: Iterable[str]) -> list[str]:
-    return [c for c in codes if c.strip() and not any(code.startswith(c.strip().upper()) for code in BY_CODE)]
+    return [c for c in codes if c.strip() and not any(code.startswith(c.strip().upper()) for code in RULE_NAMES)]
 
 
 def _noqa_comments(path: str, text: str) -> dict[int, tuple[Pos, tuple[str, ...]]]:
@@ -54,8 +62,13 @@ def _noqa_comments(path: str, text: str) -> dict[int, tuple[Pos, tuple[str, ...]
     return out
 
 
-def lint_graph(graph: ScheduleGraph, rules: Sequence[type[Rule]], params: dict | None = None) -> list[Diagnostic]:
+def lint_graph(
+    graph: ScheduleGraph, rules: Sequence[type[Rule]], params: dict[str, dict[str, float]] | None = None
+) -> list[Diagnostic]:
     """Run ``rules`` on ``graph``; apply ``# noqa``; report unused ones under N001 when selected."""
+    from .rule import Context
+    from .rules import BY_CODE
+
     ctx = Context(graph, params or {})
     raw: list[Diagnostic] = []
     for rule in rules:
@@ -65,6 +78,7 @@ def lint_graph(graph: ScheduleGraph, rules: Sequence[type[Rule]], params: dict |
     used: dict[tuple[str, int], set[str]] = {}
     findings = []
     for f in raw:
+        assert f.pos is not None  # Rule.finding places every finding (at line 1 of the plan at least)
         pos, codes = noqa.get(f.pos.file, {}).get(f.pos.line, (None, None))
         if pos is not None and (not codes or f.code in codes):
             used.setdefault((f.pos.file, f.pos.line), set()).add(f.code)
@@ -81,14 +95,18 @@ def lint_graph(graph: ScheduleGraph, rules: Sequence[type[Rule]], params: dict |
                 if stale:
                     ctx.unused_noqa.append((pos, stale))
         findings += BY_CODE["N001"](ctx).check()
-    return sorted(findings, key=lambda f: (f.pos.file, f.pos.line, f.pos.col, f.code))
+    return sorted(findings, key=_order)
+
+
+def _order(f: Diagnostic) -> tuple[str, int, int, str]:
+    return (f.pos.file, f.pos.line, f.pos.col, f.code) if f.pos else ("", 0, 0, f.code)
 
 
 class NoPlansError(ValueError):
     """A folder named on the command line holds no plan file."""
 
 
-def plan_files(paths: Iterable[str | os.PathLike]) -> list[str]:
+def plan_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     """The plan files named, with directories expanded to every ``*.plan`` file below them (a folder that
     happens to be called ``x.plan`` is a folder). A named folder without any plan file is an error."""
     out: list[str] = []
@@ -106,11 +124,26 @@ def plan_files(paths: Iterable[str | os.PathLike]) -> list[str]:
     return out
 
 
+def _lint_plan(
+    path: str,
+    text: str | None,
+    rules: Sequence[type[Rule]],
+    params: dict[str, dict[str, float]] | None,
+    time_scale: float,
+) -> tuple[list[Diagnostic], dict[str, str]]:
+    """The findings of one plan (its compile errors, when it has any) and the texts of its files."""
+    try:
+        graph = compile_plan(path, time_scale, text=text)
+    except PlanError as exc:
+        return exc.diagnostics, exc.sources
+    return lint_graph(graph, rules, params), dict(graph.sources)
+
+
 def lint_paths(
-    paths: Iterable[str | os.PathLike],
+    paths: Iterable[str | os.PathLike[str]],
     select: Sequence[str] | None = None,
     ignore: Sequence[str] | None = None,
-    params: dict | None = None,
+    params: dict[str, dict[str, float]] | None = None,
     time_scale: float = 1.0,
     texts: dict[str, str] | None = None,
 ) -> LintResult:
@@ -118,16 +151,20 @@ def lint_paths(
     parent is linted too, as its own; otherwise with a note naming the child that found it. ``texts`` gives
     the text of a plan that is not a file (``-``: standard input, named ``<stdin>``)."""
     result = LintResult()
-    rules = selected_rules(select, ignore)
-    seen: dict[tuple, int] = {}  # a finding's identity -> its index in result.findings
+    choice = cache.lint_key(select, ignore, params or {})
+    rules: list[type[Rule]] = []  # chosen when a plan is linted, not read back
+    seen: dict[tuple[str, Pos | None, str], int] = {}  # a finding's identity -> its index in result.findings
     for path in plan_files(paths):
         result.files.append(path)
-        try:
-            graph = compile_plan(path, time_scale, text=(texts or {}).get(path))
-        except PlanError as exc:
-            found, sources = exc.diagnostics, exc.sources
+        text = (texts or {}).get(path)
+        cached = cache.load_findings(path, time_scale, choice) if text is None else None
+        if cached is not None:
+            found, sources = cached
         else:
-            found, sources = lint_graph(graph, rules, params), dict(graph.sources)
+            rules = rules or selected_rules(select, ignore)
+            found, sources = _lint_plan(path, text, rules, params, time_scale)
+            if text is None:
+                cache.store_findings(path, time_scale, choice, found, sources)
         result.sources.update(sources)
         for f in found:
             key = (f.code, f.pos, f.message)

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ditsr_plan import __version__
 from ditsr_plan.diagnostics import Diagnostic, render
 from ditsr_plan.terminal import shown
 
 from . import LintResult
-from .rules import BY_CODE, RULES
+from .codes import RULE_NAMES
 
 
 def _rule_name(code: str) -> str:
-    rule = BY_CODE.get(code)
-    return rule.name if rule else "plan-error"
+    return RULE_NAMES.get(code, "plan-error")
 
 
-def _as_dict(f: Diagnostic) -> dict:
+def _as_dict(f: Diagnostic) -> dict[str, Any]:
     return {
         "code": f.code,
         "name": _rule_name(f.code),
@@ -35,7 +35,9 @@ def _escape_github(text: str) -> str:
     return shown(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
-def _sarif(result: LintResult) -> dict:
+def _sarif(result: LintResult) -> dict[str, Any]:
+    from .rules import RULES
+
     rules = [
         {
             "id": r.code,
@@ -48,7 +50,7 @@ def _sarif(result: LintResult) -> dict:
     ]
     results = []
     for f in result.findings:
-        entry = {
+        entry: dict[str, Any] = {
             "ruleId": f.code,
             "level": "error" if f.severity == "error" else "warning",
             "message": {"text": f.message + (f" ({f.hint})" if f.hint else "")},
@@ -108,6 +110,8 @@ def report(result: LintResult, fmt: str, color: bool = False, summary: bool = Tr
 def rules_text(codes: list[str] | None = None) -> str:
     """Every rule (or those whose code starts with one of ``codes``): ``CODE name``, its documentation, and
     its parameters with their defaults."""
+    from .rules import RULES
+
     out = []
     for rule in RULES:
         if codes and not any(rule.code.startswith(c.upper()) for c in codes):
@@ -121,6 +125,8 @@ def rules_text(codes: list[str] | None = None) -> str:
 
 def rules_markdown() -> str:
     """``docs/rules.md``: generated from the rules' docstrings (``python -m ditsr_plan.compiler.lint.report``)."""
+    from .rules import RULES
+
     out = [
         "# Lint rules",
         "",

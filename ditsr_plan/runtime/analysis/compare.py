@@ -50,7 +50,7 @@ def summarise(run: Path) -> dict:
 
 def eval_settings_differ(rows: list[dict]) -> list[str]:
     """Warnings when runs validated differently (their metrics are then not comparable)."""
-    settings = [r.get("eval_settings") for r in rows if r.get("eval_settings")]
+    settings = [s for r in rows if (s := r.get("eval_settings"))]
     keys = sorted({k for s in settings for k in s if k != "every"})
     differ = [k for k in keys if len({json.dumps(s.get(k)) for s in settings}) > 1]
     if not differ:

@@ -55,7 +55,7 @@ def _series_plot(
     title: str,
     ylabel: str,
     log: bool = False,
-    reference: tuple[str, float] | None = None,
+    reference: tuple[str, float | None] | None = None,
 ) -> str:
     """Lines over the steps with the stages as bands; ``reference`` (label, value): a dashed horizontal line."""
     plt = _plt()
@@ -112,26 +112,26 @@ def _validation_section(stages, evals: list[EvalRecord]) -> tuple[str, str]:
 
 
 def _gradient_section(stages, terms: list[str], metrics: list[MetricsRecord]) -> tuple[str, str] | None:
-    grads = [m for m in metrics if m.gradients]
+    grads = [(m.step, g) for m in metrics if (g := m.gradients)]
     if not grads:
         return None
-    gs = [m.step for m in grads]
-    norms = {t: (gs, [m.gradients["norm"].get(t) for m in grads]) for t in terms}
-    pairs = sorted({p for m in grads for p in m.gradients["cosine"]})
-    cos = {p: (gs, [m.gradients["cosine"].get(p) for m in grads]) for p in pairs}
+    gs = [step for step, _ in grads]
+    norms = {t: (gs, [g["norm"].get(t) for _, g in grads]) for t in terms}
+    pairs = sorted({p for _, g in grads for p in g["cosine"]})
+    cos = {p: (gs, [g["cosine"].get(p) for _, g in grads]) for p in pairs}
     norm_plot = _series_plot(stages, norms, "|grad of weighted term| on the model output", "norm", log=True)
     cos_plot = _series_plot(stages, cos, "cosine between terms' gradients (< 0: pulling apart)", "cosine")
     return "Gradient diagnostics", _img(norm_plot, "grad norms") + _img(cos_plot, "grad cosines")
 
 
 def _discriminator_section(stages, metrics: list[MetricsRecord]) -> tuple[str, str] | None:
-    disc = [m for m in metrics if m.discriminator]
+    disc = [(m.step, d) for m in metrics if (d := m.discriminator)]
     if not disc:
         return None
-    ds = [m.step for m in disc]
+    ds = [step for step, _ in disc]
     series = {
-        f"{name} {key}": (ds, [m.discriminator.get(name, {}).get(key) for m in disc])
-        for name in disc[-1].discriminator
+        f"{name} {key}": (ds, [d.get(name, {}).get(key) for _, d in disc])
+        for name in disc[-1][1]
         for key in ("loss", "real", "fake")
     }
     plot = _series_plot(stages, series, "D loss, mean D(real), mean D(fake)", "value")
@@ -182,7 +182,7 @@ def _flags_section(metrics: list[MetricsRecord], evals: list[EvalRecord]) -> tup
     if not flags and not skipped:
         return None, None
     warnings = [f"step {f['step']}: {html.escape(f['message'])}" for f in flags]
-    warnings += [f"step {m.step} skipped: non-finite {html.escape(', '.join(m.skipped))}" for m in skipped]
+    warnings += [f"step {m.step} skipped: non-finite {html.escape(', '.join(m.skipped or []))}" for m in skipped]
     section = ("Flags", "<ul>" + "".join(f'<li class="flag">{w}</li>' for w in warnings) + "</ul>")
     return section, f'<span class="flag">{len(flags)} flag(s), {len(skipped)} skipped step(s): see Flags</span>'
 
@@ -209,7 +209,7 @@ def build_report(run_dir: Path) -> str:
     sections += [s for s in optional if s is not None]
     facts = _facts(graph, run_dir, metrics, evals, summary)
     flags, flag_fact = _flags_section(metrics, evals)
-    if flags:
+    if flags and flag_fact:
         sections.insert(0, flags)
         facts.append(flag_fact)
     toc = "".join(f'<li><a href="#s{i}">{html.escape(t)}</a></li>' for i, (t, _) in enumerate(sections))

@@ -236,10 +236,16 @@ def _safetensors_problem(path: Path) -> str | None:
     return None
 
 
+def _checkpoint(path: Path) -> Checkpoint:
+    step = step_of(path)
+    assert step is not None  # checkpoint_folders lists only the folders named step-N
+    return Checkpoint(path, step)
+
+
 def newest_written(folder: Path) -> Checkpoint | None:
     """The newest checkpoint whose write finished (it has its manifest), without verifying its files."""
     written = [p for p in checkpoint_folders(folder) if (p / "manifest.json").is_file()]
-    return Checkpoint(written[-1], step_of(written[-1])) if written else None
+    return _checkpoint(written[-1]) if written else None
 
 
 def newest_complete(folder: Path, report=print) -> Checkpoint | None:
@@ -253,6 +259,6 @@ def newest_complete(folder: Path, report=print) -> Checkpoint | None:
     for path in reversed(checkpoint_folders(folder)):
         problem = verify(path)
         if problem is None:
-            return Checkpoint(path, step_of(path))
+            return _checkpoint(path)
         report(f"checkpoint {path} is not usable: {problem}; trying the previous one")
     return None

@@ -8,7 +8,7 @@ import torch
 
 from ditsr_plan import __version__
 from ditsr_plan.compiler.graph import ScheduleGraph
-from ditsr_plan.compiler.show import format_steps
+from ditsr_plan.settings.numbers import format_steps
 
 from .invocation import Invocation
 

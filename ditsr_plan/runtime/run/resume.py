@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ditsr_plan.compiler.graph import ScheduleGraph
-from ditsr_plan.compiler.show import format_steps
+from ditsr_plan.settings.numbers import format_steps
 
 from ..analysis.status import read_graph
 from ..distributed import barrier

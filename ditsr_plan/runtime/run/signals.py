@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from .console import say
+
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None  # what signal.signal returns
 
 
 class RunInterrupted(RuntimeError):
@@ -41,7 +46,7 @@ class Signals:
 
     def __init__(self) -> None:
         self.received: int | None = None
-        self.previous: dict[int, object] = {}
+        self.previous: dict[int, Handler] = {}
 
     def __enter__(self) -> Signals:
         if threading.current_thread() is threading.main_thread():

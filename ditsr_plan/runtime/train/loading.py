@@ -79,8 +79,9 @@ def check_class(inner: Path, expected: str, what: str, path: str) -> None:
         raise LoadError(f"{what}={path}: {inner / 'config.json'} is not a model configuration (not a JSON object)")
     check_bounds(config, what, path)
     found = config.get("_class_name")
-    if found in LEGACY_CLASSES:  # as diffusers remaps it: PixArt-alpha's own folders say Transformer2DModel
-        found = LEGACY_CLASSES[found].get(config.get("norm_type"), found)
+    # as diffusers remaps it: PixArt-alpha's own folders say Transformer2DModel
+    if isinstance(found, str) and found in LEGACY_CLASSES:
+        found = LEGACY_CLASSES[found].get(str(config.get("norm_type")), found)
     if isinstance(found, str) and found != expected:
         raise LoadError(
             f"{what}={path}: this folder holds {_article(found)} {found}, not {_article(expected)} {expected}"

@@ -174,7 +174,7 @@ def mean_metrics(rows: list[dict[str, float | None]]) -> dict[str, float | int |
     keys = list(rows[0]) if rows else []
     mean: dict[str, float | int | None] = {}
     for key in keys:
-        values = [r[key] for r in rows if r.get(key) is not None]
+        values = [v for r in rows if (v := r.get(key)) is not None]
         finite = [v for v in values if math.isfinite(v)]
         if not values:
             mean[key] = None

@@ -1,3 +1,6 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
 from ditsr_plan.settings.numbers import format_value
 
 from ..rule import Rule
@@ -20,7 +23,7 @@ class FflTooStrong(Rule):
     name = "ffl-too-strong"
     params = {"max": 0.01}
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         for term in self.ctx.terms("ffl"):
             peak = self.ctx.knob(term).peak
             if peak > self.p["max"]:

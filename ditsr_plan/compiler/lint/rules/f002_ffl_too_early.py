@@ -1,3 +1,7 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
+
 from ..rule import Rule, intersect, step
 
 
@@ -17,7 +21,7 @@ class FflTooEarly(Rule):
     code = "F002"
     name = "ffl-too-early"
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         last = self.graph.stages[-1]
         if last.start == 0:
             return

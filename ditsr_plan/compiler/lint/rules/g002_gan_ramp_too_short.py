@@ -1,3 +1,6 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
 from ditsr_plan.settings.numbers import format_value
 
 from ..rule import Rule, step
@@ -20,7 +23,7 @@ class GanRampTooShort(Rule):
     name = "gan-ramp-too-short"
     params = {"min_steps": 4000}
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         for term in self.ctx.terms("patchgan"):
             knob = self.ctx.knob(term)
             if not knob.live:

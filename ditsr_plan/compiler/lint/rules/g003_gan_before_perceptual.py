@@ -1,3 +1,7 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
+
 from ..rule import Rule, intersect, step, subtract
 
 
@@ -16,7 +20,7 @@ class GanBeforePerceptual(Rule):
     code = "G003"
     name = "gan-before-perceptual"
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         gans = self.ctx.terms("patchgan")
         if not gans:
             return

@@ -1,3 +1,6 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
 from ditsr_plan.settings.schemas import PatchGan
 
 from ..rule import Rule
@@ -19,7 +22,7 @@ class GanWithoutR1(Rule):
     code = "G004"
     name = "gan-without-r1"
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         for term in self.ctx.terms("patchgan"):
             if self.ctx.knob(term).live and isinstance(term.settings, PatchGan) and term.settings.r1 == 0:
                 yield self.finding(

@@ -1,3 +1,7 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
+
 from ..rule import Rule
 
 
@@ -17,7 +21,7 @@ class GanWithoutEma(Rule):
     code = "G005"
     name = "gan-without-ema"
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         ema = self.graph.block("ema")
         if ema is not None and ema.decay > 0:
             return

@@ -1,3 +1,7 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
+
 from ..rule import Rule
 
 
@@ -18,7 +22,7 @@ class PatchTooSmall(Rule):
     name = "patch-too-small"
     params = {"min": 128}
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         pixel = self.graph.blocks["pixel"]
         patch = self.graph.block("pixel").patch
         if self.graph.pixel_ranges and patch < self.p["min"]:

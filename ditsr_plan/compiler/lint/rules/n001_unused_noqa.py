@@ -1,3 +1,7 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
+
 from ..rule import Rule
 
 
@@ -16,7 +20,7 @@ class UnusedNoqa(Rule):
     code = "N001"
     name = "unused-noqa"
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         # The linter runs this rule last, after it has applied every other rule's suppressions.
         for pos, codes in self.ctx.unused_noqa:
             what = "a bare '# noqa'" if not codes else "'# noqa: " + ", ".join(codes) + "'"

@@ -1,3 +1,7 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
+
 from ..rule import Rule, step, subtract
 
 
@@ -18,7 +22,7 @@ class UnconstrainedPerceptual(Rule):
     code = "R001"
     name = "unconstrained-perceptual"
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         flat = self.ctx.live("flat")
         for term in self.ctx.terms("lpips", "patchgan", "ffl"):
             bare = subtract(self.ctx.knob(term).live, flat)

@@ -1,3 +1,6 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
 from ditsr_plan.settings.numbers import format_value
 
 from ..rule import Rule, intersect, step
@@ -20,7 +23,7 @@ class FlatBelowEdge(Rule):
     code = "R002"
     name = "flat-below-edge"
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         edges, flats = self.ctx.terms("edge"), self.ctx.terms("flat")
         if not edges or not flats:
             return

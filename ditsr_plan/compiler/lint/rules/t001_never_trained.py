@@ -1,3 +1,7 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
+
 from ..rule import Rule
 
 
@@ -19,7 +23,7 @@ class NeverTrained(Rule):
     code = "T001"
     name = "never-trained"
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         for term in self.graph.terms.values():
             if not self.ctx.knob(term).live:
                 yield self.finding(

@@ -1,3 +1,6 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
 from ditsr_plan.settings.numbers import format_value
 
 from ..rule import Rule, step
@@ -22,7 +25,7 @@ class JumpWithoutRamp(Rule):
     name = "jump-without-ramp"
     params = {"max_jump": 0.25}
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         for term in self.graph.terms.values():
             knob = self.ctx.knob(term)
             peak = knob.peak

@@ -1,3 +1,7 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
+
 from ..rule import Rule, intersect, step
 
 
@@ -20,7 +24,7 @@ class PixelInReconstruction(Rule):
     name = "pixel-in-reconstruction"
     params = {"fraction": 0.2}
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         stages = self.graph.stages
         if len(stages) > 1:
             window, where = (0, stages[0].end), f"reconstruction stage {stages[0].name}"

@@ -1,3 +1,7 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
+
 from ...trust import code_run
 from ..rule import Rule
 
@@ -19,7 +23,7 @@ class RunsCode(Rule):
     code = "X001"
     name = "runs-code"
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         for run in code_run(self.graph):
             yield self.finding(
                 f"this plan runs code: {run.what}",

@@ -56,6 +56,6 @@ def attach(embedding_modules: list[nn.Module], aug: AugLevelEmbedding, take_leve
         return output + aug(levels, output.dtype)
 
     for module in embedding_modules:
-        module._aug_levels = None
+        module._aug_levels = None  # type: ignore[assignment]  # torch types Module attributes as tensors/modules
         module.register_forward_pre_hook(before, with_kwargs=True)
         module.register_forward_hook(after, with_kwargs=True)

@@ -6,6 +6,8 @@ Both start as the identity: at step 0 the model's output equals the base model's
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -13,12 +15,13 @@ from torch import nn
 def widen_patch_embedding(conv: nn.Conv2d, extra: int) -> nn.Conv2d:
     """The patch-embedding convolution with ``extra`` more input channels whose weights are 0 (so the output
     is unchanged for any value of them); the existing weights and the bias are kept."""
+    # torch types a Conv2d's kernel_size/stride/padding as tuples of any length; a Conv2d's are pairs
     wider = nn.Conv2d(
         conv.in_channels + extra,
         conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
+        cast(tuple[int, int], conv.kernel_size),
+        cast(tuple[int, int], conv.stride),
+        cast("str | tuple[int, int]", conv.padding),
         bias=conv.bias is not None,
         device=conv.weight.device,
         dtype=conv.weight.dtype,
@@ -26,7 +29,7 @@ def widen_patch_embedding(conv: nn.Conv2d, extra: int) -> nn.Conv2d:
     with torch.no_grad():
         wider.weight.zero_()
         wider.weight[:, : conv.in_channels] = conv.weight
-        if conv.bias is not None:
+        if conv.bias is not None and wider.bias is not None:
             wider.bias.copy_(conv.bias)
     return wider
 
@@ -44,10 +47,11 @@ class LRAdapter(nn.Module):
             nn.SiLU(),
             nn.Conv2d(width, width, patch, stride=patch),
         )
-        self.projections = nn.ModuleList(nn.Linear(width, inner_dim) for _ in range(blocks))
-        for projection in self.projections:
+        projections = [nn.Linear(width, inner_dim) for _ in range(blocks)]
+        for projection in projections:
             nn.init.zeros_(projection.weight)
             nn.init.zeros_(projection.bias)
+        self.projections = nn.ModuleList(projections)
 
     def forward(self, lr_latent: torch.Tensor) -> list[torch.Tensor]:
         tokens = self.encoder(lr_latent).flatten(2).transpose(1, 2)  # N x tokens x width

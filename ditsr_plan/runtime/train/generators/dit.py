@@ -29,7 +29,9 @@ class SRDiT(nn.Module):
 
     def __init__(self, latent_channels: int, sample_size: int, settings: DitModel):
         super().__init__()
-        from diffusers.models.transformers.dit_transformer_2d import DiTTransformer2DModel
+        from ..diffusers_import import model_class
+
+        DiTTransformer2DModel = model_class("diffusers.models.transformers.dit_transformer_2d", "DiTTransformer2DModel")
 
         self.settings = settings
         self.patch_size = settings.patch

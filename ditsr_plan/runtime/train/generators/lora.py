@@ -45,7 +45,14 @@ def add_lora(model, rank: int, alpha: float, dropout: float, targets: list[str])
     from peft import LoraConfig, inject_adapter_in_model
 
     check_targets(model, targets)
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, init_lora_weights=True)
+    # peft annotates lora_alpha as int; any number works (the scale is alpha / rank)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,  # type: ignore[arg-type]
+        lora_dropout=dropout,
+        target_modules=targets,
+        init_lora_weights=True,
+    )
     inject_adapter_in_model(config, model, ADAPTER)
     return config
 

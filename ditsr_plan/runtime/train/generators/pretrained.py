@@ -51,10 +51,9 @@ CLASSES = {
 
 
 def transformer_class(kind: str):
-    import importlib
+    from ..diffusers_import import model_class
 
-    module, name = CLASSES[kind]
-    return getattr(importlib.import_module(module), name)
+    return model_class(*CLASSES[kind])
 
 
 def base_fingerprint(folder: Path) -> dict:
