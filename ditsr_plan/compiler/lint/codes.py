@@ -22,5 +22,6 @@ RULE_NAMES: dict[str, str] = {
     "R002": "flat-below-edge",
     "M001": "patch-too-small",
     "X001": "runs-code",
+    "A001": "adapter-cannot-learn",
     "N001": "unused-noqa",
 }

@@ -1,3 +1,6 @@
+from collections.abc import Iterator
+
+from ditsr_plan.diagnostics import Diagnostic
 from ditsr_plan.settings.schemas import PixartModel
 
 from ..rule import Rule
@@ -23,7 +26,7 @@ class AdapterCannotLearn(Rule):
     code = "A001"
     name = "adapter-cannot-learn"
 
-    def check(self):
+    def check(self) -> Iterator[Diagnostic]:
         block = self.graph.blocks.get("model")
         if block is None or not isinstance(block.settings, PixartModel):
             return
