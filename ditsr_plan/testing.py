@@ -64,9 +64,11 @@ def tiny_trainer(folder: Path, **kwargs):
     return trainer_for(tiny_plan(folder, **kwargs))
 
 
-def make_vae(folder: Path, widths: tuple[int, ...] = (8, 16), layers_per_block: int = 1, seed: int = 0) -> Path:
+def make_vae(
+    folder: Path, widths: tuple[int, ...] = (8, 16), layers_per_block: int = 1, seed: int = 0, name: str = "vae"
+) -> Path:
     """A randomly initialised AutoencoderKL (4 latent channels, downsampling 2^(len(widths)-1)) saved to
-    ``folder/vae``."""
+    ``folder/name``."""
     import torch
     from diffusers import AutoencoderKL
 
@@ -82,13 +84,15 @@ def make_vae(folder: Path, widths: tuple[int, ...] = (8, 16), layers_per_block: 
         norm_num_groups=min(32, min(widths)),
         sample_size=256,
     )
-    vae.save_pretrained(folder / "vae")
-    return folder / "vae"
+    vae.save_pretrained(folder / name)
+    return folder / name
 
 
-def make_pixart(folder: Path, in_channels: int = 4, out_channels: int = 8, seed: int = 0, **config) -> Path:
+def make_pixart(
+    folder: Path, in_channels: int = 4, out_channels: int = 8, seed: int = 0, name: str = "pixart", **config
+) -> Path:
     """A tiny randomly initialised PixArtTransformer2DModel (2 blocks, 16 wide; learned variance like the
-    512 px checkpoints: out channels 2 x in) saved to ``folder/pixart``."""
+    512 px checkpoints: out channels 2 x in) saved to ``folder/name``."""
     import torch
     from diffusers import PixArtTransformer2DModel
 
@@ -104,8 +108,8 @@ def make_pixart(folder: Path, in_channels: int = 4, out_channels: int = 8, seed:
         **config,
     }
     model: Any = PixArtTransformer2DModel(in_channels=in_channels, out_channels=out_channels, **options)
-    model.save_pretrained(folder / "pixart")
-    return folder / "pixart"
+    model.save_pretrained(folder / name)
+    return folder / name
 
 
 def make_dit(folder: Path, in_channels: int = 4, out_channels: int = 8, seed: int = 0) -> Path:
@@ -142,6 +146,17 @@ def pretrained_plan(folder: Path, model_line: str, steps: int = 4, ckpt: int = 2
         f"stage B {half}..: lpips 0.3; edge 0.05; flat 0.08; ffl 0.01; gan 0.03\n"
     )
     return path
+
+
+def write_photos(folder: Path, names: tuple[str, ...] = ("astronaut", "coffee", "chelsea")) -> Path:
+    """scikit-image's photographs as PNGs in ``folder``: a data root of HR images, nothing downloaded."""
+    import skimage.data
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.fromarray(getattr(skimage.data, name)()).save(folder / f"{name}.png")
+    return folder
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:

@@ -20,6 +20,7 @@ from ..graph import ScheduleGraph
 from .rule import Context, Rule
 from .rules import BY_CODE, RULES
 
+SET_FILE = "--set"  # the pseudo-file of --set positions (dsl.loader's; not imported: it would load the parser)
 NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
 
 
@@ -113,17 +114,19 @@ def lint_paths(
     params: dict | None = None,
     time_scale: float = 1.0,
     texts: dict[str, str] | None = None,
+    overrides: Sequence[str] = (),
 ) -> LintResult:
     """Lint every plan of ``paths``. A finding in a parent file is reported once, at that file: when the
     parent is linted too, as its own; otherwise with a note naming the child that found it. ``texts`` gives
-    the text of a plan that is not a file (``-``: standard input, named ``<stdin>``)."""
+    the text of a plan that is not a file (``-``: standard input, named ``<stdin>``); ``overrides`` are
+    ``--set`` items applied to every plan (a finding they cause is reported at the ``--set``)."""
     result = LintResult()
     rules = selected_rules(select, ignore)
     seen: dict[tuple, int] = {}  # a finding's identity -> its index in result.findings
     for path in plan_files(paths):
         result.files.append(path)
         try:
-            graph = compile_plan(path, time_scale, text=(texts or {}).get(path))
+            graph = compile_plan(path, time_scale, text=(texts or {}).get(path), overrides=overrides)
         except PlanError as exc:
             found, sources = exc.diagnostics, exc.sources
         else:
@@ -131,7 +134,7 @@ def lint_paths(
         result.sources.update(sources)
         for f in found:
             key = (f.code, f.pos, f.message)
-            own = f.pos is None or f.pos.file == path
+            own = f.pos is None or f.pos.file in (path, SET_FILE)
             if key in seen:
                 if own:  # the parent's own lint replaces what a child found in it
                     result.findings[seen[key]] = f

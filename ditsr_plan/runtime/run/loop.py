@@ -98,7 +98,8 @@ def run_plan(
         _check_same_plan(ranks, graph)
         if resume and not force:
             refuse_other_schedule(graph, run_dir, invocation)
-        trainer = Trainer(graph, placement, ranks)  # a run that cannot be built writes nothing
+        # a run that cannot be built writes nothing
+        trainer = Trainer(graph, placement, ranks, note=None if quiet else say)
         with run_folder(run_dir, resume, overwrite, ranks) as folder:
             run = Run(graph, trainer, run_dir, invocation, quiet)
             run.start(resume, force)

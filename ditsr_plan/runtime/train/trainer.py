@@ -75,14 +75,17 @@ class StepRecord:
 
 
 class Trainer:
-    def __init__(self, graph: ScheduleGraph, placement: Placement, ranks: Ranks = SINGLE):
+    def __init__(self, graph: ScheduleGraph, placement: Placement, ranks: Ranks = SINGLE, note=None):
+        """``note(word)`` hears each slow stage of the build as it begins (the run's console)."""
+        note = note or (lambda word: None)
         self.graph, self.placement, self.ranks = graph, placement, ranks
         self.run_settings, self.diffusion_settings = graph.block("run"), graph.block("diffusion")
         self.seed = self.run_settings.seed
         device = placement.device
         torch.manual_seed(self.seed)  # parameter initialisation: the same modules for the same seed
+        note(f"reading the data ({graph.blocks['data'].kind}) ...")
         self.data = TrainingData(graph.block("data"), self.seed, graph.block("degrade"), device.type)
-        self.latent, self.model = latent_and_generator(graph, device)
+        self.latent, self.model = latent_and_generator(graph, device, note)
         self.patch = PixelPatch.fitted(
             graph.block("pixel").patch, graph.block("pixel").margin, self.data.crop, self.latent.factor
         )
@@ -90,6 +93,7 @@ class Trainer:
         self.first_sample = ranks.rank * self.data.batch_size  # this rank's first sample of a step
         self.diffusion = Diffusion(self.diffusion_settings, device)
         context = TermContext(self.diffusion)
+        note(f"building the loss terms ({', '.join(sorted({t.kind for t in graph.terms.values()}))}) ...")
         self.terms = {name: build_term(name, term.settings, context).to(device) for name, term in graph.terms.items()}
         optim = graph.block("optim")
         self.accum, self.grad_clip = optim.accum, optim.grad_clip

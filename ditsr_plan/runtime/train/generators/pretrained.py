@@ -77,8 +77,8 @@ class SRTransformer(nn.Module):
         what = f"model {kind} path"
         path = settings.path
         assert path is not None, "a DiT without path= is trained from scratch (dit.py)"
-        self.base = load_pretrained(cls, path, settings.subfolder, what, low_cpu_mem_usage=True)
-        self.source = Path(path).expanduser() / (settings.subfolder or "")
+        self.base = load_pretrained(cls, path, settings.subfolder, what, "transformer", low_cpu_mem_usage=True)
+        self.source, self.source_kind = self.base.loaded_from
         config = self.base.config
         c = latent_channels
         if config.in_channels != c:
@@ -232,7 +232,7 @@ class SRTransformer(nn.Module):
         trained = sum(p.numel() for p in self.parameters() if p.requires_grad)
         info = {
             "kind": self.kind,
-            "source": str(self.source),
+            "source": f"{self.source} ({self.source_kind})",
             "parameters": total,
             "trained": trained,
             "train": self.train_mode,
