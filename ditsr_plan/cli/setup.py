@@ -83,7 +83,7 @@ def cmd_tiny_models(args: argparse.Namespace, out: Output) -> int:
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise UsageError(f"tiny-models: {root} exists and is not an empty folder")
     out.info("loading torch and diffusers ...")
-    from ditsr_plan.testing import make_pixart, make_vae, write_photos
+    from ditsr_plan.stand_ins import make_pixart, make_vae, write_photos
 
     make_pixart(root / "PixArt-tiny", name="transformer")
     make_vae(root, name="sd-vae-tiny")

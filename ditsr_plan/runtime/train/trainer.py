@@ -199,7 +199,11 @@ class Trainer:
             torch.cat(keeps).view(-1, 1, 1, 1).to(device),
         )
 
-    def train_step(self, step: int, batches: list[Batch], shadow: bool = False, grads: bool = False) -> StepRecord:
+    def train_step(
+        self, step: int, batches: list[Batch], shadow: bool = False, grads: bool = False, on_micro=None
+    ) -> StepRecord:
+        """One optimiser step over ``batches`` (its micro-batches); ``on_micro(done, total)`` hears each
+        micro-batch as it finishes (the console's progress inside a slow step)."""
         # randomness inside libraries (dropout layers) draws from the global generator: seed it from
         # (seed, step) too, so that a step is a function of its number
         torch.manual_seed(derive_seed(self.seed, "global", step))
@@ -215,6 +219,8 @@ class Trainer:
             s = self._backward(batch, step, micro, len(batches), weights, live, needs, record, grads and micro == 0)
             if first is None:
                 first = s
+            if on_micro is not None:
+                on_micro(micro + 1, len(batches))
             if needs.discriminator:
                 pred, gt = s.patches()
                 patches.append((gt.detach(), pred.detach()))
