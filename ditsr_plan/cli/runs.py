@@ -62,10 +62,13 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
 def cmd_matrix(args: argparse.Namespace, out: Output) -> int:
     from ditsr_plan.compiler import compile_plan
 
+    from .setup import check_graph
+
     graphs, errors = [], []
-    for plan in args.plans:
+    for plan in args.plans:  # every plan compiled and checked (folders, models, device) before the first runs
         try:
             graphs.append(compile_plan(plan, args.time_scale, overrides=args.overrides))
+            check_graph(graphs[-1], out.detail)
         except PlanError as exc:
             errors.append(exc)
     if errors:

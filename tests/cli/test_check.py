@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ditsr_plan.cli import main
+from ditsr_plan.cli.setup import smoke_command
 from ditsr_plan.testing import make_pixart, make_vae, write_photos
 
 EXE = str(Path(sys.executable).with_name("ditsr-plan"))
@@ -146,3 +148,24 @@ def test_check_reads_config_only(tiny, tmp_path, capsys):
     sets = _sets(f"model.path={model}", f"latent.path={tiny / 'sd-vae-tiny'}", f"data.root={tiny / 'hr'}")
     assert main(["check", REFERENCE, *sets, *_sets("run.device=cpu", "run.precision=fp32")]) in (0, 2)
     assert f"{10**30} blocks" in capsys.readouterr().out
+
+
+def test_tiny_models_writes_the_stand_ins_and_refuses_a_folder_in_use(tmp_path, capsys):
+    root = tmp_path / "tiny"
+    assert main(["tiny-models", str(root)]) == 0
+    assert (root / "PixArt-tiny" / "transformer" / "config.json").is_file()
+    assert (root / "sd-vae-tiny" / "diffusion_pytorch_model.safetensors").is_file()
+    assert sorted(p.name for p in (root / "hr").iterdir()) == ["astronaut.png", "chelsea.png", "coffee.png"]
+    out = capsys.readouterr().out
+    assert smoke_command(root) in out and smoke_command(root, command="run") in out
+    assert main(["tiny-models", str(root)]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+
+
+def test_the_readme_smoke_test_is_what_tiny_models_prints_and_it_checks_clean(tiny, capsys, monkeypatch):
+    readme = " ".join(Path("README.md").read_text().replace("\\\n", " ").split())
+    for command in ("check", "run"):
+        assert smoke_command(Path("tiny"), command=command) in readme
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert main(shlex.split(smoke_command(tiny))[1:]) == 0
+    assert "nothing missing" in capsys.readouterr().err
