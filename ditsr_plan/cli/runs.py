@@ -31,7 +31,11 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
     # A resume without --set takes the run's own (run.json, read after torch): its folders are checked as it loads
     say = out.info if os.environ.get("RANK", "0") == "0" else out.detail  # under torchrun rank 0 speaks
     graph = compile_plan(args.plan, args.time_scale or 1.0, overrides=args.overrides or ())
-    say(f"ditsr-plan run: {first_line(graph)}")
+    own = args.resume and (args.time_scale is None or args.overrides is None)
+    say(
+        f"ditsr-plan run: {first_line(graph)}"
+        + (" (resuming: the run's own time scale and --set apply)" if own else "")
+    )
     if not (args.resume and args.overrides is None):
         check_graph(graph, out.detail)
     say("loading torch ...")
