@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
 from ditsr_plan.diagnostics import PlanError
@@ -38,16 +39,24 @@ def first_line(graph) -> str:
 
 def check_graph(graph, found=None) -> None:
     """Look for every problem of a compiled plan's folders, models, device and precision: a
-    :class:`PlanError` holding all of them (each at its plan position, with the --set that fixes it).
+    :class:`PlanError` holding all of them (each at its plan position, with the --set that fixes it), the
+    warnings with them. Warnings alone (an LPIPS trunk that torchvision would download) are printed and pass.
     ``found(line)`` hears what was found."""
+    from ditsr_plan.diagnostics import render_all
     from ditsr_plan.runtime.preflight import positioned_sources, preflight
+
+    from .output import use_color
 
     result = preflight(graph)
     for line in result.found:
         if found is not None:
             found(line)
-    if result.problems:
-        raise PlanError(result.problems, positioned_sources(graph, result.problems))
+    if not result.problems:
+        return
+    sources = positioned_sources(graph, result.problems)
+    if any(d.severity == "error" for d in result.problems):
+        raise PlanError(result.problems, sources)
+    sys.stderr.write(render_all(result.problems, sources, color=use_color()) + "\n")
 
 
 def cmd_check(args: argparse.Namespace, out: Output) -> int:
@@ -58,7 +67,8 @@ def cmd_check(args: argparse.Namespace, out: Output) -> int:
     try:
         check_graph(graph, lambda line: print(f"  {line}", flush=True))
     except PlanError as exc:
-        out.info(f"ditsr-plan check: {len(exc.diagnostics)} problem(s) below, each with the --set that fixes it")
+        errors = sum(d.severity == "error" for d in exc.diagnostics)
+        out.info(f"ditsr-plan check: {errors} problem(s) below, each with the --set that fixes it")
         raise
     out.info("ditsr-plan check: nothing missing: the run can start")
     return EXIT_OK

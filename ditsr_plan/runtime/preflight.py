@@ -10,7 +10,6 @@ it, so that all of them are reported together. Reads configuration files only: i
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,14 +23,14 @@ from .train.loading import LoadError, check_class, model_folder
 MODEL_CLASSES = {"pixart": "PixArtTransformer2DModel", "dit": "DiTTransformer2DModel"}
 WEIGHTS_SUFFIXES = (".safetensors", ".bin")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}  # data.py's, without torch
-MOST_FILES = 200_000  # a data root is walked no further than this many files (said "at least")
+MOST_FILES = 200_000  # a data root is walked no further than this many files (then said "at least")
 # torchvision's file names of the LPIPS trunks (the start of the name; the hash suffix follows)
 LPIPS_TRUNKS = {"vgg": "vgg16-", "alex": "alexnet-", "squeeze": "squeezenet1_1-"}
 
 
 @dataclass
 class Preflight:
-    problems: list[Diagnostic] = field(default_factory=list)
+    problems: list[Diagnostic] = field(default_factory=list)  # errors, and warnings (severity "warning")
     found: list[str] = field(default_factory=list)  # what is there, one line per thing checked
     latent_channels: int | None = None  # the VAE's, when it was read
     latent_factor: int | None = None
@@ -164,15 +163,18 @@ def _check_model(graph: ScheduleGraph, result: Preflight) -> None:
         result.problem(block, "caption", f"model {kind} caption={caption}: no such file", "--set model.caption=null")
 
 
-def _image_files(root: Path) -> Iterator[Path]:
-    seen = 0
+def count_images(root: Path) -> tuple[int, bool]:
+    """(image files under ``root``, whether the walk stopped at ``MOST_FILES`` files). Regular files only: a
+    FIFO, a device or a dangling link named like an image is not one."""
+    seen = count = 0
     for folder, _, names in os.walk(root):
         for name in names:
             seen += 1
             if seen > MOST_FILES:
-                return
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                yield Path(folder) / name
+                return count, True
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(os.path.join(folder, name)):
+                count += 1
+    return count, False
 
 
 def _check_data(graph: ScheduleGraph, result: Preflight) -> None:
@@ -187,11 +189,12 @@ def _check_data(graph: ScheduleGraph, result: Preflight) -> None:
             what = "not a folder" if os.path.exists(path) else "no such folder"
             result.problem(block, key, f"data {block.kind} {key}={path}: {what}", hint)
             continue
-        count = sum(1 for _ in _image_files(Path(path)))
+        count, stopped = count_images(Path(path))
         if not count:
             result.problem(block, key, f"data {block.kind} {key}={path}: no images in it", hint)
             continue
-        result.found.append(f"data {key}: {shown(path)}: {count} image files (crop {settings.crop})")
+        counted = f"at least {count} image files (the first {MOST_FILES} files)" if stopped else f"{count} image files"
+        result.found.append(f"data {key}: {shown(path)}: {counted} (crop {settings.crop})")
 
 
 def torch_hub_checkpoints() -> Path:
@@ -221,12 +224,13 @@ def _check_lpips(graph: ScheduleGraph, result: Preflight) -> None:
             continue
         result.problems.append(
             Diagnostic(
-                VALUE,
-                f"term '{name}': the pretrained {net} trunk of LPIPS is not in {torch_hub_checkpoints()} (this tool "
-                "never downloads; torchvision would try to)",
+                "warning:",
+                f"term '{name}': the pretrained {net} trunk of LPIPS is not in {torch_hub_checkpoints()}: the run "
+                "will ask torchvision to download it, which fails offline",
                 term.setting_origins.get("backbone") or term.origin,
                 f"put torchvision's {LPIPS_TRUNKS[net]}*.pth file there, or --set {name}.backbone=random "
                 "(a random trunk: offline smoke tests)",
+                severity="warning",
             )
         )
 

@@ -61,6 +61,14 @@ def _no_buffer_sync() -> dict:
     return {"broadcast_buffers": False}
 
 
+def _built(name: str, term, context: TermContext):
+    """The term's module; a term that cannot be set up is named with its plan position."""
+    try:
+        return build_term(name, term.settings, context)
+    except TermSetupError as exc:
+        raise TermSetupError(f"{term.origin}: {exc}" if term.origin else str(exc)) from None
+
+
 @dataclass
 class StepRecord:
     step: int
@@ -94,7 +102,7 @@ class Trainer:
         self.diffusion = Diffusion(self.diffusion_settings, device)
         context = TermContext(self.diffusion)
         note(f"building the loss terms ({', '.join(sorted({t.kind for t in graph.terms.values()}))}) ...")
-        self.terms = {name: build_term(name, term.settings, context).to(device) for name, term in graph.terms.items()}
+        self.terms = {name: _built(name, term, context).to(device) for name, term in graph.terms.items()}
         optim = graph.block("optim")
         self.accum, self.grad_clip = optim.accum, optim.grad_clip
         self.optimizer = torch.optim.AdamW(
