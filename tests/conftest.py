@@ -61,6 +61,10 @@ SLOW_TESTS = (
     "tests/runtime/run/test_run.py::test_resume_refuses_another_plan_unless_forced",
     "tests/runtime/validate/test_packs.py::test_a_run_validates_on_its_pack_and_evaluate_scores_it_offline",
     "tests/runtime/run/test_watch_keep.py::test_a_run_stops_on_a_watch_and_keeps_its_best_checkpoints",
+    # the tests that read the console of one tiny run (14 s at load 8)
+    "tests/runtime/run/test_run_console.py::test_the_first_lines_come_before_torch_then_a_word_per_stage",
+    "tests/runtime/run/test_run_console.py::test_a_slow_accumulated_step_counts_its_micro_batches",
+    "tests/runtime/run/test_run_console.py::test_the_header_says_the_watch_rules_are_scaled",
 )
 
 

@@ -125,3 +125,11 @@ def test_a_ctrl_c_while_the_run_loads_exits_130_with_a_word(tmp_path):
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == 130, "".join(seen) + rest
     assert "interrupted (Ctrl-C)" in rest and "Traceback" not in rest
+
+
+def test_evaluate_counts_its_images_with_an_eta():
+    from ditsr_plan.runtime.run.logs import count_eta
+
+    assert count_eta(0, 10, 0.0) == "0/10"
+    assert count_eta(3, 10, 30.0) == "3/10 (10.0 s each, ETA 70 s)"
+    assert count_eta(10, 10, 50.0).endswith("ETA 0 s)")
