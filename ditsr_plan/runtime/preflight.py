@@ -137,7 +137,8 @@ def _check_model(graph: ScheduleGraph, result: Preflight) -> None:
         return
     path = settings.path
     if path is None:
-        return  # a DiT trained from scratch
+        result.found.append("model dit: trained from scratch (no folder to read)")
+        return
     kind = block.kind or "dit"
     what = f"model {kind} path"
     read = _read_folder(block, path, settings.subfolder, what, MODEL_CLASSES[kind], "transformer", result)

@@ -137,17 +137,30 @@ class Progress:
         seen = [t for t in (self._stage_time(n) for n in self.step_seconds) if t is not None]
         return max(seen) if seen else None
 
-    def eta(self, done: int) -> float:
-        seconds = 0.0
+    def _estimate(self, done: int) -> tuple[float, list[str]]:
+        """(seconds left, the stages still to come that no step has timed yet)."""
+        seconds, untimed = 0.0, []
         for name, start, end in self.stages:
             left = max(0, min(end, self.total) - max(start, done))
             if left:
                 per_step = self._stage_time(name)
                 if per_step is None:
-                    return float("inf")
+                    return float("inf"), [name]
                 seconds += left * per_step
+                untimed += [] if name in self.step_seconds else [name]
         per_eval = sum(self.eval_seconds) / len(self.eval_seconds) if self.eval_seconds else 0.0
-        return seconds + per_eval * self.evals_left(done)
+        return seconds + per_eval * self.evals_left(done), untimed
+
+    def eta(self, done: int) -> float:
+        return self._estimate(done)[0]
+
+    def eta_text(self, done: int) -> str:
+        """``ETA 185s``, or ``ETA >185s (stage C not timed yet)`` while a stage to come (which may compute more
+        terms) has only the speed of the stages seen so far."""
+        seconds, untimed = self._estimate(done)
+        if not untimed:
+            return f"ETA {seconds:.0f}s"
+        return f"ETA >{seconds:.0f}s (stage {', '.join(untimed)} not timed yet)"
 
     def _timed(self, stage: str) -> None:
         now = time.perf_counter()
@@ -163,9 +176,7 @@ class Progress:
             return
         done = step + 1
         if self.bar is not None:
-            self.bar.set_postfix_str(
-                f"step {step} stage {stage} loss {loss:.4f} ETA {self.eta(done):.0f}s", refresh=False
-            )
+            self.bar.set_postfix_str(f"step {step} stage {stage} loss {loss:.4f} {self.eta_text(done)}", refresh=False)
             self.bar.update(1)
             return
         if done >= self.next_line or done == self.total:
@@ -173,7 +184,7 @@ class Progress:
             rate = (done - self.start) / training if training > 0 else 0.0
             print(
                 f"{done}/{self.total} steps (step {step}, stage {stage})  {rate:.2f} it/s  "
-                f"ETA {self.eta(done):.0f}s  loss {loss:.4f}",
+                f"{self.eta_text(done)}  loss {loss:.4f}",
                 file=self.stream,
                 flush=True,
             )

@@ -87,10 +87,12 @@ def test_the_eta_counts_each_stage_at_its_own_speed():
             clock[0] += seconds
             progress.update(step, "A", 0.0)
         assert progress.eta(3) == pytest.approx(7 * 1.0 + 10 * 1.0)  # B unseen: the slowest speed seen
+        assert progress.eta_text(3) == "ETA >17s (stage B not timed yet)"  # a lower bound, said so
         for step in range(3, 12):
             clock[0] += 1.0 if step < 10 else 4.0  # stage B is 4x slower
             progress.update(step, "A" if step < 10 else "B", 0.0)
         assert progress.eta(12) == pytest.approx(8 * 4.0)
+        assert progress.eta_text(12) == "ETA 32s"
         progress.evaluated(30.0)
         progress.evals_left = lambda done: 2
         assert progress.eta(12) == pytest.approx(8 * 4.0 + 2 * 30.0)
