@@ -87,6 +87,14 @@ def _weights(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHTS_SUFFIXES))
 
 
+def _weights_text(folder: Path) -> str:
+    """``weights diffusion_pytorch_model.safetensors (2.4 MiB)``: the files and their size on disk, the
+    least memory the weights take once loaded (``show --params`` counts what training adds)."""
+    names = _weights(folder)
+    size = sum((folder / n).stat().st_size for n in names) / 2**20
+    return f"weights {', '.join(names)} ({size:.1f} MiB)"
+
+
 def _read_folder(
     block: Block, path: str, subfolder: str | None, what: str, expected: str, default: str, result: Preflight
 ) -> tuple[Path, str, dict] | None:
@@ -122,7 +130,7 @@ def _check_latent(graph: ScheduleGraph, result: Preflight) -> None:
     result.latent_factor = factor
     result.found.append(
         f"VAE: {shown(str(inner))} ({which}): AutoencoderKL, {channels} latent channels, x{factor} downsampling, "
-        f"weights {', '.join(_weights(inner))}"
+        + _weights_text(inner)
     )
 
 
@@ -157,7 +165,7 @@ def _check_model(graph: ScheduleGraph, result: Preflight) -> None:
     pixels = f" ({size * result.latent_factor} px)" if isinstance(size, int) and result.latent_factor else ""
     result.found.append(
         f"model {kind}: {shown(str(inner))} ({which}): {MODEL_CLASSES[kind]}, {channels} latent channels, "
-        f"latent {size} x {size}{pixels}, {config.get('num_layers')} blocks, weights {', '.join(_weights(inner))}"
+        f"latent {size} x {size}{pixels}, {config.get('num_layers')} blocks, " + _weights_text(inner)
     )
     caption = settings.caption if isinstance(settings, schemas.PixartModel) else "null"
     if caption != "null" and not os.path.isfile(caption):

@@ -76,6 +76,7 @@ def test_with_the_tiny_folders_it_says_what_it_found(tiny, capsys):
     assert "PixArtTransformer2DModel, 4 latent channels, latent 8 x 8 (16 px), 2 blocks" in out
     assert "a pipeline's folder: its transformer/" in out
     assert "AutoencoderKL, 4 latent channels, x2 downsampling" in out
+    assert out.count("weights diffusion_pytorch_model.safetensors (") == 2 and "MiB)" in out  # sizes on disk
     assert "data root:" in out and "3 image files" in out and "device: cpu (fp32" in out
 
 
