@@ -1,4 +1,6 @@
-"""Wall time of the commands that must answer instantly: ``lint plans/`` and ``compile plans/v10.plan``.
+"""Wall time of the commands that must answer instantly: ``lint plans/`` and ``compile plans/v10.plan``, and
+the time from pressing enter to the first line of ``run`` (the plan's name, hash and steps, printed before
+torch is imported; target under 2 s on the 2-core machine; the process is then stopped).
 
 Runs each command as a user would (a fresh process of the installed console script), several times,
 and prints the median and the spread, side by side: "cold" with the compile cache off (every plan is
@@ -36,6 +38,7 @@ COMMANDS = {
     "show plans/v10.plan --at 11k": ["show", "plans/v10.plan", "--at", "11k"],
     "python -c pass (interpreter start, for reference)": None,
 }
+FIRST_LINE = {"run: first line": ["run", "plans/demo.plan"]}
 
 
 def _time(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -46,6 +49,21 @@ def _time(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _first_line(argv: list[str], env: dict[str, str]) -> float:
+    """Seconds until the command's first line on standard error; the command is stopped then."""
+    with tempfile.TemporaryDirectory(prefix="ditsr-plan-bench-run-") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [*argv, "--out", out], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        assert proc.stderr is not None
+        proc.stderr.readline()
+        seconds = time.perf_counter() - start
+        proc.kill()
+        proc.wait()
+    return seconds
 
 
 def main() -> None:
@@ -73,6 +91,12 @@ def main() -> None:
             med, lo, hi = statistics.median(times), min(times), max(times)
             cpu = statistics.median(c for _, c in runs)
             print(f"{label:<52} {mode:<7} {med:>7.3f}s {lo:>7.3f}s {hi:>7.3f}s {cpu:>7.3f}s")
+    for label, cmd in FIRST_LINE.items():
+        for mode, env in modes.items():
+            _first_line([exe, *cmd], env)
+            times = [_first_line([exe, *cmd], env) for _ in range(args.runs)]
+            med, lo, hi = statistics.median(times), min(times), max(times)
+            print(f"{label:<52} {mode:<7} {med:>7.3f}s {lo:>7.3f}s {hi:>7.3f}s")
     shutil.rmtree(cache, ignore_errors=True)
 
 

@@ -8,6 +8,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .stand_ins import make_dit, make_pixart, make_vae, write_photos
+
+__all__ = [
+    "ALL_TERMS",
+    "finished_run_and_pack",
+    "folder_bytes",
+    "make_dit",
+    "make_pixart",
+    "make_vae",
+    "pretrained_plan",
+    "strict_loads",
+    "tiny_plan",
+    "tiny_trainer",
+    "trainer_for",
+    "write_photos",
+]
+
 ALL_TERMS = """\
 loss v         vpred     min_snr=5
 loss latent_l1 latent_l1
@@ -64,50 +81,6 @@ def tiny_trainer(folder: Path, **kwargs):
     return trainer_for(tiny_plan(folder, **kwargs))
 
 
-def make_vae(folder: Path, widths: tuple[int, ...] = (8, 16), layers_per_block: int = 1, seed: int = 0) -> Path:
-    """A randomly initialised AutoencoderKL (4 latent channels, downsampling 2^(len(widths)-1)) saved to
-    ``folder/vae``."""
-    import torch
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    vae: Any = AutoencoderKL(  # diffusers: save_pretrained comes from a mixin mypy does not see
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=widths,
-        down_block_types=("DownEncoderBlock2D",) * len(widths),
-        up_block_types=("UpDecoderBlock2D",) * len(widths),
-        layers_per_block=layers_per_block,
-        norm_num_groups=min(32, min(widths)),
-        sample_size=256,
-    )
-    vae.save_pretrained(folder / "vae")
-    return folder / "vae"
-
-
-def make_pixart(folder: Path, in_channels: int = 4, out_channels: int = 8, seed: int = 0, **config) -> Path:
-    """A tiny randomly initialised PixArtTransformer2DModel (2 blocks, 16 wide; learned variance like the
-    512 px checkpoints: out channels 2 x in) saved to ``folder/pixart``."""
-    import torch
-    from diffusers import PixArtTransformer2DModel
-
-    torch.manual_seed(seed)
-    options = {
-        "num_attention_heads": 2,
-        "attention_head_dim": 8,
-        "num_layers": 2,
-        "cross_attention_dim": 16,
-        "caption_channels": 8,
-        "sample_size": 8,
-        "patch_size": 2,
-        **config,
-    }
-    model: Any = PixArtTransformer2DModel(in_channels=in_channels, out_channels=out_channels, **options)
-    model.save_pretrained(folder / "pixart")
-    return folder / "pixart"
-
-
 def save_original_pixart(folder: Path, out: Path, caption_tokens: int = 3, seed: int = 0) -> Path:
     """The diffusers PixArt at ``folder`` written as an original PixArt-alpha checkpoint (``out``, a .pth of
     ``{"state_dict": ...}`` in PixArt's own names, with a random learned null caption ``y_embedding`` of
@@ -147,26 +120,6 @@ def save_original_pixart(folder: Path, out: Path, caption_tokens: int = 3, seed:
     orig["y_embedder.y_embedding"] = torch.randn(caption_tokens, model.config.caption_channels, generator=g)
     torch.save({"state_dict": orig}, out)
     return out
-
-
-def make_dit(folder: Path, in_channels: int = 4, out_channels: int = 8, seed: int = 0) -> Path:
-    """A tiny randomly initialised class-conditional DiTTransformer2DModel saved to ``folder/dit``."""
-    import torch
-    from diffusers import DiTTransformer2DModel
-
-    torch.manual_seed(seed)
-    model: Any = DiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        num_layers=2,
-        sample_size=8,
-        patch_size=2,
-        num_embeds_ada_norm=10,
-    )
-    model.save_pretrained(folder / "dit")
-    return folder / "dit"
 
 
 def pretrained_plan(folder: Path, model_line: str, steps: int = 4, ckpt: int = 2, extra: str = "") -> Path:

@@ -68,6 +68,10 @@ SLOW_TESTS = (
     "tests/runtime/validate/test_packs.py::test_a_run_validates_on_its_pack_and_evaluate_scores_it_offline",
     "tests/runtime/validate/test_packs_layout.py::test_a_run_and_evaluate_record_which_input_they_used",
     "tests/runtime/run/test_watch_keep.py::test_a_run_stops_on_a_watch_and_keeps_its_best_checkpoints",
+    # the tests that read the console of one tiny run (14 s at load 8)
+    "tests/runtime/run/test_run_console.py::test_the_first_lines_come_before_torch_then_a_word_per_stage",
+    "tests/runtime/run/test_run_console.py::test_a_slow_accumulated_step_counts_its_micro_batches",
+    "tests/runtime/run/test_run_console.py::test_the_header_says_the_watch_rules_are_scaled",
 )
 
 

@@ -11,13 +11,14 @@ see one).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 
 from ditsr_plan.diagnostics import PlanError
 from ditsr_plan.terminal import printable
 
-from . import plans, runs
+from . import plans, runs, setup
 from .arguments import build_parser
 from .output import Output, use_color
 from .plans import EXIT_FINDINGS, EXIT_OK, UsageError
@@ -39,6 +40,8 @@ COMMANDS = {
     "export": runs.cmd_export,
     "pack": runs.cmd_pack,
     "evaluate": runs.cmd_evaluate,
+    "check": setup.cmd_check,
+    "tiny-models": setup.cmd_tiny_models,
 }
 
 _INTERRUPTED = {
@@ -67,11 +70,20 @@ def _describe_os_error(exc: OSError) -> str:
     return str(exc) or exc.strerror or type(exc).__name__
 
 
+def _set_syntax(items: Sequence[str] | None) -> None:
+    """``--set`` items of the wrong shape, refused before anything heavy is imported (the keys themselves are
+    checked when the plan is compiled, still before torch)."""
+    for item in items or ():
+        if not re.fullmatch(r"[A-Za-z_]\w*\.[A-Za-z_]\w*=.*", item):
+            raise UsageError(f"--set '{item}': expected NAME.KEY=VALUE, e.g. --set run.seed=3 or --set model.path=DIR")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Output(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
     debug = bool(os.environ.get("DITSR_PLAN_DEBUG"))
     try:
+        _set_syntax(getattr(args, "overrides", None))
         return COMMANDS[args.command](args, out)
     except PlanError as exc:
         sys.stderr.write(exc.render(color=use_color()) + "\n")

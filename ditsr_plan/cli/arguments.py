@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = [_verbosity()]
     _plan_commands(sub, common)
     _run_commands(sub, common)
+    _setup_commands(sub, common)
     return parser
 
 
@@ -109,11 +110,13 @@ def _plan_commands(sub, common: list) -> None:
     p = sub.add_parser("compile", parents=common, help="compile a plan to its schedule graph (JSON)")
     p.add_argument("plan", help=PLAN_HELP)
     _add_time_scale(p)
+    _add_set(p)
     p.add_argument("-o", "--output", metavar="FILE", help="write the JSON here instead of standard output")
 
     p = sub.add_parser("show", parents=common, help="what a plan trains: stages x terms, settings, or one step")
     p.add_argument("plan", help=GRAPH_HELP)
     _add_time_scale(p)
+    _add_set(p)
     p.add_argument("--at", type=_step, metavar="STEP", help="the values at this step (3000, 3k, 1.5k)")
     p.add_argument(
         "--params",
@@ -129,6 +132,7 @@ def _plan_commands(sub, common: list) -> None:
         "paths", nargs="*", default=["."], metavar="PLAN|DIR", help="plans, or folders searched for *.plan (default .)"
     )
     _add_time_scale(p)
+    _add_set(p)
     _add_format(
         p,
         {
@@ -157,6 +161,7 @@ def _plan_commands(sub, common: list) -> None:
     p.add_argument("a", help=GRAPH_HELP)
     p.add_argument("b", help=GRAPH_HELP)
     _add_time_scale(p)
+    _add_set(p)
     _add_format(p, {"text": "per term, the step ranges where the plans differ", "json": "the same as JSON"})
     _add_plot(p, "also draw the knobs that differ (a solid, b dashed)")
 
@@ -255,6 +260,7 @@ def _pack_command(sub, common: list) -> None:
         metavar="PLAN",
         help="degrade as this plan's data/degrade blocks do (default: highorder, the reference's)",
     )
+    _add_set(p)
     p.add_argument(
         "--strict", action="store_true", help="an unreadable or too-large image is an error (default: skipped, listed)"
     )
@@ -265,3 +271,22 @@ def _pack_command(sub, common: list) -> None:
         metavar="N",
         help="images above N pixels are refused before decoding (default 100000000, as data max_pixels=)",
     )
+
+
+def _setup_commands(sub, common: list) -> None:
+    """check, tiny-models: what a run needs, checked before it starts; stand-ins for an offline smoke test."""
+    p = sub.add_parser(
+        "check",
+        parents=common,
+        help="every folder, model, VAE, LPIPS trunk, device and precision a run needs, checked in seconds",
+    )
+    p.add_argument("plan", help="a plan file")
+    _add_time_scale(p)
+    _add_set(p)
+
+    p = sub.add_parser(
+        "tiny-models",
+        parents=common,
+        help="write tiny random PixArt and VAE folders and a few HR photos: the reference plan, offline, on a CPU",
+    )
+    p.add_argument("dir", metavar="DIR", help="the folder to write (PixArt-tiny/, sd-vae-tiny/, hr/); must be new")

@@ -20,18 +20,22 @@ class UsageError(Exception):
     """A command-line mistake: reported in one line, exit code 2."""
 
 
-def _graph(path: str, time_scale: float):
+def _graph(path: str, time_scale: float, overrides: Sequence[str] = ()):
     from ditsr_plan.compiler import compile_plan, load_graph
 
     name, text = plan_source(path)
-    return compile_plan(name, time_scale, text=text) if text is not None else load_graph(name, time_scale)
+    if text is not None or overrides:
+        if overrides and (os.path.isdir(name) or name.lower().endswith(".json")):
+            raise UsageError(f"--set changes a plan's settings: {name} is a compiled graph or a run, not a plan")
+        return compile_plan(name, time_scale, text=text, overrides=overrides)
+    return load_graph(name, time_scale)
 
 
 def cmd_compile(args: argparse.Namespace, out: Output) -> int:
     from ditsr_plan.compiler import compile_plan
 
     name, text = plan_source(args.plan)
-    graph = compile_plan(name, args.time_scale, text=text)
+    graph = compile_plan(name, args.time_scale, text=text, overrides=args.overrides)
     write_json(graph.to_json(), args.output)
     if args.output:
         out.info(f"wrote {args.output}")
@@ -41,7 +45,7 @@ def cmd_compile(args: argparse.Namespace, out: Output) -> int:
 def cmd_show(args: argparse.Namespace, out: Output) -> int:
     from ditsr_plan.compiler import show
 
-    graph = _graph(args.plan, args.time_scale)
+    graph = _graph(args.plan, args.time_scale, args.overrides)
     if args.at is not None and args.at >= graph.total_steps:
         raise UsageError(f"--at {args.at}: the plan has steps 0..{graph.total_steps - 1}")
     if args.params:
@@ -113,7 +117,9 @@ def cmd_lint(args: argparse.Namespace, out: Output) -> int:
     texts = {STDIN_NAME: sys.stdin.read()} if STDIN in args.paths else {}
     paths = [STDIN_NAME if p == STDIN else p for p in args.paths]
     try:
-        result = lint_paths(paths, args.select, args.ignore, _params(args.param), args.time_scale, texts)
+        result = lint_paths(
+            paths, args.select, args.ignore, _params(args.param), args.time_scale, texts, args.overrides
+        )
     except NoPlansError as exc:
         raise UsageError(str(exc)) from None
     for path in result.files:
@@ -140,7 +146,7 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
     errors, graphs = [], []
     for path in (args.a, args.b):
         try:
-            graphs.append(_graph(path, args.time_scale))
+            graphs.append(_graph(path, args.time_scale, args.overrides))
         except PlanError as exc:
             errors.append(exc)
     if errors:

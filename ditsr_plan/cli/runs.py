@@ -7,6 +7,7 @@ import math
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,11 +23,37 @@ if TYPE_CHECKING:  # imported where used: the plan commands start without pydant
 
 
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
+    from ditsr_plan.compiler import compile_plan
+
+    from .setup import check_graph, first_line
+
+    # before torch (seconds of imports): the plan, every --set and everything the run needs, then a first line.
+    # A resume without --set takes the run's own (run.json, read after torch): its folders are checked as it loads
+    say = out.info if os.environ.get("RANK", "0") == "0" else out.detail  # under torchrun rank 0 speaks
+    graph = compile_plan(args.plan, args.time_scale or 1.0, overrides=args.overrides or ())
+    own = args.resume and (args.time_scale is None or args.overrides is None)
+    say(
+        f"ditsr-plan run: {first_line(graph)}"
+        + (" (resuming: the run's own time scale and --set apply)" if own else "")
+    )
+    if not (args.resume and args.overrides is None):
+        check_graph(graph, out.detail)
+    say("loading torch ...")
     from ditsr_plan.runtime.errors import RunFailure
     from ditsr_plan.runtime.run import RunInterrupted, launch
 
     try:
-        launch(args.plan, args.out, args.time_scale, args.overrides, args.resume, args.force, args.overwrite, out.quiet)
+        launch(
+            args.plan,
+            args.out,
+            args.time_scale,
+            args.overrides,
+            args.resume,
+            args.force,
+            args.overwrite,
+            out.quiet,
+            graph=graph,
+        )
     except RunFailure as exc:
         raise UsageError(str(exc)) from None
     except RunInterrupted as exc:
@@ -39,10 +66,13 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
 def cmd_matrix(args: argparse.Namespace, out: Output) -> int:
     from ditsr_plan.compiler import compile_plan
 
+    from .setup import check_graph
+
     graphs, errors = [], []
-    for plan in args.plans:
+    for plan in args.plans:  # every plan compiled and checked (folders, models, device) before the first runs
         try:
             graphs.append(compile_plan(plan, args.time_scale, overrides=args.overrides))
+            check_graph(graphs[-1], out.detail)
         except PlanError as exc:
             errors.append(exc)
     if errors:
@@ -132,16 +162,18 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def _degradation_of(plan: str | None) -> tuple[DegradeSettings, int | None]:
-    """The degrade block of ``plan`` (and the plan's data scale); without a plan the reference's highorder
-    degradation."""
+def _degradation_of(plan: str | None, overrides: Sequence[str] = ()) -> tuple[DegradeSettings, int | None]:
+    """The degrade block of ``plan`` with its ``--set`` overrides (and the plan's data scale); without a plan
+    the reference's highorder degradation."""
     from ditsr_plan.settings.schemas import HighorderDegrade
 
     if plan is None:
+        if overrides:
+            raise UsageError("pack make: --set changes the settings of a plan: give the plan with --plan")
         return HighorderDegrade(), None
     from ditsr_plan.compiler import compile_plan
 
-    graph = compile_plan(plan)
+    graph = compile_plan(plan, overrides=overrides)
     return graph.block("degrade"), graph.block("data").scale
 
 
@@ -153,7 +185,7 @@ def cmd_pack(args: argparse.Namespace, out: Output) -> int:
     for name in ("n", "size", "scale", "max_pixels"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"pack make: --{name.replace('_', '-')} must be at least 1")
-    degradation, plan_scale = _degradation_of(args.plan)
+    degradation, plan_scale = _degradation_of(args.plan, args.overrides)
     scale = args.scale if args.scale is not None else plan_scale or 4
     try:
         manifest = make_pack(

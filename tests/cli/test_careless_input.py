@@ -179,12 +179,12 @@ def test_a_bomb_above_twice_pillows_limit_gets_the_tools_message(tmp_path):
 
 
 def test_a_config_json_that_is_a_device_is_named_as_such(tmp_path):
-    from ditsr_plan.runtime.train.loading import LoadError, _folder
+    from ditsr_plan.runtime.train.loading import LoadError, model_folder
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").symlink_to("/dev/zero")
     with pytest.raises(LoadError, match=r"config\.json is not a regular file .*: it is not read"):
-        _folder(str(tmp_path / "model"), None, "model pixart path")
+        model_folder(str(tmp_path / "model"), None, "model pixart path")
 
 
 def test_what_the_tool_prints_never_carries_a_control_character(tmp_path, capsys):

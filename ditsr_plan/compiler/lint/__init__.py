@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..graph import ScheduleGraph
     from .rule import Rule
 
+SET_FILE = "--set"  # the pseudo-file of --set positions (dsl.loader's; not imported: it would load the parser)
 NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
 
 
@@ -130,10 +131,11 @@ def _lint_plan(
     rules: Sequence[type[Rule]],
     params: dict[str, dict[str, float]] | None,
     time_scale: float,
+    overrides: Sequence[str] = (),
 ) -> tuple[list[Diagnostic], dict[str, str]]:
     """The findings of one plan (its compile errors, when it has any) and the texts of its files."""
     try:
-        graph = compile_plan(path, time_scale, text=text)
+        graph = compile_plan(path, time_scale, text=text, overrides=overrides)
     except PlanError as exc:
         return exc.diagnostics, exc.sources
     return lint_graph(graph, rules, params), dict(graph.sources)
@@ -146,10 +148,12 @@ def lint_paths(
     params: dict[str, dict[str, float]] | None = None,
     time_scale: float = 1.0,
     texts: dict[str, str] | None = None,
+    overrides: Sequence[str] = (),
 ) -> LintResult:
     """Lint every plan of ``paths``. A finding in a parent file is reported once, at that file: when the
     parent is linted too, as its own; otherwise with a note naming the child that found it. ``texts`` gives
-    the text of a plan that is not a file (``-``: standard input, named ``<stdin>``)."""
+    the text of a plan that is not a file (``-``: standard input, named ``<stdin>``); ``overrides`` are
+    ``--set`` items applied to every plan (a finding they cause is reported at the ``--set``)."""
     result = LintResult()
     choice = cache.lint_key(select, ignore, params or {})
     rules: list[type[Rule]] = []  # chosen when a plan is linted, not read back
@@ -157,18 +161,19 @@ def lint_paths(
     for path in plan_files(paths):
         result.files.append(path)
         text = (texts or {}).get(path)
-        cached = cache.load_findings(path, time_scale, choice) if text is None else None
+        # a cached entry is for the plan as written: --set items are applied (and linted) afresh
+        cached = cache.load_findings(path, time_scale, choice) if text is None and not overrides else None
         if cached is not None:
             found, sources = cached
         else:
             rules = rules or selected_rules(select, ignore)
-            found, sources = _lint_plan(path, text, rules, params, time_scale)
-            if text is None:
+            found, sources = _lint_plan(path, text, rules, params, time_scale, overrides)
+            if text is None and not overrides:
                 cache.store_findings(path, time_scale, choice, found, sources)
         result.sources.update(sources)
         for f in found:
             key = (f.code, f.pos, f.message)
-            own = f.pos is None or f.pos.file == path
+            own = f.pos is None or f.pos.file in (path, SET_FILE)
             if key in seen:
                 if own:  # the parent's own lint replaces what a child found in it
                     result.findings[seen[key]] = f

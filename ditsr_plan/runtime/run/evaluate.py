@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from ..validate.pictures import eval_grid
 from ..validate.sampler import sample
 from .checkpoint import Checkpoint, CheckpointError, newest_complete, step_of, verify
 from .folder import RunError
+from .logs import count_eta
 from .resume import check_base
 
 WRITTEN = ("sr", "worst-best.png", "results.json")  # everything an evaluation writes in its folder
@@ -187,11 +189,13 @@ def evaluate_checkpoint(
     diffusion = graph.block("diffusion")
     kept, broken = {}, []
     done = [0]
+    progress(f"evaluate: sampling {len(images)} images, DDIM {settings.steps} steps each ...")
+    started = time.perf_counter()
 
     def sample_fn(lr_up):
         sr = sample(model, latent, diffusion, lr_up, settings, placement)
         done[0] += 1
-        progress(f"evaluate: {done[0]}/{len(images)}")
+        progress(f"evaluate: {count_eta(done[0], len(images), time.perf_counter() - started)}")
         return sr
 
     def keep(name, sr):

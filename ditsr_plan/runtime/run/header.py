@@ -11,6 +11,7 @@ from ditsr_plan.compiler.graph import ScheduleGraph
 from ditsr_plan.settings.numbers import format_steps
 
 from .invocation import Invocation
+from .watch_keep import scaled_rules_note
 
 
 def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, invocation: Invocation) -> str:
@@ -62,6 +63,9 @@ def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, 
                 f"  and on the pack {ev.pack} ({len(evaluator.pack)} images; bicubic psnr "
                 f"{pack_mean['psnr']:.2f}, ssim {pack_mean['ssim']:.3f}): keep/watch as pack.psnr, pack.lpips, ..."
             )
+    scaled = scaled_rules_note(graph.watches, graph.keep, graph.time_scale)
+    if scaled:
+        lines.append(scaled)
     lines.append(
         f"writing to {run_dir}/ (metrics.jsonl, {'eval.jsonl, eval/, ' if evaluator else ''}checkpoints/, final/)"
     )

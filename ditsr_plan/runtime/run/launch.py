@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ditsr_plan.compiler import compile_plan
+from ditsr_plan.compiler.graph import ScheduleGraph
 
 from .folder import default_run_dir
 from .invocation import Invocation
@@ -22,10 +23,13 @@ def launch(
     force: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
+    graph: ScheduleGraph | None = None,
 ) -> RunResult:
-    """``ditsr-plan run``. ``time_scale``/``overrides`` None: 1 and none -- or, resuming, the run's own."""
+    """``ditsr-plan run``. ``time_scale``/``overrides`` None: 1 and none -- or, resuming, the run's own.
+    ``graph``: the plan already compiled with them (the command line checks it before importing torch)."""
     given = Invocation(plan, time_scale or 1.0, tuple(overrides or ()))
-    graph = compile_plan(plan, given.time_scale, overrides=given.overrides)
+    if graph is None:
+        graph = compile_plan(plan, given.time_scale, overrides=given.overrides)
     run_dir = Path(out) if out else default_run_dir(graph.name, graph.block("run").out, resume)
     invocation = given
     stored = Invocation.load(run_dir) if resume else None

@@ -46,7 +46,7 @@ from ..records import (
     truncate_jsonl,
 )
 from ..train.data import StepBatches
-from ..train.device import place, set_threads
+from ..train.device import place, set_threads, usable_cores
 from ..train.trainer import StepRecord, Trainer, dynamo_graphs
 from .checkpoint import save_checkpoint
 from .console import say, silence
@@ -98,7 +98,8 @@ def run_plan(
         _check_same_plan(ranks, graph)
         if resume and not force:
             refuse_other_schedule(graph, run_dir, invocation)
-        trainer = Trainer(graph, placement, ranks)  # a run that cannot be built writes nothing
+        # a run that cannot be built writes nothing
+        trainer = Trainer(graph, placement, ranks, note=None if quiet else say)
         with run_folder(run_dir, resume, overwrite, ranks) as folder:
             run = Run(graph, trainer, run_dir, invocation, quiet)
             run.start(resume, force)
@@ -120,6 +121,16 @@ def _check_same_plan(ranks: Ranks, graph: ScheduleGraph) -> None:
             + ", ".join(f"rank {r}: {h}" for r, h in enumerate(hashes))
             + "): every process must read the same plan, overrides and time scale"
         )
+
+
+def capped_workers(workers: int, processes_here: int = 1) -> int:
+    """``data workers=`` capped to the cores this process may use (shared among a torchrun's processes here):
+    more worker processes than cores only compete with the training for them. Said once when capped."""
+    cores = max(1, len(usable_cores()) // max(1, processes_here))
+    if workers <= cores:
+        return workers
+    say(f"data: workers={workers} capped to {cores}, the CPU cores this process may use")
+    return cores
 
 
 def _processes_here(ranks: Ranks) -> int:
@@ -183,7 +194,14 @@ class Run:
         trainer, graph = self.trainer, self.graph
         total, log = graph.total_steps, self.log_settings
         self.metrics = MetricsLog(self.run_dir, self.start_step, log.tensorboard) if self.ranks.main else NoLog()
-        self.progress = Progress(total, self.start_step, self._evals_left, quiet=self.quiet or not self.ranks.main)
+        stages = tuple((s.name, s.start, s.end) for s in graph.stages)
+        quiet = self.quiet or not self.ranks.main
+        self.progress = Progress(total, self.start_step, self._evals_left, quiet=quiet, stages=stages)
+        if not quiet:
+            say(
+                f"step {self.start_step} comes first: it includes the warm-up (first allocations, lazy set-up) and "
+                "is slower than the steps after it; the ETA leaves it out once later steps are timed"
+            )
         grads = log.grads == "on" or (log.grads == "auto" and trainer.placement.device.type == "cpu")
         stopped = None
         self.since, self.steps_since = time.perf_counter(), 0  # throughput since the last log line
@@ -194,7 +212,11 @@ class Run:
                     is_log = step % log.every == 0 or step == total - 1
                     shadow, diagnose = is_log and log.shadow, is_log and grads
                     record = trainer.train_step(
-                        step, batches, shadow=shadow and self.ranks.main, grads=diagnose and self.ranks.main
+                        step,
+                        batches,
+                        shadow=shadow and self.ranks.main,
+                        grads=diagnose and self.ranks.main,
+                        on_micro=lambda done, n, step=step: self.progress.micro(step, done, n),
                     )
                     self.log_step(record, is_log)
                     started()
@@ -217,7 +239,7 @@ class Run:
         """(step, its micro-batches) from the step after the checkpoint on, prefetched by DataLoader workers."""
         trainer, accum = self.trainer, self.trainer.accum
         data = trainer.data
-        workers = data.settings.workers
+        workers = capped_workers(data.settings.workers, _processes_here(self.ranks))
         cuda = trainer.placement.device.type == "cuda"
         loader = torch.utils.data.DataLoader(
             StepBatches(data, self.start_step, self.graph.total_steps, accum, trainer.first_sample),
@@ -323,7 +345,8 @@ class Run:
             for flag in record.flags:
                 say(f"eval after {done} steps: warning: {flag['message']}")
             for event in record.watch:
-                say(f"watch fired after {done} steps: {event['watch']} (value {event['value']:.4g}): {event['action']}")
+                where = f" ({event['at']})" if event.get("at") else ""
+                say(f"watch fired after {done} steps: {event['rule']}{where} (value {event['value']:.4g})")
                 if event["action"] == "stop":
                     stop = event
         stopped = broadcast_object(self.ranks, stop)  # a watch on rank 0 stops every rank
@@ -404,7 +427,10 @@ class Run:
 
         report = write_report(self.run_dir)
         if stopped:
-            say(f"stopped after {steps_done} of {total} steps by 'watch {stopped['watch']}: stop'")
+            where = f" at {stopped['at']}" if stopped.get("at") else ""
+            scaled = f", scaled by the time scale {self.graph.time_scale:g}" if self.graph.time_scale != 1 else ""
+            rule = stopped.get("rule", stopped["watch"])
+            say(f"stopped after {steps_done} of {total} steps by the rule '{rule}'{where}{scaled}")
         form = "safetensors state dict" if self.graph.blocks["model"].kind == "custom" else "diffusers format"
         say(f"done: {steps_done} steps; final generator in {final}/ ({form}); report: {report}")
         barrier(self.ranks)

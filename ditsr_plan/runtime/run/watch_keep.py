@@ -36,9 +36,29 @@ class Watches:
                         "value": value,
                         "action": w.action,
                         "step": record.step,
+                        "rule": rule_text(w),
+                        "at": str(w.origin) if w.origin else None,
                     }
                 )
         return events
+
+
+def rule_text(w: Watch) -> str:
+    """The watch as the plan writes it, with its ``after`` as this run counts it (scaled with the steps)."""
+    return f"watch {w.metric} {w.op} {w.value:g} for {w.evals} evals after {w.after}: {w.action}"
+
+
+def scaled_rules_note(watches: tuple[Watch, ...], keep: Keep | None, time_scale: float) -> str | None:
+    """What a run at another time scale should know before step 0: its watch rules start at scaled steps
+    (a smoke run at --time-scale 0.001 reaches v10's 'after 9k' at step 9)."""
+    if time_scale == 1 or not (watches or keep):
+        return None
+    lines = [f"watch/keep rules are scaled with the steps (time scale {time_scale:g}):"]
+    for w in watches:
+        lines.append(f"  {rule_text(w)}" + (f" ({w.origin})" if w.origin else ""))
+    if keep is not None:
+        lines.append(f"  keep best {keep.count} by {keep.direction} {keep.metric}: at every eval, as in the plan")
+    return "\n".join(lines)
 
 
 def _holds(watch: Watch, value: float | None) -> bool:

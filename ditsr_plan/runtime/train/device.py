@@ -58,7 +58,7 @@ def place(device: str, precision: str, local_rank: int | None = None) -> Placeme
     return Placement(dev, torch.bfloat16 if precision == "bf16" else None)
 
 
-def _usable_cores() -> list[int]:
+def usable_cores() -> list[int]:
     try:
         return sorted(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -87,7 +87,7 @@ def busy_cores(window: float = 0.25) -> float:
     ``window`` seconds while this process sleeps); 0 where it cannot be measured."""
     import time
 
-    cores = _usable_cores()
+    cores = usable_cores()
     before = _cpu_times(cores)
     if before is None:
         return 0.0
@@ -107,7 +107,7 @@ def auto_threads(processes_here: int = 1, busy: float | None = None) -> int:
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    cores = len(_usable_cores())
+    cores = len(usable_cores())
     share = max(1, cores // max(1, processes_here))
     busy = busy_cores() if busy is None else busy
     return max(1, min(share, cores - round(busy)))

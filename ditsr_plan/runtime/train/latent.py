@@ -47,7 +47,7 @@ class VaeLatent(LatentSpace):
         super().__init__()
         from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
-        self.vae = load_pretrained(AutoencoderKL, path, subfolder, "latent vae path", low_cpu_mem_usage=False)
+        self.vae = load_pretrained(AutoencoderKL, path, subfolder, "latent vae path", "vae", low_cpu_mem_usage=False)
         self.vae.requires_grad_(False).eval()
         self.scaling = float(scaling if scaling is not None else self.vae.config.scaling_factor)
         self.channels = int(self.vae.config.latent_channels)

@@ -38,8 +38,29 @@ def _article(name: str) -> str:
     return "an" if name[:1].upper() in "AEIOU" else "a"
 
 
-def _folder(path: str, subfolder: str | None, what: str) -> Path:
-    """The local folder that holds ``config.json``, or a :class:`LoadError` saying what is there instead."""
+NO_SUBFOLDER = ("", "-")  # subfolder= (empty) or subfolder=-: the folder itself
+
+
+def _chosen(folder: Path, subfolder: str | None, default: str | None) -> tuple[Path, str]:
+    """The folder that should hold ``config.json``, and which one it is in words. ``path=`` may name a whole
+    pipeline's folder (its ``subfolder``, else ``default``, holds the model) or the model's folder itself."""
+    own = (folder / "config.json").exists()
+    if subfolder in NO_SUBFOLDER:
+        return folder, "the model's own folder"
+    if subfolder is not None:
+        if (folder / subfolder).is_dir():
+            return folder / subfolder, f"a pipeline's folder: its {subfolder}/"
+        if own:
+            return folder, f"the model's own folder (there is no {subfolder}/ in it: subfolder= not needed)"
+        return folder / subfolder, ""
+    if not own and default and (folder / default / "config.json").is_file():
+        return folder / default, f"a pipeline's folder: its {default}/"
+    return folder, "the model's own folder"
+
+
+def model_folder(path: str, subfolder: str | None, what: str, default: str | None = None) -> tuple[Path, str]:
+    """The local folder that holds ``config.json`` and which one it is (``a pipeline's folder: its
+    transformer/``), or a :class:`LoadError` saying what is there instead. Reads no weights, imports no torch."""
     folder = Path(os.path.expanduser(path))
     if folder.exists() and not folder.is_dir():
         raise LoadError(f"{what}={path}: not a folder (a diffusers model is a folder with config.json)")
@@ -48,7 +69,7 @@ def _folder(path: str, subfolder: str | None, what: str) -> Path:
             f"{what}={path}: no such folder (this tool never downloads: get the model once, e.g. with "
             "'huggingface-cli download ID --local-dir DIR', and give that folder)"
         )
-    inner = folder / subfolder if subfolder else folder
+    inner, which = _chosen(folder, subfolder, default)
     if not inner.is_dir():
         raise LoadError(f"{what}={path}: no subfolder '{subfolder}' ({_listing(folder)})")
     config = inner / "config.json"
@@ -63,14 +84,15 @@ def _folder(path: str, subfolder: str | None, what: str) -> Path:
             else ""
         )
         raise LoadError(f"{what}={path}: no config.json in {inner} ({_listing(inner)}){hint}")
-    return inner
+    return inner, which
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a diffusers config.json is a few KB
 
 
-def check_class(inner: Path, expected: str, what: str, path: str) -> None:
-    """Refuse a folder whose ``config.json`` names another class than ``expected`` (read before loading)."""
+def check_class(inner: Path, expected: str, what: str, path: str) -> dict:
+    """Refuse a folder whose ``config.json`` names another class than ``expected`` (read before loading);
+    the configuration otherwise."""
     try:
         config = json.loads((inner / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -87,6 +109,7 @@ def check_class(inner: Path, expected: str, what: str, path: str) -> None:
             f"{what}={path}: this folder holds {_article(found)} {found}, not {_article(expected)} {expected}"
             " -- check which folder the setting names"
         )
+    return config
 
 
 # what a sane diffusers config holds at most: a config is read before anything is built, and a huge value
@@ -112,13 +135,13 @@ def check_bounds(config: dict, what: str, path: str) -> None:
                 )
 
 
-def config_only(cls, path: str, subfolder: str | None, what: str):
+def config_only(cls, path: str, subfolder: str | None, what: str, default: str | None = None):
     """The model ``cls`` as the folder's ``config.json`` describes it, on the meta device: its shapes and
     names without reading (or allocating) a single weight."""
     import torch
     from diffusers.utils import logging
 
-    inner = _folder(path, subfolder, what)
+    inner, _ = model_folder(path, subfolder, what, default)
     check_class(inner, cls.__name__, what, path)
     level = logging.get_verbosity()
     try:
@@ -133,13 +156,16 @@ def config_only(cls, path: str, subfolder: str | None, what: str):
         logging.set_verbosity(level)
 
 
-def load_pretrained(cls, path: str, subfolder: str | None, what: str, **kwargs):
-    """``cls.from_pretrained(path, subfolder=..., local_files_only=True)``; ``what`` names the setting
-    (``latent vae path``)."""
-    inner = _folder(path, subfolder, what)
+def load_pretrained(cls, path: str, subfolder: str | None, what: str, default: str | None = None, **kwargs):
+    """``cls.from_pretrained(FOLDER, local_files_only=True)`` of the folder :func:`model_folder` finds (the
+    model's own, or ``subfolder`` -- else ``default`` -- of a pipeline's); ``what`` names the setting
+    (``latent vae path``). The model gets ``loaded_from``: that folder and which one it is, in words."""
+    inner, which = model_folder(path, subfolder, what, default)
     check_class(inner, cls.__name__, what, path)
     try:
-        return cls.from_pretrained(os.path.expanduser(path), subfolder=subfolder, local_files_only=True, **kwargs)
+        model = cls.from_pretrained(str(inner), local_files_only=True, **kwargs)
     except Exception as exc:  # diffusers, safetensors and torch each raise their own types for a bad folder
         cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LoadError(f"{what}={path}: cannot load {_article(cls.__name__)} {cls.__name__}: {cause}") from None
+    model.loaded_from = (inner, which)
+    return model

@@ -61,6 +61,14 @@ def _no_buffer_sync() -> dict:
     return {"broadcast_buffers": False}
 
 
+def _built(name: str, term, context: TermContext):
+    """The term's module; a term that cannot be set up is named with its plan position."""
+    try:
+        return build_term(name, term.settings, context)
+    except TermSetupError as exc:
+        raise TermSetupError(f"{term.origin}: {exc}" if term.origin else str(exc)) from None
+
+
 @dataclass
 class StepRecord:
     step: int
@@ -75,21 +83,25 @@ class StepRecord:
 
 
 class Trainer:
-    def __init__(self, graph: ScheduleGraph, placement: Placement, ranks: Ranks = SINGLE):
+    def __init__(self, graph: ScheduleGraph, placement: Placement, ranks: Ranks = SINGLE, note=None):
+        """``note(word)`` hears each slow stage of the build as it begins (the run's console)."""
+        note = note or (lambda word: None)
         self.graph, self.placement, self.ranks = graph, placement, ranks
         self.run_settings, self.diffusion_settings = graph.block("run"), graph.block("diffusion")
         self.seed = self.run_settings.seed
         device = placement.device
         torch.manual_seed(self.seed)  # parameter initialisation: the same modules for the same seed
+        note(f"reading the data ({graph.blocks['data'].kind}) ...")
         self.data = TrainingData(graph.block("data"), self.seed, graph.block("degrade"), device.type)
-        self.latent, self.model = latent_and_generator(graph, device)
+        self.latent, self.model = latent_and_generator(graph, device, note)
         pixel = graph.block("pixel")
         self.patch = PixelPatch.fitted(pixel.patch, pixel.margin, self.data.crop, self.latent.factor, pixel.clamp)
         self.net = self._wrapped(self.model)  # what the step calls: the model, under DDP and torch.compile
         self.first_sample = ranks.rank * self.data.batch_size  # this rank's first sample of a step
         self.diffusion = Diffusion(self.diffusion_settings, device)
         context = TermContext(self.diffusion)
-        self.terms = {name: build_term(name, term.settings, context).to(device) for name, term in graph.terms.items()}
+        note(f"building the loss terms ({', '.join(sorted({t.kind for t in graph.terms.values()}))}) ...")
+        self.terms = {name: _built(name, term, context).to(device) for name, term in graph.terms.items()}
         optim = graph.block("optim")
         self.accum, self.grad_clip = optim.accum, optim.grad_clip
         self.optimizer = torch.optim.AdamW(
@@ -195,7 +207,11 @@ class Trainer:
             torch.cat(keeps).view(-1, 1, 1, 1).to(device),
         )
 
-    def train_step(self, step: int, batches: list[Batch], shadow: bool = False, grads: bool = False) -> StepRecord:
+    def train_step(
+        self, step: int, batches: list[Batch], shadow: bool = False, grads: bool = False, on_micro=None
+    ) -> StepRecord:
+        """One optimiser step over ``batches`` (its micro-batches); ``on_micro(done, total)`` hears each
+        micro-batch as it finishes (the console's progress inside a slow step)."""
         # randomness inside libraries (dropout layers) draws from the global generator: seed it from
         # (seed, step) too, so that a step is a function of its number
         torch.manual_seed(derive_seed(self.seed, "global", step))
@@ -211,6 +227,8 @@ class Trainer:
             s = self._backward(batch, step, micro, len(batches), weights, live, needs, record, grads and micro == 0)
             if first is None:
                 first = s
+            if on_micro is not None:
+                on_micro(micro + 1, len(batches))
             if needs.discriminator:
                 pred, gt = s.patches()
                 patches.append((gt.detach(), pred.detach()))

@@ -4,6 +4,7 @@ randomly initialised models written with save_pretrained (nothing downloaded).""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -211,26 +212,18 @@ def test_a_factory_that_fails_gets_a_clear_error(tmp_path, factory, message):
 
 
 def test_the_reference_plan_runs_on_tiny_stand_ins(tmp_path):
-    """plans/reference/pixart_v10.plan with its folders given by --set (tiny PixArt, VAE, a folder of photos),
-    at 1/1000 of its steps and a small crop: the user's real experiment, runnable as written."""
-    import skimage.data
-    from PIL import Image
+    """README's offline smoke test as written: plans/reference/pixart_v10.plan on the stand-ins 'tiny-models'
+    writes (tiny PixArt, VAE, a folder of photos), at 1/1000 of its steps: the user's real experiment."""
+    from ditsr_plan.cli.setup import smoke_command
 
-    pixart, vae = make_pixart(tmp_path), make_vae(tmp_path)
-    photos = tmp_path / "hr"
-    photos.mkdir()
-    for name in ("astronaut", "coffee", "chelsea"):
-        Image.fromarray(getattr(skimage.data, name)()).save(photos / f"{name}.png")
-    sets = [
-        f"model.path={pixart}", "model.subfolder=", f"latent.path={vae}", f"data.root={photos}", "data.crop=64",
-        "data.workers=0", "pixel.patch=32", "pixel.margin=0", "run.precision=auto", "optim.accum=1",
-        "eval.size=64", "eval.steps=2", "lpips.backbone=random",
-    ]  # fmt: skip
-    args = [EXE, "run", "plans/reference/pixart_v10.plan", "--out", str(tmp_path / "run"), "--time-scale", "0.001"]
+    assert subprocess.run([EXE, "tiny-models", str(tmp_path / "tiny")], capture_output=True).returncode == 0
+    command = shlex.split(smoke_command(tmp_path / "tiny", command="run"))
     done = subprocess.run(
-        [*args, *(x for s in sets for x in ("--set", s))], capture_output=True, text=True, timeout=900
+        [EXE, *command[1:], "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "generator pixart" in done.stderr and "train=lora+rest, cond=concat+adapter" in done.stderr
     assert "trains: " in done.stderr and "base MLP" in done.stderr  # the scripts' set, per group
+    assert "(a pipeline's folder: its transformer/)" in done.stderr  # path= named the pipeline's folder
+    assert "by the rule 'watch defocus.fhr > 1.3 for 2 evals after 9: stop' at " in done.stderr
     assert (tmp_path / "run" / "final" / "generator_ema" / "adapter_model.safetensors").is_file()

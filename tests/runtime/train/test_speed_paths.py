@@ -77,7 +77,7 @@ def test_activation_checkpointing_gives_the_same_step(tmp_path):
 def test_auto_threads_honours_omp_num_threads_and_leaves_busy_cores_alone(monkeypatch):
     from ditsr_plan.runtime.train import device
 
-    monkeypatch.setattr(device, "_usable_cores", lambda: [0, 1, 2, 3])
+    monkeypatch.setattr(device, "usable_cores", lambda: [0, 1, 2, 3])
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert device.auto_threads(busy=0.0) == 4
     assert device.auto_threads(busy=1.2) == 3  # a core kept busy by another program is left to it

@@ -25,14 +25,19 @@ from ditsr_plan.settings.schemas import CustomModel, DitModel, PixartModel
 from ..latent import LatentSpace, build_latent
 
 
-def latent_and_generator(graph: ScheduleGraph, device) -> tuple[LatentSpace, nn.Module]:
+def latent_and_generator(graph: ScheduleGraph, device, note=None) -> tuple[LatentSpace, nn.Module]:
     """The latent space and the generator of ``graph``'s plan, built on ``device`` (a pretrained base loaded
     from the plan's path; the trained weights still to be put in): the one recipe of the trainer, ``export``
-    and ``evaluate``."""
+    and ``evaluate``. ``note(word)`` hears each slow stage as it begins (a run's console)."""
+    note = note or (lambda word: None)
+    latent_block, model_block = graph.blocks["latent"], graph.blocks["model"]
+    if latent_block.kind == "vae":
+        note("loading the VAE ...")
     latent = build_latent(graph.block("latent")).to(device)
     crop = graph.block("data").crop
     if crop % latent.factor:
         raise ValueError(f"data crop {crop} is not a multiple of the latent factor {latent.factor}")
+    note(f"building the model ({model_block.kind}) ...")
     origins = graph.blocks["model"].value_origins  # where train_add= & co. are written, for their errors
     model = build_generator(graph.block("model"), latent, crop // latent.factor, crop, device, origins)
     return latent, model.to(device)

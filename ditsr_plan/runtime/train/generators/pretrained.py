@@ -35,7 +35,7 @@ from torch import nn
 
 from ditsr_plan.settings import schemas
 
-from ..loading import LoadError, config_only, load_pretrained
+from ..loading import LoadError, config_only, load_pretrained, model_folder
 from .aug_level import AugLevelEmbedding, attach
 from .conditioning import LRAdapter, attach_adapter, widen_patch_embedding
 from .injection import Injection, InjectionState
@@ -94,15 +94,15 @@ class SRTransformer(nn.Module):
         if kind == "pixart" and Path(path).suffix == ".pth":
             if settings.subfolder:
                 raise LoadError(f"{what}={path}: a .pth checkpoint is one file: drop subfolder=")
-            self.source = Path(path).expanduser()
+            self.source, self.source_kind = Path(path).expanduser(), "an original PixArt-alpha checkpoint"
             # weights=False too: the file is its own config (shapes), read memory-mapped
             self.base, self.null_caption, self.fingerprint = load_original(self.source, what)
+        elif weights:
+            self.base = load_pretrained(cls, path, settings.subfolder, what, "transformer", low_cpu_mem_usage=True)
+            self.source, self.source_kind = self.base.loaded_from
         else:
-            if weights:
-                self.base = load_pretrained(cls, path, settings.subfolder, what, low_cpu_mem_usage=True)
-            else:
-                self.base = config_only(cls, path, settings.subfolder, what)
-            self.source = Path(path).expanduser() / (settings.subfolder or "")
+            self.base = config_only(cls, path, settings.subfolder, what, "transformer")
+            self.source, self.source_kind = model_folder(path, settings.subfolder, what, "transformer")
         config = self.base.config
         c = latent_channels
         if config.in_channels != c:
@@ -298,7 +298,7 @@ class SRTransformer(nn.Module):
         trained = sum(p.numel() for p in self.parameters() if p.requires_grad)
         info = {
             "kind": self.kind,
-            "source": str(self.source),
+            "source": f"{self.source} ({self.source_kind})",
             "parameters": total,
             "trained": trained,
             "train": self.train_mode,

@@ -32,7 +32,7 @@ class Lpips(LossTerm[schemas.Lpips]):
             raise TermSetupError(
                 f"term '{name}': the pretrained {settings.net} trunk of LPIPS cannot be loaded ({exc}). "
                 f"torchvision looks for it in {torchvision_cache()} and downloads it there when it can. "
-                f"Put the weights file there, or use 'backbone=random' (LPIPS with a random trunk) offline."
+                f"Put the weights file there, or --set {name}.backbone=random (LPIPS with a random trunk) offline."
             ) from None
         self.lpips.requires_grad_(False).eval()
 
