@@ -32,7 +32,7 @@ SMOKE_SETS = (
 
 def first_line(graph) -> str:
     """The plan's name, hash and steps: what ``run`` and ``check`` say first."""
-    from ditsr_plan.compiler.show import format_steps
+    from ditsr_plan.settings.numbers import format_steps
 
     scale = f" (time scale {graph.time_scale:g})" if graph.time_scale != 1 else ""
     return f"plan {graph.name} · hash {graph.hash} · {format_steps(graph.total_steps)} steps{scale}"
