@@ -352,7 +352,7 @@ class ScheduleGraph:
             "stages": [[s.name, s.start, s.end] for s in self.stages],
             "knobs": {n: {"kind": k.kind, "pieces": [p.to_json() for p in k.pieces]} for n, k in self.knobs.items()},
             "terms": {n: {"kind": t.kind, "settings": t.values} for n, t in self.terms.items()},
-            "blocks": {n: {"kind": b.kind, "values": dict(b.values)} for n, b in self.blocks.items()},
+            "blocks": {n: {"kind": b.kind, "values": hashed_values(b.settings)} for n, b in self.blocks.items()},
             "watches": [w.to_json() for w in self.watches],
             "keep": self.keep.to_json() if self.keep else None,
         }
@@ -448,6 +448,18 @@ class ScheduleGraph:
         if graph.hash != data["hash"]:
             raise ValueError(f"schedule graph hash mismatch: file says {data['hash']}, content is {graph.hash}")
         return graph
+
+
+def hashed_values(settings: Schema) -> dict[str, Any]:
+    """A block's settings as plain JSON data, less the fields marked ``hash_neutral`` that are at their
+    default: settings added later (the eval block's ``tile``) leave the hash of the plans written before them
+    unchanged, and a graph read back fills them in with their defaults."""
+    values = settings.model_dump(mode="json")
+    for name, info in type(settings).model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("hash_neutral") and getattr(settings, name) == info.default:
+            values.pop(name, None)
+    return values
 
 
 def _validated(schema: type[S], values: Any, what: str) -> S:

@@ -43,6 +43,9 @@ def _whole(value: Any) -> Any:
 
 Steps = Annotated[int, BeforeValidator(_steps), StepQuantity()]
 Threads = Annotated[Literal["auto"] | Annotated[int, Field(ge=1, le=1024)], BeforeValidator(_whole)]
+# an HR tile side in pixels, or auto / off
+Tile = Annotated[Literal["auto", "off"] | Annotated[int, Field(ge=16, le=65536)], BeforeValidator(_whole)]
+Overlap = Annotated[Literal["auto"] | Annotated[int, Field(ge=0, le=16384)], BeforeValidator(_whole)]
 Neighbours = Annotated[Literal[4, 8], BeforeValidator(_whole)]
 Pair = Annotated[tuple[float, float], BeforeValidator(_pair)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -608,6 +611,24 @@ class Eval(Schema):
         json_schema_extra={"metavar": "DIR", "path": True},
     )
     pack_limit: int | None = Field(None, ge=1, le=100_000, description="validate on the pack's first N images only")
+    tile: Tile = Field(
+        "auto",
+        description="tiled sampling for images larger than a tile: the HR tile side in pixels (tiles overlap and "
+        "are blended at every sampler step; the VAE encodes and decodes tiled too); auto: 4 x the data crop; "
+        "off: whole images",
+        json_schema_extra={"hash_neutral": True},
+    )
+    overlap: Overlap = Field(
+        "auto",
+        description="overlap of neighbouring tiles in HR pixels; auto: a quarter of the tile",
+        json_schema_extra={"hash_neutral": True},
+    )
+    color_fix: Literal["none", "wavelet", "adain"] = Field(
+        "none",
+        description="correct the SR's colours to the LR's: wavelet (the SR's high frequencies on the LR's low "
+        "ones), adain (per-channel mean and std of the LR), none",
+        json_schema_extra={"hash_neutral": True},
+    )
 
 
 # A block maps a kind to its schema; a block that takes no kind has the single kind None.

@@ -188,7 +188,7 @@ def evaluate_checkpoint(
     done = [0]
 
     def sample_fn(lr_up):
-        sr = sample(model, latent, diffusion, lr_up, settings, placement)
+        sr = sample(model, latent, diffusion, lr_up, settings, placement, graph.block("data").crop)
         done[0] += 1
         progress(f"evaluate: {done[0]}/{len(images)}")
         return sr

@@ -6,9 +6,15 @@ runs ``ts[start:]`` (0.1 of 50 steps starts at t = 880); ``lq_init=0`` starts fr
 mixes in the prediction without LR conditioning. The model is told augmentation level 0. With
 ``diffusion target=residual`` the sampler works on the residual (the LR-latent start is then the noised
 zero residual) and the LR latent is added back before decoding. Deterministic for the seed.
+
+Images larger than the eval block's ``tile`` are sampled tile by tile (``tiled.py``) with the VAE's encode
+and decode tiled too (diffusers' own); ``color_fix`` then corrects the SR's colours to the LR's
+(``colorfix.py``). Validation, ``evaluate`` and ``upscale`` all sample here.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -16,6 +22,9 @@ from ditsr_plan.settings import schemas
 
 from ..seeds import generator
 from ..train.diffusion import make_scheduler
+from ..train.generators import patch_size
+from .colorfix import color_fix
+from .tiled import TiledVelocity, latent_tiling
 
 
 def lq_init_start(steps: int, strength: float) -> int:
@@ -24,18 +33,66 @@ def lq_init_start(steps: int, strength: float) -> int:
     return round(strength * (steps - 1))
 
 
+@contextlib.contextmanager
+def tiled_vae(latent, tile_px: int, overlap_px: int):
+    """diffusers' tiled encode and decode for a VAE latent (tiles of ``tile_px`` HR pixels overlapping by
+    ``overlap_px``), while the context lasts; a pixel-unshuffle latent is local already."""
+    vae = getattr(latent, "vae", None)
+    if vae is None:
+        yield
+        return
+    saved = (vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor)
+    vae.use_tiling = True
+    vae.tile_sample_min_size = tile_px
+    vae.tile_latent_min_size = tile_px // latent.factor
+    vae.tile_overlap_factor = min(0.5, max(overlap_px / tile_px, 1 / 8))
+    try:
+        yield
+    finally:
+        vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor = saved
+
+
+def _predictor(model, settings: schemas.Eval, device):
+    """The velocity of (a tile of) the latent, classifier-free guided when ``cfg`` > 1, at augmentation 0."""
+
+    def predict(x: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        tt = t.expand(x.shape[0]).to(device)
+        no_aug = torch.zeros(x.shape[0], device=device)
+        v = model(x, cond, tt, no_aug).float()
+        if settings.cfg != 1:
+            v_uncond = model(x, torch.zeros_like(cond), tt, no_aug).float()
+            v = v_uncond + settings.cfg * (v - v_uncond)
+        return v
+
+    return predict
+
+
 @torch.no_grad()
 def sample(
-    model, latent, diffusion: schemas.Diffusion, lr_up: torch.Tensor, settings: schemas.Eval, placement
+    model,
+    latent,
+    diffusion: schemas.Diffusion,
+    lr_up: torch.Tensor,
+    settings: schemas.Eval,
+    placement,
+    crop: int,
+    on_tile=None,
 ) -> torch.Tensor:
     """SR of LR images (N x 3 x H x W, bicubic-upsampled) with ``model``: ``settings`` are the eval block's
-    (``steps``, ``lq_init``, ``cfg``, ``seed``); returns N x 3 x H x W in [-1, 1]."""
+    (``steps``, ``lq_init``, ``cfg``, ``seed``, ``tile``, ``overlap``, ``color_fix``; ``crop``, the training
+    crop, sets the automatic tile); returns N x 3 x H x W in [-1, 1]. ``on_tile(step, steps, tile, tiles)``
+    is told after each tile of each step."""
     was_training = model.training
     model.eval()
     sched = make_scheduler("ddim", diffusion)
     sched.set_timesteps(settings.steps)
     device = placement.device
-    cond = latent.encode(lr_up.to(device))
+    h, w = lr_up.shape[-2] // latent.factor, lr_up.shape[-1] // latent.factor
+    tiling = latent_tiling(h, w, settings, crop, latent.factor, patch_size(model))
+    tile_px, overlap_px = tiling.tile * latent.factor, tiling.overlap * latent.factor
+    vae_tiles = tiled_vae(latent, tile_px, overlap_px) if tiling.count > 1 else contextlib.nullcontext()
+    with vae_tiles:
+        cond = latent.encode(lr_up.to(device))
     base = cond if diffusion.target == "residual" else torch.zeros_like(cond)
     noise = torch.randn(cond.shape, generator=generator(settings.seed, "eval-noise")).to(device)
     timesteps = sched.timesteps
@@ -44,15 +101,14 @@ def sample(
         x = sched.add_noise(cond - base, noise, timesteps[:1])
     else:
         x = noise * sched.init_noise_sigma
-    no_aug = torch.zeros(x.shape[0], device=device)
+    step = [0]
+    told = (lambda i, n: on_tile(step[0] + 1, len(timesteps), i, n)) if on_tile else None
+    velocity = TiledVelocity(_predictor(model, settings, device), tiling, told)
     with placement.autocast():
         for t in timesteps:
-            tt = t.expand(x.shape[0]).to(device)
-            v = model(x, cond, tt, no_aug).float()
-            if settings.cfg != 1:
-                v_uncond = model(x, torch.zeros_like(cond), tt, no_aug).float()
-                v = v_uncond + settings.cfg * (v - v_uncond)
-            x = sched.step(v, t, x).prev_sample
-        sr = latent.decode(x + base).float().clamp(-1, 1)
+            x = sched.step(velocity(x, cond, t), t, x).prev_sample
+            step[0] += 1
+        with tiled_vae(latent, tile_px, overlap_px) if tiling.count > 1 else contextlib.nullcontext():
+            sr = latent.decode(x + base).float().clamp(-1, 1)
     model.train(was_training)
-    return sr
+    return color_fix(sr, lr_up.to(sr.device).float(), settings.color_fix)
