@@ -24,7 +24,7 @@ from ..seeds import generator
 from ..train.diffusion import make_scheduler
 from ..train.generators import patch_size
 from .colorfix import color_fix
-from .tiled import TiledVelocity, latent_tiling
+from .tiled import TiledVelocity, latent_tiling, square_only
 
 
 def lq_init_start(steps: int, strength: float) -> int:
@@ -88,7 +88,7 @@ def sample(
     sched.set_timesteps(settings.steps)
     device = placement.device
     h, w = lr_up.shape[-2] // latent.factor, lr_up.shape[-1] // latent.factor
-    tiling = latent_tiling(h, w, settings, crop, latent.factor, patch_size(model))
+    tiling = latent_tiling(h, w, settings, crop, latent.factor, patch_size(model), square_only(model))
     tile_px, overlap_px = tiling.tile * latent.factor, tiling.overlap * latent.factor
     vae_tiles = tiled_vae(latent, tile_px, overlap_px) if tiling.count > 1 else contextlib.nullcontext()
     with vae_tiles:

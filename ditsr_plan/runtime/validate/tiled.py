@@ -72,17 +72,28 @@ def blend_weights(tiling: Tiling, region: tuple[slice, slice]) -> torch.Tensor:
     return (wy[:, None] * wx[None, :]).float()
 
 
-def latent_tiling(height: int, width: int, settings: Eval, crop: int, factor: int, multiple: int) -> Tiling:
+def latent_tiling(
+    height: int, width: int, settings: Eval, crop: int, factor: int, multiple: int, square: bool = False
+) -> Tiling:
     """The tiling of a latent of ``height`` x ``width`` for the eval ``settings`` (tile and overlap in HR
     pixels; ``auto``: 4 x the training ``crop``, a quarter of it), in latent pixels of ``factor`` HR pixels,
-    tile and overlap rounded down to a ``multiple`` (the model's patch)."""
+    tile and overlap rounded down to a ``multiple`` (the model's patch). ``square``: for a model that takes
+    square inputs only (diffusers' DiT), tiles no larger than the latent's short side, even with ``off``."""
+    short = min(height, width)
     if settings.tile == "off":
-        return Tiling(height, width, max(height, width), 0)
+        return Tiling(height, width, short if square else max(height, width), 0 if not square else short // 4)
     tile_px = 4 * crop if settings.tile == "auto" else settings.tile
     tile = max(multiple, (tile_px // factor) // multiple * multiple)
+    if square:
+        tile = min(tile, short)
     overlap_px = tile * factor // 4 if settings.overlap == "auto" else settings.overlap
     overlap = min((overlap_px // factor) // multiple * multiple, tile // 2)
     return Tiling(height, width, tile, overlap)
+
+
+def square_only(model) -> bool:
+    """Whether the generator takes square latents only: diffusers' DiT unpatchifies to a square."""
+    return getattr(model, "kind", None) == "dit" or type(model).__name__ == "SRDiT"
 
 
 class TiledVelocity:
