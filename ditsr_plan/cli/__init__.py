@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from ditsr_plan.diagnostics import PlanError
 from ditsr_plan.terminal import printable
 
-from . import plans, runs
+from . import plans, runs, upscale
 from .arguments import build_parser
 from .output import Output, use_color
 from .plans import EXIT_FINDINGS, EXIT_OK, UsageError
@@ -39,6 +39,7 @@ COMMANDS = {
     "export": runs.cmd_export,
     "pack": runs.cmd_pack,
     "evaluate": runs.cmd_evaluate,
+    "upscale": upscale.cmd_upscale,
 }
 
 _INTERRUPTED = {
