@@ -146,7 +146,7 @@ def test_a_run_writes_the_lora_in_peft_format_and_export_merges_it(tmp_path):
     out = tmp_path / "merged"
     done = subprocess.run([EXE, "export", str(run), "--merge", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    merged = PixArtTransformer2DModel.from_pretrained(out).eval()
+    merged = PixArtTransformer2DModel.from_pretrained(out / "transformer").eval()
     assert merged.config.in_channels == 8 and not any("lora" in n for n, _ in merged.named_parameters())
     trained, _ = rebuild_generator(run)
     noisy, lr, t = _inputs(1)
