@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ditsr_plan.settings.schemas import CustomModel, DitModel, Eval, PixartModel
 
@@ -114,10 +115,11 @@ def _from_scratch(graph, final: Path):
     """The demo's kind of generator -- a DiT trained from scratch -- with its final weights (``final`` is the
     DiT's diffusers folder; at augmentation level 0 it is the whole generator)."""
     _, model = latent_and_generator(graph, place("cpu", "fp32").device)
+    dit: Any = model.dit
     path = final / "diffusion_pytorch_model.safetensors"
     tensors = _tensors(path)
-    _check_fit(path, tensors, model.dit.state_dict())
-    model.dit.load_state_dict(tensors)
+    _check_fit(path, tensors, dit.state_dict())
+    dit.load_state_dict(tensors)
     return model
 
 

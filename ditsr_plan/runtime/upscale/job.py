@@ -92,7 +92,9 @@ def plan_work(inputs: list[Path], out: Path, suffix: str, ext: str) -> tuple[lis
             pairs.append((given, Path(given.name)))
         else:
             problems.append((given, "no such file or folder"))
-    work, seen, targets = [], set(), {}
+    work: list[Work] = []
+    seen: set[Path] = set()
+    targets: dict[Path, Path] = {}
     for source, relative in pairs:
         key = source.resolve()
         if key in seen:
