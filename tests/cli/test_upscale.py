@@ -118,6 +118,10 @@ def test_the_pipeline_and_the_cli_give_the_same_image_for_a_tiny_pixart_export(t
     assert ours.size == (44, 52)
     diff = np.abs(np.asarray(direct, dtype=float) - np.asarray(ours, dtype=float))
     assert diff.max() <= 1  # the exported folder is the trained generator (LoRA merged: rounding only)
+    # tiled: 16 px tiles, the VAE's encode and decode tiled by diffusers too
+    assert loaded.tiles(11, 13, loaded.settings(tile=16, overlap=8))[1] > 4
+    [tiled] = loaded(image, num_inference_steps=2, generator=1, tile=16, overlap=8)
+    assert tiled.size == ours.size and np.asarray(tiled).std() > 0
 
 
 def test_import_ditsr_plan_stays_torch_free_and_names_the_pipeline_lazily():

@@ -17,9 +17,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ditsr_plan.settings.schemas import Diffusion, Eval
 from ditsr_plan.terminal import shown
 
+from ..errors import RunFailure
 from ..train.latent import PixelUnshuffleLatent, VaeLatent
 from .denoiser import ExportedDenoiser
-from .pipeline import CONDITIONING_FILE, PIPELINE_FILE, PipelineError, latent_json, pipeline_json
+
+PIPELINE_FILE = "sr_pipeline.json"
+FORMAT = 1
+CONDITIONING_FILE = "sr_conditioning.safetensors"
+SAMPLING_KEYS = ("steps", "lq_init", "cfg", "seed", "tile", "overlap", "color_fix")
+
+
+class PipelineError(RunFailure):
+    """A pipeline folder that cannot be loaded or written."""
+
 
 MAX_JSON = 1 << 20
 CONFIG_BOUNDS = {  # what a transformer config.json may say before anything is built from it
@@ -217,3 +227,28 @@ def save_folder(pipe, folder: Path) -> Path:
     make_scheduler("ddim", pipe.diffusion).save_pretrained(folder / "scheduler")
     (folder / PIPELINE_FILE).write_text(pipeline_json(pipe, spec, latent_json(pipe.latent)) + "\n", encoding="utf-8")
     return folder
+
+
+def pipeline_json(pipe, spec: dict, latent: dict) -> str:
+    """``sr_pipeline.json`` of a DiTSRPipeline."""
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "class": "DiTSRPipeline",
+            "transformer": spec,
+            "latent": latent,
+            "diffusion": pipe.diffusion.model_dump(mode="json"),
+            "sampling": {k: v for k, v in pipe.sampling.model_dump(mode="json").items() if k in SAMPLING_KEYS},
+            "scale": pipe.scale,
+            "crop": pipe.crop,
+            "source": pipe.source,
+        },
+        indent=1,
+    )
+
+
+def latent_json(latent) -> dict:
+    if isinstance(latent, VaeLatent):
+        return {"kind": "vae", "scaling": latent.scaling}
+    assert isinstance(latent, PixelUnshuffleLatent)
+    return {"kind": "pixel_unshuffle", "factor": latent.factor}

@@ -19,8 +19,9 @@ from ditsr_plan.terminal import shown
 
 from ..errors import RunFailure
 from ..train.data import IMAGE_SUFFIXES, MAX_PIXELS, ImageError
+from .folder import PIPELINE_FILE
 from .images import open_image, save_atomic
-from .pipeline import PIPELINE_FILE, DiTSRPipeline
+from .pipeline import DiTSRPipeline
 
 
 class UpscaleError(RunFailure):

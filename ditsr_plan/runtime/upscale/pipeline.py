@@ -16,7 +16,6 @@ deterministic for the seed (a ``torch.Generator`` passes its seed).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -27,23 +26,13 @@ import torch.nn.functional as F
 
 from ditsr_plan.settings.schemas import Diffusion, Eval
 
-from ..errors import RunFailure
 from ..train.degradation import upsample
 from ..train.device import place
 from ..train.generators import patch_size
-from ..train.latent import PixelUnshuffleLatent, VaeLatent
 from ..validate.sampler import sample
 from .denoiser import ExportedDenoiser, describe
+from .folder import SAMPLING_KEYS, load_folder, load_run, save_folder
 from .images import model_input, model_output
-
-PIPELINE_FILE = "sr_pipeline.json"
-FORMAT = 1
-CONDITIONING_FILE = "sr_conditioning.safetensors"
-SAMPLING_KEYS = ("steps", "lq_init", "cfg", "seed", "tile", "overlap", "color_fix")
-
-
-class PipelineError(RunFailure):
-    """A pipeline folder that cannot be loaded or written."""
 
 
 def padded_side(n: int, scale: int, multiple: int) -> int:
@@ -73,22 +62,16 @@ class DiTSRPipeline:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> DiTSRPipeline:
         """The pipeline of a folder ``save_pretrained`` (or ``export --merge``) wrote."""
-        from .folder import load_folder
-
         return cls(*load_folder(Path(folder)))
 
     @classmethod
     def from_run(cls, target: str | os.PathLike, ema: bool = True, note=lambda line: None) -> DiTSRPipeline:
         """The pipeline of a run folder (its newest complete checkpoint) or of ``RUN/checkpoints/step-N``:
         the EMA weights unless ``ema`` is False (or the checkpoint has none)."""
-        from .folder import load_run
-
         return cls(*load_run(Path(target), ema, note))
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write the self-describing folder (it must be new or empty)."""
-        from .folder import save_folder
-
         return save_folder(self, Path(folder))
 
     def parts(self) -> tuple[dict, Any, dict[str, torch.Tensor]]:
@@ -168,27 +151,3 @@ class DiTSRPipeline:
                 size = (max(1, round(im.size[0] * outscale)), max(1, round(im.size[1] * outscale)))
             out.append(model_output(sr, given, size))
         return out
-
-
-def pipeline_json(pipe: DiTSRPipeline, spec: dict, latent: dict) -> str:
-    return json.dumps(
-        {
-            "format": FORMAT,
-            "class": "DiTSRPipeline",
-            "transformer": spec,
-            "latent": latent,
-            "diffusion": pipe.diffusion.model_dump(mode="json"),
-            "sampling": {k: v for k, v in pipe.sampling.model_dump(mode="json").items() if k in SAMPLING_KEYS},
-            "scale": pipe.scale,
-            "crop": pipe.crop,
-            "source": pipe.source,
-        },
-        indent=1,
-    )
-
-
-def latent_json(latent) -> dict:
-    if isinstance(latent, VaeLatent):
-        return {"kind": "vae", "scaling": latent.scaling}
-    assert isinstance(latent, PixelUnshuffleLatent)
-    return {"kind": "pixel_unshuffle", "factor": latent.factor}
