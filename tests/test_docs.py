@@ -36,6 +36,7 @@ COVERED_ELSEWHERE = {
     "evaluate": "tests/runtime/validate/test_packs.py",
     "pack": "tests/runtime/validate/test_packs.py",
     "export": "tests/runtime/train/test_pretrained.py",
+    "upscale": "tests/cli/test_upscale.py",
 }
 
 
