@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
-from ditsr_plan.terminal import shown
+from ditsr_plan.terminal import printable, shown
 
 from .output import Output
 from .plans import EXIT_FINDINGS, EXIT_OK, UsageError
@@ -91,7 +92,7 @@ def cmd_upscale(args: argparse.Namespace, out: Output) -> int:
         check_out(target)
         work, problems = plan_work([Path(i) for i in args.inputs], target, args.suffix, args.ext)
         for source, why in problems:
-            out.info(f"upscale: skipped {shown(source)}: {why}")
+            _warn(f"skipped {shown(source)}: {why}")
         if not work:
             raise UsageError("upscale: no image to upscale in " + ", ".join(shown(i) for i in args.inputs))
         out.detail("loading the model")
@@ -99,7 +100,7 @@ def cmd_upscale(args: argparse.Namespace, out: Output) -> int:
         options = _options(args, pipe)
         pipe.to(args.device)
         out.info(_header(pipe, work, options))
-        outcome = run_job(pipe, work, options, args.overwrite, out.info, args.max_pixels)
+        outcome = run_job(pipe, work, options, args.overwrite, out.info, args.max_pixels, _warn)
     except RunFailure as exc:
         raise UsageError(str(exc)) from None
     failed = problems + outcome.failed
@@ -111,6 +112,11 @@ def cmd_upscale(args: argparse.Namespace, out: Output) -> int:
         summary += f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     print(summary)
     return EXIT_FINDINGS if failed else EXIT_OK
+
+
+def _warn(line: str) -> None:
+    """What was skipped and why: shown with -q too."""
+    print(printable(f"ditsr-plan upscale: {line}"), file=sys.stderr)
 
 
 def _header(pipe, work, options: dict) -> str:

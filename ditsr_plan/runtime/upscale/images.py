@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..train.data import MAX_PIXELS, ImageError, _nominal_range, _too_large
+from ..train.data import MAX_PIXELS, _nominal_range, decoded_image
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
 
@@ -32,28 +32,16 @@ class ModelInput:
 
 
 def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
-    """A decoded PIL image of ``path``, EXIF orientation applied; the size read from the header first and an
-    image above ``max_pixels`` refused before decoding (``ImageError``)."""
-    import warnings
+    """A decoded PIL image of ``path`` (the training data's :func:`decoded_image`: the size checked from the
+    header before decoding), EXIF orientation applied."""
+    from PIL import ImageOps
 
-    from PIL import Image, ImageOps
-
-    if not os.path.isfile(path):  # a FIFO or a device would block or never end
-        raise ImageError("not a regular file" if os.path.exists(path) else "no such file")
-    pillows_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours is checked below
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)  # reads the header only
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ImageError(_too_large(w, h, max_pixels))
-            if w * h == 0:
-                raise ImageError(f"it is {w} x {h} pixels")
-            im.load()
-            return ImageOps.exif_transpose(im) or im
-    finally:
-        Image.MAX_IMAGE_PIXELS = pillows_limit
+    im = decoded_image(path, max_pixels)
+    turned = ImageOps.exif_transpose(im)
+    if turned is not None and turned is not im:
+        im.close()
+        return turned
+    return im
 
 
 def model_input(im) -> ModelInput:
@@ -81,16 +69,15 @@ def model_output(sr: torch.Tensor, like: ModelInput, size: tuple[int, int] | Non
     resized (Lanczos) to ``size`` (width, height) when given, the alpha channel resized bicubic to it."""
     from PIL import Image
 
-    unit = ((sr[0].float().clamp(-1, 1) + 1) / 2).cpu().numpy()
+    unit = sr[0].float().cpu().clamp(-1, 1).add_(1).mul_(0.5)  # one image-sized copy, the rest in place
     if like.gray:
-        unit = sum(w * unit[i] for i, w in enumerate(LUMA))
-        im = (
-            Image.fromarray(np.rint(unit * 65535).astype(np.uint16))
-            if like.deep
-            else Image.fromarray(np.rint(unit * 255).astype(np.uint8), "L")
-        )
+        luma = unit[0].mul_(LUMA[0]).add_(unit[1], alpha=LUMA[1]).add_(unit[2], alpha=LUMA[2])
+        top = 65535 if like.deep else 255
+        levels = luma.mul_(top).round_().clamp_(0, top).numpy()
+        im = Image.fromarray(levels.astype(np.uint16)) if like.deep else Image.fromarray(levels.astype(np.uint8), "L")
     else:
-        im = Image.fromarray(np.rint(unit.transpose(1, 2, 0) * 255).astype(np.uint8), "RGB")
+        levels = unit.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        im = Image.fromarray(levels, "RGB")
     if size is not None and size != im.size:
         im = im.resize(size, Image.Resampling.LANCZOS)
     if like.alpha is not None:

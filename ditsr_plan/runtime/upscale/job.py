@@ -142,8 +142,12 @@ class Progress:
         self.say(f"  {label}: step {step}/{steps}, tile {tile}/{tiles}, {self.eta(fraction, pixels)}")
 
 
-def run_job(pipe: DiTSRPipeline, work: list[Work], options: dict, overwrite: bool, say, max_pixels: int = MAX_PIXELS):
-    """Upscale every image of ``work`` with ``pipe`` (``options``: the pipeline call's keywords)."""
+def run_job(
+    pipe: DiTSRPipeline, work: list[Work], options: dict, overwrite: bool, say, max_pixels: int = MAX_PIXELS, warn=None
+):
+    """Upscale every image of ``work`` with ``pipe`` (``options``: the pipeline call's keywords); ``say``
+    tells the progress, ``warn`` (default ``say``) each image skipped and why."""
+    warn = warn or say
     outcome = Outcome()
     sizes = {}
     for item in work:
@@ -159,7 +163,7 @@ def run_job(pipe: DiTSRPipeline, work: list[Work], options: dict, overwrite: boo
         except (ImageError, OSError, ValueError, SyntaxError) as exc:  # PIL raises these for a damaged file
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             outcome.failed.append((item.source, reason))
-            say(f"{label}: skipped ({reason})")
+            warn(f"{label}: skipped ({reason})")
             continue
         w, h = image.size
         tile, tiles = pipe.tiles(w, h, pipe.settings(**{k: options.get(k) for k in ("tile", "overlap")}))

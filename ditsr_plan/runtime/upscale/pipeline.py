@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from ditsr_plan.settings.schemas import Diffusion, Eval
 
-from ..train.degradation import upsample
 from ..train.device import place
 from ..train.generators import patch_size
 from ..validate.sampler import sample
@@ -123,7 +122,10 @@ class DiTSRPipeline:
         m = self.latent.factor * patch_size(self.denoiser)
         ph, pw = padded_side(h, self.scale, m), padded_side(w, self.scale, m)
         padded = F.pad(lr.float(), (0, pw - w, 0, ph - h), mode="replicate") if (ph, pw) != (h, w) else lr.float()
-        lr_up = upsample(padded, (ph * self.scale, pw * self.scale))
+        # the validation's bicubic upsampling (degradation.upsample), clamped in place: one image-sized buffer
+        lr_up = F.interpolate(padded, size=(ph * self.scale, pw * self.scale), mode="bicubic", align_corners=False)
+        lr_up.clamp_(-1, 1)
+        del padded
         sr = sample(self.denoiser, self.latent, self.diffusion, lr_up, settings, self.placement, self.crop, on_tile)
         return sr[..., : h * self.scale, : w * self.scale].cpu()
 

@@ -52,6 +52,15 @@ def tiled_vae(latent, tile_px: int, overlap_px: int):
         vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor = saved
 
 
+def ddim_step_in_place(sched, v: torch.Tensor, t, x: torch.Tensor, rows: int = 32) -> None:
+    """``x`` <- the DDIM step from ``x`` with velocity ``v``, a band of ``rows`` latent rows at a time: the
+    step is elementwise (eta 0, no clipping), so the result is the whole step's, bit for bit, while its
+    temporaries are a band's, not the image's."""
+    for r in range(0, x.shape[-2], rows):
+        band = slice(r, r + rows)
+        x[..., band, :] = sched.step(v[..., band, :], t, x[..., band, :]).prev_sample
+
+
 def _predictor(model, settings: schemas.Eval, device):
     """The velocity of (a tile of) the latent, classifier-free guided when ``cfg`` > 1, at augmentation 0."""
 
@@ -93,22 +102,26 @@ def sample(
     vae_tiles = tiled_vae(latent, tile_px, overlap_px) if tiling.count > 1 else contextlib.nullcontext()
     with vae_tiles:
         cond = latent.encode(lr_up.to(device))
-    base = cond if diffusion.target == "residual" else torch.zeros_like(cond)
+    residual = diffusion.target == "residual"
     noise = torch.randn(cond.shape, generator=generator(settings.seed, "eval-noise")).to(device)
     timesteps = sched.timesteps
     if settings.lq_init > 0:
         timesteps = timesteps[lq_init_start(len(timesteps), settings.lq_init) :]
-        x = sched.add_noise(cond - base, noise, timesteps[:1])
+        x = sched.add_noise(cond - cond if residual else cond, noise, timesteps[:1])
     else:
         x = noise * sched.init_noise_sigma
+    del noise  # whole-image buffers are what grows with the image: none is kept longer than needed
     step = [0]
     told = (lambda i, n: on_tile(step[0] + 1, len(timesteps), i, n)) if on_tile else None
     velocity = TiledVelocity(_predictor(model, settings, device), tiling, told)
     with placement.autocast():
         for t in timesteps:
-            x = sched.step(velocity(x, cond, t), t, x).prev_sample
+            ddim_step_in_place(sched, velocity(x, cond, t), t, x)
             step[0] += 1
+        if residual:
+            x.add_(cond)
+        del cond
         with tiled_vae(latent, tile_px, overlap_px) if tiling.count > 1 else contextlib.nullcontext():
-            sr = latent.decode(x + base).float().clamp(-1, 1)
+            sr = latent.decode(x).float().clamp_(-1, 1)
     model.train(was_training)
     return color_fix(sr, lr_up.to(sr.device).float(), settings.color_fix)

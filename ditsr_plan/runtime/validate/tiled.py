@@ -121,4 +121,4 @@ class TiledVelocity:
             norm[ys, xs] += w
             if self.on_tile:
                 self.on_tile(i + 1, len(self.regions))
-        return total / norm
+        return total.div_(norm)

@@ -94,3 +94,18 @@ def test_adain_gives_the_lr_statistics_and_wavelet_removes_a_colour_cast():
     assert float((fixed - lr).mean((-2, -1)).abs().max()) < 1e-3  # the cast is gone
     assert torch.allclose(fixed - lr, detail - low_pass(detail), atol=1e-5)  # detail kept
     assert torch.equal(color_fix(sr, lr, "none"), sr)
+
+
+def test_the_ddim_step_in_bands_is_the_whole_step_bit_for_bit():
+    from ditsr_plan.runtime.train.diffusion import make_scheduler
+    from ditsr_plan.runtime.validate.sampler import ddim_step_in_place
+    from ditsr_plan.settings.schemas import Diffusion
+
+    sched = make_scheduler("ddim", Diffusion())
+    sched.set_timesteps(4)
+    g = torch.Generator().manual_seed(0)
+    x, v = torch.randn(2, 12, 70, 33, generator=g), torch.randn(2, 12, 70, 33, generator=g)
+    t = sched.timesteps[1]
+    whole = sched.step(v, t, x).prev_sample
+    ddim_step_in_place(sched, v, t, x, rows=16)
+    assert torch.equal(x, whole)
