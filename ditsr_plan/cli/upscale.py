@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -71,9 +72,9 @@ def _options(args: argparse.Namespace, pipe) -> dict:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else ""
-        raise UsageError(f"upscale: --{name.replace('_', '-')}: {first['msg']}") from None
+        raise UsageError(f"--{name.replace('_', '-')}: {first['msg']}") from None
     if args.scale is not None and args.scale > pipe.scale:
-        raise UsageError(f"upscale: --scale {args.scale:g} is above the model's scale {pipe.scale}")
+        raise UsageError(f"--scale {args.scale:g} is above the model's scale {pipe.scale}")
     options = {k: v for k, v in given.items() if k not in ("steps", "seed")}
     options["num_inference_steps"] = args.steps
     options["generator"] = args.seed
@@ -87,14 +88,16 @@ def cmd_upscale(args: argparse.Namespace, out: Output) -> int:
 
     target = Path(args.out)
     if args.max_pixels < 1:
-        raise UsageError("upscale: --max-pixels must be at least 1")
+        raise UsageError("--max-pixels must be at least 1")
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", args.device):
+        raise UsageError(f"--device {shown(args.device)}: expected auto, cpu, cuda or cuda:N")
     try:
         check_out(target)
         work, problems = plan_work([Path(i) for i in args.inputs], target, args.suffix, args.ext)
         for source, why in problems:
             _warn(f"skipped {shown(source)}: {why}")
         if not work:
-            raise UsageError("upscale: no image to upscale in " + ", ".join(shown(i) for i in args.inputs))
+            raise UsageError("no image to upscale in " + ", ".join(shown(i) for i in args.inputs))
         out.detail("loading the model")
         pipe = load_model(Path(args.model), ema=not args.no_ema, note=lambda line: out.info(f"note: {line}"))
         options = _options(args, pipe)
@@ -125,10 +128,12 @@ def _header(pipe, work, options: dict) -> str:
     )
     source = pipe.source
     what = f"step {source['step']}, {'EMA' if source['ema'] else 'trained weights'}" if "step" in source else "export"
-    tile_px = "off" if settings.tile == "off" else f"{pipe.tiles(1 << 16, 1 << 16, settings)[0]} px"
+    tile = pipe.tiles(1 << 16, 1 << 16, settings)[0]
+    overlap = settings.overlap if settings.overlap != "auto" else tile // 4
+    tiles = "whole images (tiles off)" if settings.tile == "off" else f"tiles of {tile} px overlapping {overlap} px"
     scale = options["outscale"] or pipe.scale
     return (
         f"upscale: {len(work)} image{'s' if len(work) != 1 else ''} x{scale:g} ({what}) on {pipe.device}; DDIM "
-        f"{settings.steps} steps, lq_init {settings.lq_init:g}, tiles {tile_px} (overlap {settings.overlap}), "
+        f"{settings.steps} steps, lq_init {settings.lq_init:g}, {tiles}, "
         f"colour fix {options.get('color_fix') or settings.color_fix}"
     )

@@ -47,7 +47,8 @@ def test_every_kind_of_image_gives_exactly_4x_and_folders_keep_sub_folders(finis
     assert main(["upscale", str(finished / "run"), str(tmp_path / "in"), "-o", str(out), "--steps", "2"]) == 1
     err = capsys.readouterr()
     assert "broken.png: skipped" in err.err and "skipped 1: " in err.out and "wrote 4 images" in err.out
-    assert "tiles 128 px" in err.err and "tile" in err.err  # the header says the tile size, each image its count
+    assert "tiles of 128 px overlapping 32 px" in err.err  # the header says the tile size
+    assert "odd.png: 27 x 21 -> 108 x 84, 2 tiles of 88 px" in err.err  # each image its tiles (square: a DiT)
     modes = {"odd.png": "RGB", "sub/gray.png": "L", "sub/deeper/rgba.png": "RGBA", "deep16.png": "I;16"}
     for name, (w, h) in sizes.items():
         with Image.open(out / name) as im:
@@ -150,7 +151,7 @@ def test_hostile_outputs_and_models_are_refused_in_words(finished, tmp_path, cap
     (bad / "transformer" / "config.json").symlink_to(finished / "exported" / "transformer" / "config.json")
     assert main(["upscale", str(bad), str(tmp_path / "in"), "-o", str(tmp_path / "o")]) == 2
     assert "symbolic link" in capsys.readouterr().err
-    for argv in (["--steps", "0"], ["--lq-init", "2"], ["--scale", "8"], ["--tile", "x"]):
+    for argv in (["--steps", "0"], ["--lq-init", "2"], ["--scale", "8"], ["--device", "gpu"], ["--tile", "x"]):
         with pytest.raises(SystemExit) if argv[0] == "--tile" else _nothing():
             code = main(["upscale", str(finished / "exported"), str(tmp_path / "in"), "-o", str(tmp_path / "o"), *argv])
             assert code == 2, argv
