@@ -45,6 +45,7 @@ COMMANDS = {
 _INTERRUPTED = {
     "run": " before the run started: nothing was written",
     "pack": ": no pack was written",
+    "upscale": ": the images written so far are whole (each is renamed into place when complete)",
 }
 
 __all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "UsageError", "build_parser", "main"]

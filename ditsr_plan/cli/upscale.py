@@ -25,16 +25,24 @@ def add_upscale_command(sub, common: list) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (searched recursively)")
     p.add_argument("-o", "--out", metavar="OUT", required=True, help="the folder to write (sub-folders kept)")
     defaults = "default: the run's eval block"
-    p.add_argument("--steps", type=int, help=f"sampler steps ({defaults})")
-    p.add_argument("--lq-init", type=float, help=f"fraction of the schedule skipped ({defaults})")
-    p.add_argument("--cfg", type=float, help=f"classifier-free guidance scale ({defaults})")
-    p.add_argument("--seed", type=int, help=f"the sampler's noise ({defaults})")
-    p.add_argument("--scale", type=_positive, help="output scale: the model's (default) or smaller, by a final resize")
-    p.add_argument("--tile", type=_tile, help="tile side in output pixels, or auto / off (default: the eval block's)")
-    p.add_argument("--overlap", type=_tile, help="tile overlap in output pixels, or auto (default: the eval block's)")
+    p.add_argument("--steps", type=int, metavar="N", help=f"sampler steps ({defaults})")
+    p.add_argument("--lq-init", type=float, metavar="S", help=f"fraction of the schedule skipped ({defaults})")
+    p.add_argument("--cfg", type=float, metavar="G", help=f"classifier-free guidance scale ({defaults})")
+    p.add_argument("--seed", type=int, metavar="N", help=f"the sampler's noise ({defaults})")
+    p.add_argument(
+        "--scale", type=_positive, metavar="F", help="output scale: the model's (default) or smaller, by a final resize"
+    )
+    p.add_argument(
+        "--tile", type=_tile, metavar="PX", help="tile side in output pixels, or auto / off (default: the eval block's)"
+    )
+    p.add_argument(
+        "--overlap", type=_tile, metavar="PX", help="tile overlap in output pixels, or auto (default: the eval block's)"
+    )
     p.add_argument("--color-fix", choices=("wavelet", "adain", "none"), help="colour correction to the LR's")
     p.add_argument("--no-ema", action="store_true", help="a run's trained weights, not their EMA")
-    p.add_argument("--suffix", default="", help="added to each output's name before its extension (default none)")
+    p.add_argument(
+        "--suffix", default="", metavar="S", help="added to each output's name before its extension (default none)"
+    )
     p.add_argument("--ext", choices=("png", "jpg", "same"), default="same", help="output type (default: the input's)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: keep them)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
