@@ -122,10 +122,11 @@ class DiTSRPipeline:
         m = self.latent.factor * patch_size(self.denoiser)
         ph, pw = padded_side(h, self.scale, m), padded_side(w, self.scale, m)
         padded = F.pad(lr.float(), (0, pw - w, 0, ph - h), mode="replicate") if (ph, pw) != (h, w) else lr.float()
-        # the validation's bicubic upsampling (degradation.upsample), clamped in place: one image-sized buffer
-        lr_up = F.interpolate(padded, size=(ph * self.scale, pw * self.scale), mode="bicubic", align_corners=False)
-        lr_up.clamp_(-1, 1)
-        del padded
+        size = (ph * self.scale, pw * self.scale)
+
+        def lr_up() -> torch.Tensor:  # validation's bicubic upsampling (degradation.upsample), clamped in place
+            return F.interpolate(padded, size=size, mode="bicubic", align_corners=False).clamp_(-1, 1)
+
         sr = sample(self.denoiser, self.latent, self.diffusion, lr_up, settings, self.placement, self.crop, on_tile)
         return sr[..., : h * self.scale, : w * self.scale].cpu()
 

@@ -15,6 +15,7 @@ and decode tiled too (diffusers' own); ``color_fix`` then corrects the SR's colo
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 
@@ -81,7 +82,7 @@ def sample(
     model,
     latent,
     diffusion: schemas.Diffusion,
-    lr_up: torch.Tensor,
+    lr_up: torch.Tensor | Callable[[], torch.Tensor],
     settings: schemas.Eval,
     placement,
     crop: int,
@@ -90,18 +91,22 @@ def sample(
     """SR of LR images (N x 3 x H x W, bicubic-upsampled) with ``model``: ``settings`` are the eval block's
     (``steps``, ``lq_init``, ``cfg``, ``seed``, ``tile``, ``overlap``, ``color_fix``; ``crop``, the training
     crop, sets the automatic tile); returns N x 3 x H x W in [-1, 1]. ``on_tile(step, steps, tile, tiles)``
-    is told after each tile of each step."""
+    is told after each tile of each step. ``lr_up`` may be a function that makes it: it is then made when
+    needed (encoding, the colour fix) and not kept while sampling -- an image-sized buffer less."""
     was_training = model.training
     model.eval()
     sched = make_scheduler("ddim", diffusion)
     sched.set_timesteps(settings.steps)
     device = placement.device
-    h, w = lr_up.shape[-2] // latent.factor, lr_up.shape[-1] // latent.factor
+    upsampled = lr_up if callable(lr_up) else (lambda: lr_up)
+    first = upsampled().to(device)
+    h, w = first.shape[-2] // latent.factor, first.shape[-1] // latent.factor
     tiling = latent_tiling(h, w, settings, crop, latent.factor, patch_size(model), square_only(model))
     tile_px, overlap_px = tiling.tile * latent.factor, tiling.overlap * latent.factor
     vae_tiles = tiled_vae(latent, tile_px, overlap_px) if tiling.count > 1 else contextlib.nullcontext()
     with vae_tiles:
-        cond = latent.encode(lr_up.to(device))
+        cond = latent.encode(first)
+    del first
     residual = diffusion.target == "residual"
     noise = torch.randn(cond.shape, generator=generator(settings.seed, "eval-noise")).to(device)
     timesteps = sched.timesteps
@@ -124,4 +129,6 @@ def sample(
         with tiled_vae(latent, tile_px, overlap_px) if tiling.count > 1 else contextlib.nullcontext():
             sr = latent.decode(x).float().clamp_(-1, 1)
     model.train(was_training)
-    return color_fix(sr, lr_up.to(sr.device).float(), settings.color_fix)
+    if settings.color_fix == "none":
+        return sr
+    return color_fix(sr, upsampled().to(sr.device).float(), settings.color_fix)
