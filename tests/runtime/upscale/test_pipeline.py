@@ -54,3 +54,16 @@ def test_a_saved_pipeline_loads_back_to_the_same_image(pipe, tmp_path):
     assert not np.array_equal(np.asarray(other), np.asarray(after))  # the seed is the generator's
     with pytest.raises(TypeError, match="unknown sampling settings"):
         loaded(image, strength=0.5)
+
+
+def test_exif_orientation_is_applied_and_bombs_are_refused_from_the_header(tmp_path):
+    from ditsr_plan.runtime.train.data import ImageError
+    from ditsr_plan.runtime.upscale.images import open_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: show the pixels rotated by 90 degrees
+    Image.new("RGB", (30, 10), (200, 10, 10)).save(tmp_path / "turned.jpg", exif=exif)
+    with open_image(tmp_path / "turned.jpg") as im:
+        assert im.size == (10, 30)
+    with pytest.raises(ImageError, match="above the limit"):
+        open_image(tmp_path / "turned.jpg", max_pixels=100)
