@@ -30,10 +30,21 @@ def low_pass(image: torch.Tensor, levels: int = LEVELS) -> torch.Tensor:
     return image
 
 
-def wavelet_fix(sr: torch.Tensor, lr_up: torch.Tensor) -> torch.Tensor:
-    """The SR's high-frequency bands on the LR's low-pass: ``sr - low(sr) + low(lr_up)``."""
-    sr32, lr32 = sr.float(), lr_up.float()
-    return (sr32 - low_pass(sr32) + low_pass(lr32)).to(sr.dtype)
+HALO = sum(2**i for i in range(LEVELS))  # rows a pixel of the low-pass depends on, above and below: 31
+
+
+def wavelet_fix(sr: torch.Tensor, lr_up: torch.Tensor, band: int = 256) -> torch.Tensor:
+    """The SR's high-frequency bands on the LR's low-pass: ``sr - low(sr) + low(lr_up)``, computed in bands
+    of ``band`` rows with a halo of :data:`HALO` rows (the low-pass reaches no further), so that its
+    temporaries are a band's, not the image's."""
+    out = torch.empty_like(sr)
+    height = sr.shape[-2]
+    for top in range(0, height, band):
+        lo, hi = max(0, top - HALO), min(height, top + band + HALO)
+        sr32, lr32 = sr[..., lo:hi, :].float(), lr_up[..., lo:hi, :].float()
+        fixed = sr32 - low_pass(sr32) + low_pass(lr32)
+        out[..., top : top + band, :] = fixed[..., top - lo : top - lo + band, :].to(sr.dtype)
+    return out
 
 
 def adain_fix(sr: torch.Tensor, lr_up: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -49,4 +60,4 @@ def color_fix(sr: torch.Tensor, lr_up: torch.Tensor, how: str) -> torch.Tensor:
     if how == "none":
         return sr
     fixed = wavelet_fix(sr, lr_up) if how == "wavelet" else adain_fix(sr, lr_up)
-    return fixed.clamp(-1, 1)
+    return fixed.clamp_(-1, 1)

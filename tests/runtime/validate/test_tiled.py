@@ -109,3 +109,13 @@ def test_the_ddim_step_in_bands_is_the_whole_step_bit_for_bit():
     whole = sched.step(v, t, x).prev_sample
     ddim_step_in_place(sched, v, t, x, rows=16)
     assert torch.equal(x, whole)
+
+
+def test_the_wavelet_fix_in_bands_is_the_whole_images():
+    from ditsr_plan.runtime.validate.colorfix import HALO
+
+    g = torch.Generator().manual_seed(1)
+    sr, lr = torch.rand(1, 3, 150, 40, generator=g) * 2 - 1, torch.rand(1, 3, 150, 40, generator=g) * 2 - 1
+    whole = sr - low_pass(sr) + low_pass(lr)
+    assert HALO == 31
+    assert torch.allclose(wavelet_fix(sr, lr, band=16), whole, atol=1e-6)
