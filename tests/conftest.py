@@ -40,6 +40,9 @@ LONG_FUZZ_EXAMPLES = "50000"  # per hypothesis test with --long-fuzz (CI's defau
 # 2-core machine: see docs/reliability.md). The full suite, `python -m pytest`, is what CI runs.
 SLOW_TESTS = (
     "tests/cli/test_demo.py",  # the demo, 1200 steps
+    "tests/cli/test_upscale_demo.py",  # the demo at 1/20 of its steps, then upscaling with it
+    "tests/cli/test_upscale.py",  # a finished run, its export, a PixArt pipeline (the fast tier has
+    # tests/runtime/upscale/test_pipeline.py)
     "tests/cli/test_first_hour.py",  # resumes, forced resumes, loading errors: each a run in a subprocess
     "tests/cli/test_hypothesis.py",  # 11,000 fuzzed plans
     "tests/cli/test_careless_input.py",

@@ -39,6 +39,7 @@ COVERED_ELSEWHERE = {
     "export": "tests/runtime/train/test_pretrained.py",
     "check": "tests/cli/test_check.py (the README's smoke test, on the folders tiny-models writes)",
     "tiny-models": "tests/cli/test_check.py",
+    "upscale": "tests/cli/test_upscale.py",
 }
 
 

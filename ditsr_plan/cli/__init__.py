@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from ditsr_plan.diagnostics import PlanError
 from ditsr_plan.terminal import printable
 
-from . import plans, runs, setup
+from . import plans, runs, setup, upscale
 from .arguments import build_parser
 from .output import Output, use_color
 from .plans import EXIT_FINDINGS, EXIT_OK, UsageError
@@ -42,11 +42,13 @@ COMMANDS = {
     "evaluate": runs.cmd_evaluate,
     "check": setup.cmd_check,
     "tiny-models": setup.cmd_tiny_models,
+    "upscale": upscale.cmd_upscale,
 }
 
 _INTERRUPTED = {
     "run": " before the run started: nothing was written",
     "pack": ": no pack was written",
+    "upscale": ": the images written so far are whole (each is renamed into place when complete)",
 }
 
 __all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_OK", "UsageError", "build_parser", "main"]

@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     _plan_commands(sub, common)
     _run_commands(sub, common)
     _setup_commands(sub, common)
+    # upscale: a trained model on images (its grammar is in cli/upscale.py)
+    from .upscale import add_upscale_command
+
+    add_upscale_command(sub, common)
     return parser
 
 

@@ -68,6 +68,9 @@ def _whole(value: Any) -> Any:
 
 Steps = Annotated[int, BeforeValidator(_steps), StepQuantity()]
 Threads = Annotated[Literal["auto"] | Annotated[int, Field(ge=1, le=1024)], BeforeValidator(_whole)]
+# an HR tile side in pixels, or auto / off
+Tile = Annotated[Literal["auto", "off"] | Annotated[int, Field(ge=16, le=65536)], BeforeValidator(_whole)]
+Overlap = Annotated[Literal["auto"] | Annotated[int, Field(ge=0, le=16384)], BeforeValidator(_whole)]
 Neighbours = Annotated[Literal[4, 8], BeforeValidator(_whole)]
 Pair = Annotated[tuple[float, float], BeforeValidator(_pair)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -731,6 +734,21 @@ class Eval(Schema):
         description="what a pack's LR becomes before the model: stored (the pack's stored upsampled LR, e.g. "
         "lq512/, is the model's input and the baseline, as the reference scripts did), upsample (the tool "
         "upsamples the true LR), auto: stored when the pack holds one, else upsample",
+    )
+    tile: Annotated[Tile, Late] = Field(
+        "auto",
+        description="tiled sampling for images larger than a tile: the HR tile side in pixels (tiles overlap and "
+        "are blended at every sampler step; the VAE encodes and decodes tiled too); auto: 4 x the data crop; "
+        "off: whole images",
+    )
+    overlap: Annotated[Overlap, Late] = Field(
+        "auto",
+        description="overlap of neighbouring tiles in HR pixels; auto: a quarter of the tile",
+    )
+    color_fix: Annotated[Literal["none", "wavelet", "adain"], Late] = Field(
+        "none",
+        description="correct the SR's colours to the LR's: wavelet (the SR's high frequencies on the LR's low "
+        "ones), adain (per-channel mean and std of the LR), none",
     )
 
 

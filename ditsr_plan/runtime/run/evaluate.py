@@ -182,7 +182,7 @@ def evaluate_checkpoint(
     model_path = model_settings.path if isinstance(model_settings, DitModel | PixartModel) else None
     base = ckpt.state()["trainer"].get("base")
     check_base(f"checkpoint {ckpt.path}", base, fingerprint(model), "the run's plan.json now loads", model_path)
-    used_ema = _load(model, ckpt, ema)
+    used_ema = load_weights(model, ckpt, ema)
     scale = graph.block("data").scale
     images = load_pack(pack, scale, latent.factor * patch_size(model) * scale, limit, settings.pack_input)
     lpips_fn = pretrained_lpips(placement.device) if settings.lpips == "auto" else None
@@ -193,7 +193,7 @@ def evaluate_checkpoint(
     started = time.perf_counter()
 
     def sample_fn(lr_up):
-        sr = sample(model, latent, diffusion, lr_up, settings, placement)
+        sr = sample(model, latent, diffusion, lr_up, settings, placement, graph.block("data").crop)
         done[0] += 1
         progress(f"evaluate: {count_eta(done[0], len(images), time.perf_counter() - started)}")
         return sr
@@ -246,7 +246,7 @@ def _not_finite(rows: dict[str, dict], broken: list[str]) -> list[str]:
     return sorted(bad | set(broken))
 
 
-def _load(model, ckpt: Checkpoint, ema: bool) -> bool:
+def load_weights(model, ckpt: Checkpoint, ema: bool) -> bool:
     """The checkpoint's trained tensors into ``model`` (then its EMA, when asked and present): whether the EMA
     was used. A tensor that does not fit (a name or a shape) is refused, naming it."""
     misfit = load_trained(model, ckpt.tensors("generator"))

@@ -1,19 +1,24 @@
-"""``ditsr-plan export RUN --merge OUT``: a trained run's generator as one diffusers transformer folder.
+"""``ditsr-plan export RUN --merge OUT``: a finished run's generator as a complete pipeline folder.
 
 The base transformer (from the plan's ``model ... path=``) with the run's trained weights -- its EMA by
 default -- the LoRA merged into the base weights, and the ``concat`` conditioning in its widened input
-layer: ``PixArtTransformer2DModel.from_pretrained(OUT)`` (or DiT's) loads it, and called on
-``cat([noisy, LR latent])`` (with the caption the run used) it gives the trained generator's prediction at
-augmentation level 0 (validation). With ``cond=adapter``, the adapter is not a diffusers module: its
-weights are written beside it (``sr_adapter.safetensors``) and ``sr_export.json`` says so.
+layer, in ``OUT/transformer`` (``PixArtTransformer2DModel.from_pretrained(OUT / "transformer")``, or DiT's,
+loads it; called on ``cat([noisy, LR latent])`` with the run's caption it gives the trained generator's
+prediction at augmentation level 0, validation's); a DiT trained from scratch (the demo's) likewise. Beside
+it: the LR adapter's weights and the caption (``sr_conditioning.safetensors``), the VAE, the DDIM scheduler
+and ``sr_pipeline.json`` -- everything ``DiTSRPipeline.from_pretrained(OUT)`` and ``ditsr-plan upscale OUT``
+need (``runtime/upscale/``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
-from ditsr_plan.settings.schemas import CustomModel, DitModel, PixartModel
+from ditsr_plan.settings.schemas import CustomModel, DitModel, Eval, PixartModel
 
 from ..analysis.status import read_graph
 from ..train.device import place
@@ -102,14 +107,21 @@ def _recorded_base(final: Path) -> dict | None:
 def _refuse_nothing_to_merge(graph, final: Path) -> None:
     if isinstance(graph.block("model"), CustomModel):
         raise RunError(
-            f"model custom: no pretrained base to merge into; {final}/model.safetensors is the trained state dict "
+            f"model custom: no diffusers transformer to export; {final}/model.safetensors is the trained state dict "
             "(load it into what your factory builds)"
         )
-    if isinstance(graph.block("model"), DitModel) and not graph.block("model").path:
-        raise RunError(
-            f"model dit from scratch: no pretrained base to merge into; {final} already is a diffusers folder "
-            "(DiTTransformer2DModel.from_pretrained loads it)"
-        )
+
+
+def _from_scratch(graph, final: Path):
+    """The demo's kind of generator -- a DiT trained from scratch -- with its final weights (``final`` is the
+    DiT's diffusers folder; at augmentation level 0 it is the whole generator)."""
+    _, model = latent_and_generator(graph, place("cpu", "fp32").device)
+    dit: Any = model.dit
+    path = final / "diffusion_pytorch_model.safetensors"
+    tensors = _tensors(path)
+    _check_fit(path, tensors, dit.state_dict())
+    dit.load_state_dict(tensors)
+    return model
 
 
 def rebuild_generator(run_dir: Path, ema: bool = True, device: str = "cpu", note=lambda line: None):
@@ -131,8 +143,11 @@ def rebuild_generator(run_dir: Path, ema: bool = True, device: str = "cpu", note
 
 
 def export_merged(run_dir: Path, out: Path, ema: bool = True, note=lambda line: None) -> Path:
-    """``out``: the run's final generator as one diffusers folder (LoRA merged; ``sr_export.json`` says what)."""
-    from safetensors.torch import save_file
+    """``out``: the run's final generator as a :class:`DiTSRPipeline` folder (LoRA merged, the conditioning,
+    the latent, the scheduler and the sampling settings; ``sr_pipeline.json`` says what). Written beside
+    ``out`` and renamed into place: a failed export leaves no half-written folder."""
+    from ..train.latent import build_latent
+    from ..upscale.pipeline import DiTSRPipeline
 
     notes: list[str] = []
 
@@ -140,24 +155,36 @@ def export_merged(run_dir: Path, out: Path, ema: bool = True, note=lambda line: 
         notes.append(line)
         note(line)
 
-    model, _ = rebuild_generator(run_dir, ema, note=noted)
-    if getattr(model, "injection", None) is not None:
-        raise RunError(
-            "model pixart adapter=pyramid: its injection hooks into the transformer's blocks and is no diffusers "
-            "module, so there is no merged folder to write yet; use the run itself (ditsr-plan upscale RUN ...)"
-        )
-    merged = model.merged()
-    merged.save_pretrained(out, safe_serialization=True)
-    info = {
-        "from": str(run_dir),
+    graph = read_graph(run_dir)
+    settings = graph.block("model")
+    if isinstance(settings, DitModel) and not settings.path:
+        final, why = final_folder(run_dir, ema)
+        if why:
+            noted(why)
+        model = _from_scratch(graph, final)
+    else:
+        model, _ = rebuild_generator(run_dir, ema, note=noted)
+        if getattr(model, "injection", None) is not None:
+            raise RunError(
+                "model pixart adapter=pyramid: its injection hooks into the transformer's blocks and is no "
+                "diffusers module, so there is no pipeline folder to write yet; use the run itself "
+                "(ditsr-plan upscale RUN ...)"
+            )
+    data = graph.block("data")
+    source = {
+        "run": str(run_dir),
+        "final": "generator_ema" if ema and not notes else "generator",
         "ema": ema and not notes,
-        "cond": model.settings.cond,
-        "input": "cat([noisy, LR latent])" if model.concat else "noisy",
     }
-    if model.adapter is not None:
-        save_file(
-            {k: v.contiguous() for k, v in model.adapter.state_dict().items()}, str(out / "sr_adapter.safetensors")
-        )
-        info["adapter"] = "sr_adapter.safetensors (LRAdapter of ditsr_plan.runtime.train.generators.conditioning)"
-    (out / "sr_export.json").write_text(json.dumps(info, indent=1))
+    latent, sampling = build_latent(graph.block("latent")), graph.block("eval") or Eval()
+    pipe = DiTSRPipeline(model, latent, graph.block("diffusion"), sampling, data.scale, data.crop, source)
+    tmp = out.parent / f".{out.name}.export-{os.getpid()}"
+    try:
+        pipe.save_pretrained(tmp)
+        if out.is_dir():
+            out.rmdir()  # empty: the command line refuses a folder that holds anything
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
     return out

@@ -192,11 +192,9 @@ def _rgb8(im):
     return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
 
-def read_pixels(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
-    """An image file -> H x W x 3 uint8 (crop it, then :func:`to_tensor`). The size is read from the header
-    first: an image above ``max_pixels`` is refused before any pixel is decoded (``ImageError``).
-    Grayscale, palette and CMYK become RGB; alpha is dropped; 16-bit, 32-bit and float samples are
-    scaled by their range (a float image in 0..1 is not black); non-finite samples are refused."""
+def decoded_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
+    """An image file decoded by PIL, its size read from the header first: an image above ``max_pixels`` is
+    refused before any pixel is decoded, and so is anything that is not a regular file (``ImageError``)."""
     import warnings
 
     from PIL import Image
@@ -210,13 +208,23 @@ def read_pixels(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
             im = Image.open(path)  # reads the header only
     finally:
         Image.MAX_IMAGE_PIXELS = pillows_limit
-    with im:
-        w, h = im.size
-        if w * h > max_pixels:
-            raise ImageError(_too_large(w, h, max_pixels))
-        if w * h == 0:
-            raise ImageError(f"it is {w} x {h} pixels")
+    w, h = im.size
+    if w * h > max_pixels or w * h == 0:
+        im.close()
+        raise ImageError(_too_large(w, h, max_pixels) if w * h else f"it is {w} x {h} pixels")
+    try:
         im.load()
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
+def read_pixels(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
+    """An image file -> H x W x 3 uint8 (crop it, then :func:`to_tensor`), decoded by :func:`decoded_image`.
+    Grayscale, palette and CMYK become RGB; alpha is dropped; 16-bit, 32-bit and float samples are
+    scaled by their range (a float image in 0..1 is not black); non-finite samples are refused."""
+    with decoded_image(path, max_pixels) as im:
         return _rgb8(im)
 
 

@@ -76,7 +76,7 @@ class Evaluator:
         t = self.trainer
         weights = t.ema.applied(t.model) if t.ema is not None else contextlib.nullcontext()
         with weights:
-            return sample(t.model, t.latent, t.diffusion_settings, lr_up, self.settings, t.placement)
+            return sample(t.model, t.latent, t.diffusion_settings, lr_up, self.settings, t.placement, t.data.crop)
 
     def _metrics(self, sr, gt) -> dict:
         """An SR's metrics against its GT; every one NaN when the SR is not finite."""

@@ -313,4 +313,4 @@ def test_a_finished_run_without_ema_exports_its_trained_weights(lora_copy, tmp_p
     shutil.rmtree(lora_copy / "final" / "generator_ema")
     assert main(["export", str(lora_copy), "--merge", str(tmp_path / "out")]) == 0
     assert "trained without EMA: exporting its trained weights" in capsys.readouterr().err
-    assert json.loads((tmp_path / "out" / "sr_export.json").read_text())["ema"] is False
+    assert json.loads((tmp_path / "out" / "sr_pipeline.json").read_text())["source"]["ema"] is False

@@ -147,7 +147,7 @@ def test_a_run_writes_the_lora_in_peft_format_and_export_merges_it(tmp_path):
     out = tmp_path / "merged"
     done = subprocess.run([EXE, "export", str(run), "--merge", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    merged = PixArtTransformer2DModel.from_pretrained(out).eval()
+    merged = PixArtTransformer2DModel.from_pretrained(out / "transformer").eval()
     assert merged.config.in_channels == 8 and not any("lora" in n for n, _ in merged.named_parameters())
     trained, _ = rebuild_generator(run)
     noisy, lr, t = _inputs(1)
@@ -158,6 +158,20 @@ def test_a_run_writes_the_lora_in_peft_format_and_export_merges_it(tmp_path):
                       added_cond_kwargs=added).sample[:, :4]  # fmt: skip
     assert not torch.allclose(expected, _base_output("pixart", folder, noisy, t)[:, :4], atol=1e-4)  # it trained
     assert torch.allclose(ours, expected, atol=1e-5)
+    # the exported folder is a pipeline: Python and the command line give the same image for the same seed
+    import numpy as np
+    from PIL import Image
+
+    from ditsr_plan import DiTSRPipeline
+
+    image = Image.fromarray((np.random.RandomState(0).rand(11, 13, 3) * 255).astype("uint8"))
+    image.save(tmp_path / "in.png")
+    [sr] = DiTSRPipeline.from_pretrained(out)(image, num_inference_steps=2, generator=torch.Generator().manual_seed(2))
+    argv = [EXE, "upscale", str(out), str(tmp_path / "in.png"), "-o", str(tmp_path / "up"), "--steps", "2"]
+    done = subprocess.run([*argv, "--seed", "2", "-q"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with Image.open(tmp_path / "up" / "in.png") as cli:
+        assert cli.size == (52, 44) and np.array_equal(np.asarray(cli), np.asarray(sr))
 
 
 def test_a_model_and_latent_that_do_not_fit_are_named(tmp_path):

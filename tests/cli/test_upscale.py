@@ -1,0 +1,176 @@
+"""ditsr-plan upscale and DiTSRPipeline on the tiny models: exact sizes for every kind of image, folders, the
+same image from the CLI and from Python, and hostile models, inputs and outputs. On a demo model trained
+for a minute (tiled against untiled, seams): test_upscale_demo.py, in the slow tier."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ditsr_plan.cli import main
+from ditsr_plan.settings.schemas import Eval
+from ditsr_plan.testing import finished_run_and_pack, make_pixart, pretrained_plan, trainer_for
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished run of the tiny DiT (the demo's kind of model: from scratch, pixel-unshuffle latent) and
+    its export."""
+    root = tmp_path_factory.mktemp("upscale")
+    finished_run_and_pack(root, "run")
+    assert main(["export", str(root / "run"), "--merge", str(root / "exported"), "-q"]) == 0
+    return root
+
+
+def _images(folder: Path) -> dict[str, tuple[int, int]]:
+    rs = np.random.RandomState(0)
+    (folder / "sub" / "deeper").mkdir(parents=True)
+    Image.fromarray((rs.rand(21, 27, 3) * 255).astype("uint8")).save(folder / "odd.png")
+    Image.fromarray((rs.rand(19, 23) * 255).astype("uint8"), "L").save(folder / "sub" / "gray.png")
+    Image.fromarray((rs.rand(17, 25, 4) * 255).astype("uint8"), "RGBA").save(folder / "sub" / "deeper" / "rgba.png")
+    Image.fromarray((rs.rand(16, 20) * 65535).astype("uint16")).save(folder / "deep16.png")
+    return {"odd.png": (27, 21), "sub/gray.png": (23, 19), "sub/deeper/rgba.png": (25, 17), "deep16.png": (20, 16)}
+
+
+def test_every_kind_of_image_gives_exactly_4x_and_folders_keep_sub_folders(finished, tmp_path, capsys):
+    sizes = _images(tmp_path / "in")
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    assert main(["upscale", str(finished / "run"), str(tmp_path / "in"), "-o", str(out), "--steps", "2"]) == 1
+    err = capsys.readouterr()
+    assert "broken.png: skipped" in err.err and "skipped 1: " in err.out and "wrote 4 images" in err.out
+    assert "tiles of 128 px overlapping 32 px" in err.err  # the header says the tile size
+    assert "odd.png: 27 x 21 -> 108 x 84, 2 tiles of 88 px" in err.err  # each image its tiles (square: a DiT)
+    modes = {"odd.png": "RGB", "sub/gray.png": "L", "sub/deeper/rgba.png": "RGBA", "deep16.png": "I;16"}
+    for name, (w, h) in sizes.items():
+        with Image.open(out / name) as im:
+            assert im.size == (4 * w, 4 * h) and im.mode == modes[name], name
+    with Image.open(out / "sub" / "deeper" / "rgba.png") as im:
+        alpha = np.asarray(im.getchannel("A"), dtype=float)
+    assert alpha.std() > 10  # the alpha channel was upscaled, not dropped or made opaque
+    before = (out / "odd.png").read_bytes()
+    (out / "odd.png").write_bytes(b"mine")
+    assert main(["upscale", str(finished / "run"), str(tmp_path / "in" / "odd.png"), "-o", str(out), "-q"]) == 0
+    assert (out / "odd.png").read_bytes() == b"mine"  # kept without --overwrite
+    argv = ["upscale", str(finished / "run"), str(tmp_path / "in" / "odd.png"), "-o", str(out), "--steps", "2"]
+    assert main([*argv, "--overwrite", "-q"]) == 0
+    assert (out / "odd.png").read_bytes() == before  # deterministic
+
+
+def test_scale_suffix_and_ext_name_and_size_the_outputs(finished, tmp_path):
+    _images(tmp_path / "in")
+    argv = ["upscale", str(finished / "exported"), str(tmp_path / "in" / "odd.png"), "-o", str(tmp_path / "o")]
+    assert main([*argv, "--scale", "2.5", "--suffix", "_x", "--ext", "jpg", "--steps", "1", "-q"]) == 0
+    with Image.open(tmp_path / "o" / "odd_x.jpg") as im:
+        assert im.size == (round(27 * 2.5), round(21 * 2.5)) and im.format == "JPEG"
+
+
+def test_the_pipeline_and_the_cli_give_the_same_image_for_the_demo_dit(finished, tmp_path):
+    from ditsr_plan import DiTSRPipeline
+
+    _images(tmp_path / "in")
+    pipe = DiTSRPipeline.from_pretrained(finished / "exported")
+    with Image.open(tmp_path / "in" / "odd.png") as im:
+        [ours] = pipe(im, num_inference_steps=2, generator=torch.Generator().manual_seed(5))
+    argv = ["upscale", str(finished / "exported"), str(tmp_path / "in" / "odd.png"), "-o", str(tmp_path / "o")]
+    assert main([*argv, "--steps", "2", "--seed", "5", "-q"]) == 0
+    with Image.open(tmp_path / "o" / "odd.png") as cli:
+        assert np.array_equal(np.asarray(cli), np.asarray(ours))
+    # the export samples as the run itself does (EMA weights of its last checkpoint = its final weights)
+    run_pipe = DiTSRPipeline.from_run(finished / "run")
+    with Image.open(tmp_path / "in" / "odd.png") as im:
+        [from_run] = run_pipe(im, num_inference_steps=2, generator=5)
+    assert np.array_equal(np.asarray(from_run), np.asarray(ours))
+    saved = pipe.save_pretrained(tmp_path / "again")
+    assert json.loads((saved / "sr_pipeline.json").read_text())["transformer"]["kind"] == "dit"
+
+
+def test_the_pipeline_and_the_cli_give_the_same_image_for_a_tiny_pixart_export(tmp_path):
+    from ditsr_plan import DiTSRPipeline
+    from ditsr_plan.runtime.upscale.pipeline import DiTSRPipeline as Direct
+
+    base = make_pixart(tmp_path)
+    plan = pretrained_plan(tmp_path, f"model pixart path={base} lora=4 cond=concat+adapter")
+    trainer = trainer_for(plan)
+    with torch.no_grad():  # a trained-looking adapter and input layer: not the identity of step 0
+        for p in trainer.model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    graph, data = trainer.graph, trainer.graph.block("data")
+    pipe = Direct(trainer.model, trainer.latent, graph.block("diffusion"), Eval(), data.scale, data.crop)
+    image = Image.fromarray((np.random.RandomState(1).rand(13, 11, 3) * 255).astype("uint8"))
+    [direct] = pipe(image, num_inference_steps=2, generator=1)
+    pipe.save_pretrained(tmp_path / "exp")
+    loaded = DiTSRPipeline.from_pretrained(tmp_path / "exp")
+    [ours] = loaded(image, num_inference_steps=2, generator=1)
+    image.save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "exp"), str(tmp_path / "in.png"), "-o", str(tmp_path / "o"),
+                 "--steps", "2", "--seed", "1", "-q"]) == 0  # fmt: skip
+    with Image.open(tmp_path / "o" / "in.png") as cli:
+        assert np.array_equal(np.asarray(cli), np.asarray(ours))
+    assert ours.size == (44, 52)
+    diff = np.abs(np.asarray(direct, dtype=float) - np.asarray(ours, dtype=float))
+    assert diff.max() <= 1  # the exported folder is the trained generator (LoRA merged: rounding only)
+    # tiled: 16 px tiles, the VAE's encode and decode tiled by diffusers too
+    assert loaded.tiles(11, 13, loaded.settings(tile=16, overlap=8))[1] > 4
+    [tiled] = loaded(image, num_inference_steps=2, generator=1, tile=16, overlap=8)
+    assert tiled.size == ours.size and np.asarray(tiled).std() > 0
+
+
+def test_import_ditsr_plan_stays_torch_free_and_names_the_pipeline_lazily():
+    code = "import sys, ditsr_plan; assert 'torch' not in sys.modules; print(ditsr_plan.DiTSRPipeline.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "DiTSRPipeline", done.stderr
+
+
+def test_hostile_outputs_and_models_are_refused_in_words(finished, tmp_path, capsys):
+    _images(tmp_path / "in")
+    (tmp_path / "file").write_text("x")
+    assert main(["upscale", str(finished / "run"), str(tmp_path / "in"), "-o", str(tmp_path / "file")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "in"), "-o", str(tmp_path / "o")]) == 2
+    assert "neither an exported pipeline" in capsys.readouterr().err
+    bad = Path(shutil.copytree(finished / "exported", tmp_path / "bad"))
+    (bad / "sr_pipeline.json").write_text((bad / "sr_pipeline.json").read_text().replace('"scale": 4', '"scale": NaN'))
+    assert main(["upscale", str(bad), str(tmp_path / "in"), "-o", str(tmp_path / "o")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    shutil.copy(finished / "exported" / "sr_pipeline.json", bad / "sr_pipeline.json")
+    config = json.loads((bad / "transformer" / "config.json").read_text())
+    (bad / "transformer" / "config.json").write_text(json.dumps({**config, "num_layers": 10**30}))
+    assert main(["upscale", str(bad), str(tmp_path / "in"), "-o", str(tmp_path / "o")]) == 2
+    assert "num_layers" in capsys.readouterr().err
+    (bad / "transformer" / "config.json").unlink()
+    (bad / "transformer" / "config.json").symlink_to(finished / "exported" / "transformer" / "config.json")
+    assert main(["upscale", str(bad), str(tmp_path / "in"), "-o", str(tmp_path / "o")]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    for argv in (["--steps", "0"], ["--lq-init", "2"], ["--scale", "8"], ["--device", "gpu"], ["--tile", "x"]):
+        with pytest.raises(SystemExit) if argv[0] == "--tile" else _nothing():
+            code = main(["upscale", str(finished / "exported"), str(tmp_path / "in"), "-o", str(tmp_path / "o"), *argv])
+            assert code == 2, argv
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_out_folder_inside_the_input_folder_is_never_read_as_input(finished, tmp_path, capsys):
+    _images(tmp_path / "in")
+    out = tmp_path / "in" / "up"
+    argv = ["upscale", str(finished / "exported"), str(tmp_path / "in"), "-o", str(out), "--steps", "1", "-q"]
+    assert main(argv) == 0
+    assert main(argv) == 0  # again: the outputs are not inputs, and existing ones are kept
+    assert "wrote 0 images" in capsys.readouterr().out
+    assert not (out / "up").exists()
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
