@@ -43,6 +43,7 @@ from ditsr_plan.settings.schemas import (
     Schema,
     TermKind,
     VaeLatent,
+    hashed_values,
 )
 
 GRAPH_FORMAT = 1
@@ -352,7 +353,7 @@ class ScheduleGraph:
             "stages": [[s.name, s.start, s.end] for s in self.stages],
             "knobs": {n: {"kind": k.kind, "pieces": [p.to_json() for p in k.pieces]} for n, k in self.knobs.items()},
             "terms": {n: {"kind": t.kind, "settings": t.values} for n, t in self.terms.items()},
-            "blocks": {n: {"kind": b.kind, "values": dict(b.values)} for n, b in self.blocks.items()},
+            "blocks": {n: {"kind": b.kind, "values": hashed_values(b.settings)} for n, b in self.blocks.items()},
             "watches": [w.to_json() for w in self.watches],
             "keep": self.keep.to_json() if self.keep else None,
         }

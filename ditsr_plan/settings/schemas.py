@@ -52,6 +52,21 @@ class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
+# A field added after plans were hashed (``json_schema_extra={"hash": "when_set"}``): left out of a plan's hash
+# while it holds its default, so that the plans written before it keep their hash (``hashed_values``).
+
+
+def hashed_values(settings: Schema) -> dict[str, Any]:
+    """``settings`` as plain JSON data for a plan's hash: every field but those marked ``"hash": "when_set"``
+    that hold their default."""
+    values = settings.model_dump(mode="json")
+    for name, info in type(settings).model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("hash") == "when_set" and getattr(settings, name) == info.default:
+            values.pop(name, None)
+    return values
+
+
 # ---- loss-term kinds -------------------------------------------------------------------------
 
 
@@ -597,6 +612,12 @@ class Eval(Schema):
         le=1,
         description="fraction of the sampler's schedule skipped: start from the LR latent noised to "
         "ts[round(lq_init x (steps - 1))] (the reference's strength); 0 = from pure noise",
+    )
+    spacing: Literal["leading", "trailing"] = Field(
+        "leading",
+        description="diffusers' timestep_spacing of the sampler: leading (diffusers' default; 2 steps are t = 500, "
+        "0) or trailing (the schedule's end included: 1 step is t = 999, 2 steps are 999, 499)",
+        json_schema_extra={"hash": "when_set"},
     )
     cfg: float = Field(1.0, ge=1, le=20, description="classifier-free guidance scale; 1 = none")
     seed: int = Field(0, ge=0, description="the validation LR and the sampler's start noise derive from it")

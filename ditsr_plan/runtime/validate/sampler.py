@@ -2,7 +2,9 @@
 
 ``lq_init=s`` (the reference's ``strength``) skips the fraction ``s`` of the schedule: with the descending
 timesteps ``ts``, ``start = round(s (len(ts) - 1))``, the LR latent is noised to ``ts[start]`` and sampling
-runs ``ts[start:]`` (0.1 of 50 steps starts at t = 880); ``lq_init=0`` starts from pure noise. ``cfg`` > 1
+runs ``ts[start:]`` (0.1 of 50 steps starts at t = 880); ``lq_init=0`` starts from pure noise. ``spacing``
+is diffusers' ``timestep_spacing``: ``leading`` (50 steps: 980, 960, ..., 0) or ``trailing`` (999, 979, ...,
+19: one trailing step is a single prediction of x0 from t = 999). ``cfg`` > 1
 mixes in the prediction without LR conditioning. The model is told augmentation level 0. With
 ``diffusion target=residual`` the sampler works on the residual (the LR-latent start is then the noised
 zero residual) and the LR latent is added back before decoding. Deterministic for the seed.
@@ -32,7 +34,7 @@ def sample(
     (``steps``, ``lq_init``, ``cfg``, ``seed``); returns N x 3 x H x W in [-1, 1]."""
     was_training = model.training
     model.eval()
-    sched = make_scheduler("ddim", diffusion)
+    sched = make_scheduler("ddim", diffusion, spacing=settings.spacing)
     sched.set_timesteps(settings.steps)
     device = placement.device
     cond = latent.encode(lr_up.to(device))
