@@ -268,7 +268,7 @@ class PretrainedSettings(Schema):
         return self
 
 
-FROM_SCRATCH = ("preset", "depth", "heads", "head_dim", "patch")
+FROM_SCRATCH = ("preset", "depth", "heads", "head_dim", "patch", "init")
 
 
 class DitModel(PretrainedSettings):
@@ -287,6 +287,13 @@ class DitModel(PretrainedSettings):
     heads: int | None = Field(None, ge=1, le=64, description="attention heads (default: the preset's)")
     head_dim: int | None = Field(None, ge=8, le=256, description="width of a head (default: the preset's)")
     patch: int = Field(2, ge=1, le=8, description="transformer patch size, in latent pixels")
+    init: Literal["default", "zero"] = Field(
+        "default",
+        description="default: diffusers' initialisation; zero: the DiT paper's adaLN-Zero (every block's "
+        "modulation and the output layer start at 0: the blocks start as identities and the first prediction "
+        "is 0, i.e. no residual over the LR with diffusion target=residual)",
+        json_schema_extra={"hash": "when_set"},
+    )
 
     @model_serializer(mode="wrap")
     def _only_what_runs(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
