@@ -626,6 +626,15 @@ class Eval(Schema):
         "0) or trailing (the schedule's end included: 1 step is t = 999, 2 steps are 999, 499)",
         json_schema_extra={"hash": "when_set"},
     )
+    start_noise: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="scale of the sampler's start noise: 1 = the schedule's; 0 = none (the start is lq_init's "
+        "LR latent un-noised, or zeros; with diffusion target=residual both are the LR itself): the SR is then a "
+        "function of the LR alone",
+        json_schema_extra={"hash": "when_set"},
+    )
     cfg: float = Field(1.0, ge=1, le=20, description="classifier-free guidance scale; 1 = none")
     seed: int = Field(0, ge=0, description="the validation LR and the sampler's start noise derive from it")
     lpips: Literal["auto", "off"] = Field("auto", description="LPIPS metric when the pretrained trunk is cached")

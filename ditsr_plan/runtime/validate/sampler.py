@@ -4,7 +4,8 @@
 timesteps ``ts``, ``start = round(s (len(ts) - 1))``, the LR latent is noised to ``ts[start]`` and sampling
 runs ``ts[start:]`` (0.1 of 50 steps starts at t = 880); ``lq_init=0`` starts from pure noise. ``spacing``
 is diffusers' ``timestep_spacing``: ``leading`` (50 steps: 980, 960, ..., 0) or ``trailing`` (999, 979, ...,
-19: one trailing step is a single prediction of x0 from t = 999). ``cfg`` > 1
+19: one trailing step is a single prediction of x0 from t = 999). ``start_noise`` scales the start noise
+(0: the sampler starts from the mean of its start distribution, and the SR is a function of the LR alone). ``cfg`` > 1
 mixes in the prediction without LR conditioning. The model is told augmentation level 0. With
 ``diffusion target=residual`` the sampler works on the residual (the LR-latent start is then the noised
 zero residual) and the LR latent is added back before decoding. Deterministic for the seed.
@@ -39,7 +40,7 @@ def sample(
     device = placement.device
     cond = latent.encode(lr_up.to(device))
     base = cond if diffusion.target == "residual" else torch.zeros_like(cond)
-    noise = torch.randn(cond.shape, generator=generator(settings.seed, "eval-noise")).to(device)
+    noise = torch.randn(cond.shape, generator=generator(settings.seed, "eval-noise")).to(device) * settings.start_noise
     timesteps = sched.timesteps
     if settings.lq_init > 0:
         timesteps = timesteps[lq_init_start(len(timesteps), settings.lq_init) :]

@@ -45,3 +45,22 @@ def test_a_graph_with_spacing_reads_back_from_json(tmp_path):
         graph = compile_plan(tiny_plan(tmp_path / spacing, extra=f"eval every=6 steps=1 spacing={spacing}\n"))
         again = ScheduleGraph.from_json(graph.to_json())
         assert again.hash == graph.hash and again.block("eval").spacing == spacing
+
+
+def test_start_noise_zero_starts_from_the_lr_itself_and_leaves_the_hash_at_one(tmp_path):
+    trainer = tiny_trainer(tmp_path)
+    settings = EVAL.model_copy(update={"spacing": "trailing", "steps": 1, "start_noise": 0.0})
+    ev = Evaluator(trainer, settings, tmp_path)
+    seen: list[torch.Tensor] = []
+    handle = trainer.model.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    ev.sample(ev.images[0].lr_up)
+    Evaluator(trainer, settings.model_copy(update={"start_noise": 1.0}), tmp_path).sample(ev.images[0].lr_up)
+    handle.remove()
+    assert torch.equal(
+        seen[0], torch.zeros_like(seen[0])
+    )  # no noise: the zero latent (the LR itself with target=residual)
+    assert seen[1].std() > 0.5  # the schedule's noise at t = 999
+    plain = compile_plan(tiny_plan(tmp_path / "a", extra="eval every=6 steps=1\n"))
+    one = compile_plan(tiny_plan(tmp_path / "b", extra="eval every=6 steps=1 start_noise=1\n"))
+    zero = compile_plan(tiny_plan(tmp_path / "c", extra="eval every=6 steps=1 start_noise=0\n"))
+    assert plain.hash == one.hash != zero.hash and zero.block("eval").start_noise == 0
