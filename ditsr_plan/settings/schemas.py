@@ -321,7 +321,7 @@ class PretrainedSettings(Schema):
         return self
 
 
-FROM_SCRATCH = ("preset", "depth", "heads", "head_dim", "patch")
+FROM_SCRATCH = ("preset", "depth", "heads", "head_dim", "patch", "init")
 
 
 class DitModel(PretrainedSettings):
@@ -340,6 +340,12 @@ class DitModel(PretrainedSettings):
     heads: int | None = Field(None, ge=1, le=64, description="attention heads (default: the preset's)")
     head_dim: int | None = Field(None, ge=8, le=256, description="width of a head (default: the preset's)")
     patch: int = Field(2, ge=1, le=8, description="transformer patch size, in latent pixels")
+    init: Annotated[Literal["default", "zero"], Late] = Field(
+        "default",
+        description="default: diffusers' initialisation; zero: the DiT paper's adaLN-Zero (every block's "
+        "modulation and the output layer start at 0: the blocks start as identities and the first prediction "
+        "is 0, i.e. no residual over the LR with diffusion target=residual)",
+    )
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -713,6 +719,19 @@ class Eval(Schema):
         le=1,
         description="fraction of the sampler's schedule skipped: start from the LR latent noised to "
         "ts[round(lq_init x (steps - 1))] (the reference's strength); 0 = from pure noise",
+    )
+    spacing: Annotated[Literal["leading", "trailing"], Late] = Field(
+        "leading",
+        description="diffusers' timestep_spacing of the sampler: leading (diffusers' default; 2 steps are t = 500, "
+        "0) or trailing (the schedule's end included: 1 step is t = 999, 2 steps are 999, 499)",
+    )
+    start_noise: Annotated[float, Late] = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="scale of the sampler's start noise: 1 = the schedule's; 0 = none (the start is lq_init's "
+        "LR latent un-noised, or zeros; with diffusion target=residual both are the LR itself): the SR is then a "
+        "function of the LR alone",
     )
     cfg: float = Field(1.0, ge=1, le=20, description="classifier-free guidance scale; 1 = none")
     guidance_drops: Annotated[Literal["lr", "adapter"], Late] = Field(

@@ -28,12 +28,13 @@ def test_the_late_fields_are_marked():
     assert set(schemas.hash_neutral(schemas.PatchGan)) == {"norm_affine"}
     pyramid = {"adapter", "adapter_layers", "pyramid_width", "pyramid_heads"}
     assert set(schemas.hash_neutral(schemas.PixartModel)) == {"train_add", "train_remove", "cond_lr_on"} | pyramid
-    assert set(schemas.hash_neutral(schemas.Eval)) == {"pack_input", "guidance_drops"}
+    late_eval = {"pack_input", "guidance_drops", "tile", "overlap", "color_fix", "spacing", "start_noise"}
+    assert set(schemas.hash_neutral(schemas.Eval)) == late_eval
+    assert set(schemas.hash_neutral(schemas.DitModel)) == {"init"}
 
 
-# every shipped plan's hash before the late settings existed (the reference plan changed on purpose)
+# every shipped plan's hash before the late settings existed (the reference and demo plans changed on purpose)
 HASHES_BEFORE = {
-    "plans/demo.plan": "8a3e2f8505c01b16",
     "plans/v10.plan": V10_HASH,
     "plans/legacy/v8.plan": "65b95a5df46aa6a5",
     "plans/legacy/v8_edge_gtmask.plan": "7a9b43bb7c05132d",

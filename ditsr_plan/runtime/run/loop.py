@@ -51,6 +51,7 @@ from ..train.trainer import StepRecord, Trainer, dynamo_graphs
 from .checkpoint import save_checkpoint
 from .console import say, silence
 from .faults import fault_point
+from .final_line import final_versus_bicubic
 from .folder import RunError, run_folder
 from .header import header
 from .invocation import Invocation
@@ -426,6 +427,10 @@ class Run:
         from ..analysis.report import write_report
 
         report = write_report(self.run_dir)
+        evals = read_evals(self.run_dir) if self.evaluator is not None else []
+        final_line = final_versus_bicubic(evals[-1] if evals else None)
+        if final_line:
+            say(final_line)
         if stopped:
             where = f" at {stopped['at']}" if stopped.get("at") else ""
             scaled = f", scaled by the time scale {self.graph.time_scale:g}" if self.graph.time_scale != 1 else ""

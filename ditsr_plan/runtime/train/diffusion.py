@@ -15,9 +15,10 @@ import torch
 from ditsr_plan.settings import schemas
 
 
-def make_scheduler(kind: str, settings: schemas.Diffusion):
+def make_scheduler(kind: str, settings: schemas.Diffusion, spacing: str = "leading"):
     """A diffusers scheduler (``ddpm`` for training, ``ddim`` for sampling) of the plan's noise schedule,
-    predicting v."""
+    predicting v; ``spacing`` is the DDIM sampler's ``timestep_spacing`` (``leading``, diffusers' default, or
+    ``trailing``)."""
     common = {
         "num_train_timesteps": settings.train_steps,
         "beta_schedule": settings.beta_schedule,
@@ -31,7 +32,9 @@ def make_scheduler(kind: str, settings: schemas.Diffusion):
         return DDPMScheduler(**common)
     from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
-    return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=settings.set_alpha_to_one)
+    return DDIMScheduler(
+        **common, clip_sample=False, set_alpha_to_one=settings.set_alpha_to_one, timestep_spacing=spacing
+    )
 
 
 class Diffusion:

@@ -2,9 +2,12 @@
 
 ``lq_init=s`` (the reference's ``strength``) skips the fraction ``s`` of the schedule: with the descending
 timesteps ``ts``, ``start = round(s (len(ts) - 1))``, the LR latent is noised to ``ts[start]`` and sampling
-runs ``ts[start:]`` (0.1 of 50 steps starts at t = 880); ``lq_init=0`` starts from pure noise. ``cfg`` > 1
-mixes in the prediction without LR conditioning (``guidance_drops``: without the LR latent, or without
-the adapter only). The model is told augmentation level 0. With
+runs ``ts[start:]`` (0.1 of 50 steps starts at t = 880); ``lq_init=0`` starts from pure noise. ``spacing``
+is diffusers' ``timestep_spacing``: ``leading`` (50 steps: 980, 960, ..., 0) or ``trailing`` (999, 979, ...,
+19: one trailing step is a single prediction of x0 from t = 999). ``start_noise`` scales the start noise
+(0: the sampler starts from the mean of its start distribution, and the SR is a function of the LR alone).
+``cfg`` > 1 mixes in the prediction without LR conditioning (``guidance_drops``: without the LR latent, or
+without the adapter only). The model is told augmentation level 0. With
 ``diffusion target=residual`` the sampler works on the residual (the LR-latent start is then the noised
 zero residual) and the LR latent is added back before decoding. Deterministic for the seed.
 
@@ -104,7 +107,7 @@ def sample(
     needed (encoding, the colour fix) and not kept while sampling -- an image-sized buffer less."""
     was_training = model.training
     model.eval()
-    sched = make_scheduler("ddim", diffusion)
+    sched = make_scheduler("ddim", diffusion, spacing=settings.spacing)
     sched.set_timesteps(settings.steps)
     device = placement.device
     upsampled = lr_up if callable(lr_up) else (lambda: lr_up)
@@ -118,6 +121,7 @@ def sample(
     del first
     residual = diffusion.target == "residual"
     noise = torch.randn(cond.shape, generator=generator(settings.seed, "eval-noise")).to(device)
+    noise *= settings.start_noise
     timesteps = sched.timesteps
     if settings.lq_init > 0:
         timesteps = timesteps[lq_init_start(len(timesteps), settings.lq_init) :]

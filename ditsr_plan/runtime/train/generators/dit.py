@@ -4,6 +4,8 @@ The model block's preset is resolved by the compiler (depth, heads and head_dim 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -17,6 +19,20 @@ def _dit_levels(args: tuple, kwargs: dict):
     wrapper passes the augmentation levels as the class labels; the real label is a constant 0."""
     timestep, levels = args[0], args[1]
     return levels, (timestep, torch.zeros(levels.shape[0], dtype=torch.long, device=levels.device)), kwargs
+
+
+def zero_modulation_and_output(dit: nn.Module) -> None:
+    """The DiT paper's adaLN-Zero initialisation (Peebles & Xie 2023, section 3.2): every block's adaLN
+    modulation (shift, scale and gate) and the final layer's modulation and projection start at 0, so each
+    block starts as the identity and the first prediction is 0. diffusers initialises them at random: a
+    random first prediction that the model first learns to switch off, often by closing its output's
+    modulation, which stalls the learning of small targets (the demo's residual over the LR)."""
+    blocks: Any = dit.transformer_blocks
+    modules = [block.norm1.linear for block in blocks] + [dit.proj_out_1, dit.proj_out_2]
+    with torch.no_grad():
+        for linear in modules:
+            for tensor in linear.parameters():
+                tensor.zero_()
 
 
 class SRDiT(nn.Module):
@@ -52,6 +68,8 @@ class SRDiT(nn.Module):
         for module in self.dit.modules():
             if hasattr(module, "dropout_prob") and hasattr(module, "token_drop"):
                 module.dropout_prob = 0.0
+        if settings.init == "zero":
+            zero_modulation_and_output(self.dit)
         self.aug_level = AugLevelEmbedding(heads * head_dim)
         attach([block.norm1.emb for block in self.dit.transformer_blocks], self.aug_level, _dit_levels)
         if settings.checkpointing:
