@@ -72,7 +72,25 @@ def cmd_check(args: argparse.Namespace, out: Output) -> int:
         out.info(f"ditsr-plan check: {errors} problem(s) below, each with the --set that fixes it")
         raise
     out.info("ditsr-plan check: nothing missing: the run can start")
+    _print_census(graph, out)
     return EXIT_OK
+
+
+def _print_census(graph, out: Output) -> None:
+    """What the generator trains and the memory it takes before activations (``show --params``' table), built
+    on the meta device from the model's config alone: a pretrained model only (the tiny DiT of a plan trained
+    from scratch is small)."""
+    settings = graph.block("model")
+    if getattr(settings, "path", None) is None:
+        return
+    out.info("loading torch to count the generator's parameters (show --params) ...")
+    from ditsr_plan.runtime.errors import RunFailure
+    from ditsr_plan.runtime.train.generators.census import census, census_text
+
+    try:
+        print(census_text(census(graph)), flush=True)
+    except RunFailure as exc:
+        out.info(f"ditsr-plan check: the generator could not be counted: {exc}")
 
 
 def smoke_command(root: Path, plan: str = REFERENCE_PLAN, command: str = "check") -> str:

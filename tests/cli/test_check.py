@@ -175,4 +175,8 @@ def test_the_readme_smoke_test_is_what_tiny_models_prints_and_it_checks_clean(ti
         assert smoke_command(Path("tiny"), command=command) in readme
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert main(shlex.split(smoke_command(tiny))[1:]) == 0
-    assert "nothing missing" in capsys.readouterr().err
+    done = capsys.readouterr()
+    assert "nothing missing" in done.err
+    # then what it found is counted: the trained groups and the memory estimate (show --params' table)
+    assert "adapter" in done.out and "injection" in done.out and "total" in done.out
+    assert "memory on " in done.out and " GiB = weights " in done.out

@@ -30,7 +30,7 @@ def test_the_late_fields_are_marked():
     assert set(schemas.hash_neutral(schemas.PixartModel)) == {"train_add", "train_remove", "cond_lr_on"} | pyramid
     late_eval = {"pack_input", "guidance_drops", "tile", "overlap", "color_fix", "spacing", "start_noise"}
     assert set(schemas.hash_neutral(schemas.Eval)) == late_eval
-    assert set(schemas.hash_neutral(schemas.DitModel)) == {"init"}
+    assert set(schemas.hash_neutral(schemas.DitModel)) == {"train_add", "train_remove", "cond_lr_on", "init"}
 
 
 # every shipped plan's hash before the late settings existed (the reference and demo plans changed on purpose)

@@ -60,7 +60,7 @@ def _sample_calls(drops: str) -> list:
 
     settings = schemas.Eval(steps=2, cfg=3.0, lq_init=0.0, guidance_drops=drops)
     lr_up = torch.rand(1, 3, 16, 16) * 2 - 1
-    sample(recorder, build_latent(latent), schemas.Diffusion(), lr_up, settings, place("cpu", "fp32"))
+    sample(recorder, build_latent(latent), schemas.Diffusion(), lr_up, settings, place("cpu", "fp32"), crop=32)
     return recorder.calls
 
 
