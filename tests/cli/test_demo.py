@@ -1,11 +1,14 @@
-"""The README's main command: the built-in demo trains through all three stages, visibly learns, and ends above
-its input (the bicubic-upsampled LR) on its validation images."""
+"""The README's main command: the built-in demo trains through all three stages, visibly learns, and ends level with
+its input (the bicubic-upsampled LR) on its validation images; then it upscales images (issue 22)."""
 
 import itertools
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 
 def test_demo_plan_runs_through_every_stage_and_learns(tmp_path):
@@ -45,3 +48,24 @@ def test_demo_plan_runs_through_every_stage_and_learns(tmp_path):
     side = "above" if gap > 0 else "below"
     shown = f"final: PSNR {abs(gap):.2f} dB {side} bicubic ({last['mean']['psnr']:.2f} vs {bicubic['psnr']:.2f})"
     assert shown in result.stderr, result.stderr[-1000:]
+
+    # issue 22: after the demo, `upscale RUN INPUT -o OUT` writes exact 4x images of an odd-sized RGB, a
+    # grayscale and an RGBA input (alpha kept), and a folder input keeps its sub-folders
+    images = tmp_path / "in"
+    (images / "sub").mkdir(parents=True)
+    rs = np.random.RandomState(0)
+    Image.fromarray((rs.rand(21, 27, 3) * 255).astype("uint8")).save(images / "odd.png")
+    Image.fromarray((rs.rand(19, 23) * 255).astype("uint8"), "L").save(images / "sub" / "gray.png")
+    Image.fromarray((rs.rand(17, 25, 4) * 255).astype("uint8"), "RGBA").save(images / "sub" / "rgba.png")
+    upscaled = tmp_path / "up"
+    done = subprocess.run(
+        [str(exe), "upscale", str(out), str(images), "-o", str(upscaled)], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name, size, mode in [
+        ("odd.png", (108, 84), "RGB"),
+        ("sub/gray.png", (92, 76), "L"),
+        ("sub/rgba.png", (100, 68), "RGBA"),
+    ]:
+        with Image.open(upscaled / name) as im:
+            assert (im.size, im.mode) == (size, mode), name
