@@ -33,7 +33,10 @@ def add_upscale_command(sub, common: list) -> None:
         "--scale", type=_positive, metavar="F", help="output scale: the model's (default) or smaller, by a final resize"
     )
     p.add_argument(
-        "--tile", type=_tile, metavar="PX", help="tile side in output pixels, or auto / off (default: the eval block's)"
+        "--tile",
+        type=_tile_px,
+        metavar="PX",
+        help="tile side in output pixels, or auto / off (default: the eval block's)",
     )
     p.add_argument(
         "--overlap", type=_tile, metavar="PX", help="tile overlap in output pixels, or auto (default: the eval block's)"
@@ -69,12 +72,21 @@ def _tile(text: str) -> int | str:
     return int(text)
 
 
+def _tile_px(text: str) -> int | str:
+    value = _tile(text)
+    if isinstance(value, int) and not 16 <= value <= 65536:
+        raise argparse.ArgumentTypeError(f"a tile of {value} px: give 16 to 65536 px, auto or off")
+    return value
+
+
 def _options(args: argparse.Namespace, pipe) -> dict:
     """The pipeline call's keywords from the command line, each checked like the eval block's setting."""
     from pydantic import ValidationError
 
     given = {"steps": args.steps, "lq_init": args.lq_init, "cfg": args.cfg, "seed": args.seed}
     given |= {"tile": args.tile, "overlap": args.overlap, "color_fix": args.color_fix}
+    if isinstance(args.tile, int) and isinstance(args.overlap, int) and args.overlap >= args.tile:
+        raise UsageError(f"--overlap {args.overlap}: tiles of {args.tile} px overlap by less than a tile")
     try:
         pipe.settings(**given)
     except ValidationError as exc:

@@ -12,7 +12,6 @@ from itertools import pairwise
 from typing import Any
 
 from ditsr_plan.settings.numbers import format_steps
-from ditsr_plan.settings.schemas import hash_neutral
 
 from .graph import Block, Knob, Piece, ScheduleGraph, Term
 from .show import describe_range, stage_label
@@ -69,12 +68,8 @@ def knob_changes(ka: Knob, kb: Knob, total: int) -> list[RangeChange]:
 
 
 def _all(part: Term | Block) -> dict[str, Any]:
-    """Every setting, late ones at their default included (their default is what a plan without them runs;
-    ``model_dump`` leaves them out so that they stay out of the hash)."""
-    data: dict[str, Any] = part.settings.model_dump(mode="json")
-    for name, default in hash_neutral(type(part.settings)).items():
-        data.setdefault(name, default)
-    return data
+    """Every setting, late ones at their default included (their default is what a plan without them runs)."""
+    return part.all_values
 
 
 def _dict_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

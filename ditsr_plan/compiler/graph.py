@@ -43,6 +43,7 @@ from ditsr_plan.settings.schemas import (
     Schema,
     TermKind,
     VaeLatent,
+    all_values,
     plain_values,
 )
 
@@ -174,6 +175,11 @@ class Term:
         """The settings as plain JSON data (fields added late left out at their default: see HashedWhenSet)."""
         return plain_values(self.settings)
 
+    @property
+    def all_values(self) -> dict[str, Any]:
+        """Every setting as plain JSON data, those added late at their default included (what ``show`` lists)."""
+        return all_values(self.settings)
+
 
 @dataclass(frozen=True)
 class Block:
@@ -190,6 +196,11 @@ class Block:
     def values(self) -> dict[str, Any]:
         """The settings as plain JSON data (fields added late left out at their default: see HashedWhenSet)."""
         return plain_values(self.settings)
+
+    @property
+    def all_values(self) -> dict[str, Any]:
+        """Every setting as plain JSON data, those added late at their default included (what ``show`` lists)."""
+        return all_values(self.settings)
 
 
 @dataclass(frozen=True)

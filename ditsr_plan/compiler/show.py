@@ -89,7 +89,7 @@ def blocks_json(graph: ScheduleGraph) -> dict[str, Any]:
             "defaults": sorted(k for k in values if k not in block.value_origins),
         }
         for name, block in graph.blocks.items()
-        for values in [block.values]
+        for values in [block.all_values]
     }
 
 
@@ -99,7 +99,7 @@ def blocks_text(graph: ScheduleGraph) -> list[str]:
     width = max(len(n) for n in graph.blocks)
     lines = ["settings (* = default, not written in the plan):"]
     for name, block in graph.blocks.items():
-        values = block.values
+        values = block.all_values
         given = [(k, v, "") for k, v in values.items() if k in block.value_origins]
         defaults = [(k, v, "*") for k, v in values.items() if k not in block.value_origins]
         text = " ".join(f"{k}={_value_text(v)}{mark}" for k, v, mark in given + defaults)
@@ -123,7 +123,7 @@ def table_json(graph: ScheduleGraph) -> dict[str, Any]:
             }
             for s in graph.stages
         ],
-        "terms": {n: {"kind": t.kind, "pixel": t.pixel, "settings": t.values} for n, t in graph.terms.items()},
+        "terms": {n: {"kind": t.kind, "pixel": t.pixel, "settings": t.all_values} for n, t in graph.terms.items()},
         "blocks": blocks_json(graph),
         "paths": dict(resolved_paths(graph)),
         "code": [run.what for run in code_run(graph)],

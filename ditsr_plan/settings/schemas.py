@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializationInfo,
     SerializerFunctionWrapHandler,
     model_serializer,
     model_validator,
@@ -77,8 +78,21 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 Late = HashedWhenSet()  # the marker of a field that is hashed only when set to another value than its default
 
 
-def _hash_neutral_defaults(schema: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` without the :class:`HashedWhenSet` fields of ``schema`` left at their default."""
+ALL_SETTINGS = {"late_defaults": True}  # model_dump(context=...): the late fields at their default too (show, diff)
+
+
+def all_values(settings: BaseModel) -> dict[str, Any]:
+    """Every setting as plain JSON data, the :class:`HashedWhenSet` fields at their default included: what a
+    run uses (``show``, ``diff``), where :func:`plain_values` is what its hash is taken of."""
+    data: dict[str, Any] = settings.model_dump(mode="json", context=ALL_SETTINGS)
+    return data
+
+
+def _hash_neutral_defaults(schema: BaseModel, data: dict[str, Any], info: SerializationInfo) -> dict[str, Any]:
+    """``data`` without the :class:`HashedWhenSet` fields of ``schema`` left at their default (unless the dump
+    asks for them: :data:`ALL_SETTINGS`)."""
+    if isinstance(info.context, dict) and info.context.get("late_defaults"):
+        return data
     for name, default in hash_neutral(type(schema)).items():
         if name in data and getattr(schema, name) == default:
             del data[name]
@@ -89,10 +103,10 @@ class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
         """Every field, but a :class:`HashedWhenSet` field at its default (out of the hash and the graph JSON)."""
         data: dict[str, Any] = handler(self)
-        return _hash_neutral_defaults(self, data)
+        return _hash_neutral_defaults(self, data, info)
 
 
 # ---- loss-term kinds -------------------------------------------------------------------------
@@ -348,10 +362,10 @@ class DitModel(PretrainedSettings):
     )
 
     @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
         """Only the keys of the DiT that runs: a DiT from scratch has no pretrained settings (but
         ``checkpointing``), a pretrained one's folder decides the keys that describe one from scratch."""
-        data: dict[str, Any] = _hash_neutral_defaults(self, handler(self))
+        data: dict[str, Any] = _hash_neutral_defaults(self, handler(self), info)
         if self.path is None:
             return {k: v for k, v in data.items() if k in FROM_SCRATCH or k == "checkpointing"}
         return {k: v for k, v in data.items() if k not in FROM_SCRATCH}

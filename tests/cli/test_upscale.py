@@ -65,12 +65,13 @@ def test_every_kind_of_image_gives_exactly_4x_and_folders_keep_sub_folders(finis
     assert (out / "odd.png").read_bytes() == before  # deterministic
 
 
-def test_scale_suffix_and_ext_name_and_size_the_outputs(finished, tmp_path):
+def test_scale_suffix_and_ext_name_and_size_the_outputs(finished, tmp_path, capsys):
     _images(tmp_path / "in")
     argv = ["upscale", str(finished / "exported"), str(tmp_path / "in" / "odd.png"), "-o", str(tmp_path / "o")]
-    assert main([*argv, "--scale", "2.5", "--suffix", "_x", "--ext", "jpg", "--steps", "1", "-q"]) == 0
+    assert main([*argv, "--scale", "2.5", "--suffix", "_x", "--ext", "jpg", "--steps", "1"]) == 0
     with Image.open(tmp_path / "o" / "odd_x.jpg") as im:
         assert im.size == (round(27 * 2.5), round(21 * 2.5)) and im.format == "JPEG"
+    assert "27 x 21 -> 68 x 52 (x4 resized to x2.5)" in capsys.readouterr().err  # the size written
 
 
 def test_the_pipeline_and_the_cli_give_the_same_image_for_the_demo_dit(finished, tmp_path):
@@ -151,10 +152,12 @@ def test_hostile_outputs_and_models_are_refused_in_words(finished, tmp_path, cap
     (bad / "transformer" / "config.json").symlink_to(finished / "exported" / "transformer" / "config.json")
     assert main(["upscale", str(bad), str(tmp_path / "in"), "-o", str(tmp_path / "o")]) == 2
     assert "symbolic link" in capsys.readouterr().err
-    for argv in (["--steps", "0"], ["--lq-init", "2"], ["--scale", "8"], ["--device", "gpu"], ["--tile", "x"]):
-        with pytest.raises(SystemExit) if argv[0] == "--tile" else _nothing():
+    odd_tiles = (["--tile", "x"], ["--tile", "8"], ["--tile", "64", "--overlap", "64"])
+    for argv in (["--steps", "0"], ["--lq-init", "2"], ["--scale", "8"], ["--device", "gpu"], *odd_tiles):
+        with pytest.raises(SystemExit) if argv[:2] in (["--tile", "x"], ["--tile", "8"]) else _nothing():
             code = main(["upscale", str(finished / "exported"), str(tmp_path / "in"), "-o", str(tmp_path / "o"), *argv])
             assert code == 2, argv
+    assert "--overlap 64: tiles of 64 px overlap by less than a tile" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -167,7 +167,10 @@ def run_job(
             continue
         w, h = image.size
         tile, tiles = pipe.tiles(w, h, pipe.settings(**{k: options.get(k) for k in ("tile", "overlap")}))
-        sized = f"{w} x {h} -> {w * pipe.scale} x {h * pipe.scale}"
+        scale = options.get("outscale") or pipe.scale
+        sized = f"{w} x {h} -> {round(w * scale)} x {round(h * scale)}"
+        if scale != pipe.scale:
+            sized += f" (x{pipe.scale} resized to x{scale:g})"
         say(f"{label}: {sized}, {tiles} tile{'s' if tiles > 1 else ''} of {tile} px")
         pixels = w * h * pipe.scale**2
 
