@@ -43,14 +43,20 @@ def test_the_reference_plan_with_its_placeholders_lists_every_problem_with_posit
     done = _cli("check", REFERENCE, env=NO_CUDA)
     assert done.returncode == 2, done.stderr
     err = done.stderr
-    for line, key, fix in [
-        (11, "model pixart path=", "--set model.path=DIR"),
-        (13, "latent vae path=", "--set latent.path=DIR"),
-        (14, "data folder root=", "--set data.root=DIR"),
+    lines = Path(REFERENCE).read_text().splitlines()
+
+    def line_of(start: str) -> int:
+        return next(n for n, text in enumerate(lines, 1) if text.startswith(start))
+
+    for start, key, fix in [
+        ("model pixart", "model pixart path=", "--set model.path=FILE.pth"),
+        ("latent vae", "latent vae path=", "--set latent.path=DIR"),
+        ("data ", "data folder root=", "--set data.root=DIR"),
     ]:
-        assert f"{REFERENCE}:{line}:" in err and f"error: {key}" in err and fix in err
+        assert f"{REFERENCE}:{line_of(start)}:" in err and f"error: {key}" in err and fix in err
     # the CPU: bf16 is named at its line with the --set that fixes it
-    assert f"{REFERENCE}:17:7: error: run precision=bf16 is for CUDA" in err and "--set run.precision=auto" in err
+    run = line_of("run ")
+    assert f"{REFERENCE}:{run}:11: error: run precision=bf16 is for CUDA" in err and "--set run.precision=auto" in err
     assert "Traceback" not in err and done.stdout.startswith("plan pixart_v10 · hash ")
 
 
