@@ -124,14 +124,14 @@ def save_original_pixart(folder: Path, out: Path, caption_tokens: int = 3, seed:
 
 def pretrained_plan(folder: Path, model_line: str, steps: int = 4, ckpt: int = 2, extra: str = "") -> Path:
     """``folder/pretrained.plan``: the tiny VAE latent (made in ``folder``), a model line of your own, every term
-    kind (stage A reconstruction only, then everything live), EMA."""
+    kind (stage A reconstruction only, then everything live), EMA, one CPU thread (runs compared bit for bit)."""
     vae = make_vae(folder)
     half = steps // 2
     path = folder / "pretrained.plan"
     path.write_text(
         f"plan pretrained\nsteps {steps}\n{ALL_TERMS}{model_line}\nlatent vae path={vae}\n"
         "data   builtin crop=32 batch=2 scenes=2\npixel  patch=16 margin=0\nema    decay=0.9\n"
-        f"run    seed=7 checkpoint_every={ckpt} keep=5\nlog    every=1 tensorboard=off\n{extra}"
+        f"run    seed=7 threads=1 checkpoint_every={ckpt} keep=5\nlog    every=1 tensorboard=off\n{extra}"
         f"stage A 0..{half}: v 1; latent_l1 1\n"
         f"stage B {half}..: lpips 0.3; edge 0.05; flat 0.08; ffl 0.01; gan 0.03\n"
     )

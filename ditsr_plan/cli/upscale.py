@@ -109,6 +109,10 @@ def cmd_upscale(args: argparse.Namespace, out: Output) -> int:
     target = Path(args.out)
     if args.max_pixels < 1:
         raise UsageError("--max-pixels must be at least 1")
+    if not args.out or not all(args.inputs) or not args.model:
+        raise UsageError("an empty path: give MODEL, every INPUT and -o OUT by name ('.' for this folder)")
+    if any(sep in args.suffix for sep in ("/", "\\", "\0")) or args.suffix in (".", ".."):
+        raise UsageError(f"--suffix {shown(args.suffix)}: a suffix of the file name, without a folder separator")
     if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", args.device):
         raise UsageError(f"--device {shown(args.device)}: expected auto, cpu, cuda or cuda:N")
     try:

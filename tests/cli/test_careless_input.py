@@ -80,7 +80,7 @@ def test_export_of_a_custom_model_refuses_before_running_its_code(tmp_path):
     marker = tmp_path / "imported"
     (tmp_path / "gen.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     graph = compile_plan(pretrained_plan(tmp_path, "model custom factory=gen_never:make file=gen.py"))
-    with pytest.raises(RunFailure, match="model custom: no pretrained base to merge into"):
+    with pytest.raises(RunFailure, match="model custom: no diffusers transformer to export"):
         _refuse_nothing_to_merge(graph, tmp_path / "final")
     assert not marker.exists()
 

@@ -3,6 +3,7 @@ same image from the CLI and from Python, and hostile models, inputs and outputs.
 for a minute (tiled against untiled, seams): test_upscale_demo.py, in the slow tier."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -177,3 +178,34 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_planted_links_suffix_paths_and_inputs_inside_out_are_refused(finished, tmp_path, capsys):
+    """An attacker's review: a link planted at the old temporary name was followed (any file overwritten), a
+    --suffix with a '/' wrote outside OUT, an input inside OUT was replaced by its own upscale, '' meant '.'."""
+    _images(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    for pid in range(os.getpid() - 5, os.getpid() + 50):  # the old, predictable name, for any process nearby
+        (out / f".odd.png.{pid}.tmp").symlink_to(victim)
+    model = str(finished / "exported")
+    argv = ["upscale", model, str(tmp_path / "in" / "odd.png"), "-o", str(out), "--steps", "1", "-q"]
+    assert main(argv) == 0
+    assert victim.read_text() == "mine" and not (out / "odd.png").is_symlink()
+    assert (out / "odd.png").stat().st_mode & 0o077 == 0o666 & ~_umask() & 0o077  # readable as the umask allows
+    assert main([*argv, "--suffix", "/../../x"]) == 2
+    assert "without a folder separator" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+    own = out / "odd.png"
+    before = own.read_bytes()
+    assert main(["upscale", model, str(own), "-o", str(out), "--overwrite", "--steps", "1", "-q"]) == 2
+    assert "its output would replace it" in capsys.readouterr().err and own.read_bytes() == before
+    assert main(["upscale", model, str(own), "-o", "", "-q"]) == 2
+    assert "an empty path" in capsys.readouterr().err
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

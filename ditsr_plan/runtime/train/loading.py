@@ -95,7 +95,7 @@ def check_class(inner: Path, expected: str, what: str, path: str) -> dict:
     the configuration otherwise."""
     try:
         config = json.loads((inner / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise LoadError(f"{what}={path}: {inner / 'config.json'} is not a readable JSON file ({exc})") from None
     if not isinstance(config, dict):
         raise LoadError(f"{what}={path}: {inner / 'config.json'} is not a model configuration (not a JSON object)")

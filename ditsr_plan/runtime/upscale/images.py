@@ -9,6 +9,7 @@ what is not RGB is kept apart and put back: grayscale (the SR's luma), 16-bit an
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,14 +96,21 @@ def save_atomic(im, path: Path) -> None:
         if im.mode == "I;16" or im.mode == "I":
             im = eight_bit(im)
         im = im.convert("L" if im.mode in ("L", "LA") else "RGB")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP"}.get(suffix)
     fmt = fmt or ("TIFF" if suffix in (".tif", ".tiff") else "PNG")
+    # a new file of an unpredictable name (O_EXCL: a link planted in OUT is never followed), readable as the
+    # umask allows, like any file the user writes
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
-        im.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as fh:
+            im.save(fh, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if os.path.lexists(tmp):
             tmp.unlink()
 
 

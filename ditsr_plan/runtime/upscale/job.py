@@ -103,6 +103,9 @@ def plan_work(inputs: list[Path], out: Path, suffix: str, ext: str) -> tuple[lis
         seen.add(key)
         suffix_of = relative.suffix if ext == "same" else f".{ext}"
         target = out / relative.parent / f"{relative.stem}{suffix}{suffix_of}"
+        if target.resolve() == key:
+            problems.append((source, "its output would replace it (give another -o OUT or a --suffix)"))
+            continue
         if target in targets:
             problems.append((source, f"its output {shown(target)} is {shown(targets[target])}'s too (rename one)"))
             continue

@@ -101,3 +101,16 @@ def test_legacy_format_and_ddp_prefixes_are_read(tmp_path):
     path = tmp_path / "legacy.pth"
     torch.save({"state_dict": {"module.t_block.1.bias": torch.ones(2)}}, path, _use_new_zipfile_serialization=False)
     assert list(read_checkpoint(path, "model pixart path")) == ["t_block.1.bias"]
+
+
+def test_a_small_pth_that_describes_a_huge_model_is_refused_before_it_is_built(tmp_path):
+    """The model's shape is read off the tensors' names and shapes: a 14 KB file naming block 4999 would build a
+    5000-block transformer (found by an attacker's review); it is bounded like a config.json."""
+    folder = make_pixart(tmp_path)
+    original = save_original_pixart(folder, tmp_path / "PixArt-XL-2-512x512.pth")
+    shutil.copy(folder / "config.json", tmp_path / "config.json")  # the tiny model's heads (16 wide: not 72s)
+    state = torch.load(original, weights_only=True)
+    state["state_dict"]["blocks.4999.mlp.fc1.bias"] = torch.zeros(1)
+    torch.save(state, original)
+    with pytest.raises(LoadError, match="num_layers=5000, beyond what a model holds"):
+        _generator(original)

@@ -11,8 +11,8 @@ class RunsCode(Rule):
 
     Why: a plan is code, like a Python script (docs/runtime.md, "Plans are code"): `factory=MODULE:FUNCTION`
     imports MODULE -- its import side effects run -- and calls FUNCTION; `file=PATH.py` executes that file.
-    Reading or linting a plan runs nothing, but `run`, `evaluate` and `export` of it do: review the code
-    before running a plan you did not write, as you would a script.
+    Reading or linting a plan runs nothing, but `run`, and `evaluate`, `export` and `upscale` of its run, do:
+    review the code before running a plan you did not write, as you would a script.
 
     Example:
         model custom factory=mynets.sr:build file=mynets/sr.py

@@ -108,7 +108,7 @@ def _small_json(path: Path) -> dict:
         if not path.is_file() or path.stat().st_size > 1 << 20:
             return {}
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 

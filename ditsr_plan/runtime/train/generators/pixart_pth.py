@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ..loading import LoadError
+from ..loading import LoadError, check_bounds
 
 Y_EMBEDDING = "y_embedder.y_embedding"
 
@@ -191,8 +191,15 @@ def load_original(path: Path, what: str):
         fix_heads_and_size(config, tensors["pos_embed.proj.weight"].shape[0], raw.get("pos_embed"))
     except KeyError as exc:
         raise LoadError(f"{what}={path}: not an original PixArt-alpha checkpoint (unknown or missing {exc})") from None
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, RecursionError, ZeroDivisionError) as exc:
         raise LoadError(f"{what}={path}: {exc}") from None
+    # the shapes read from a small file may describe a model of any size: bounded before it is built
+    check_bounds(config, what, str(path))
+    if not all(isinstance(config.get(k), int) and config[k] >= 1 for k in ("patch_size", "sample_size")):
+        raise LoadError(
+            f"{what}={path}: a patch or sample size below 1 ({config.get('patch_size')}, "
+            f"{config.get('sample_size')}): not a PixArt-alpha checkpoint"
+        )
     model: Any = PixArtTransformer2DModel(**config)
     try:
         model.load_state_dict(tensors, strict=True)
