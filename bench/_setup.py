@@ -76,11 +76,12 @@ stage C 9k..:   gan 0->0.03 linear over 4k; lpips 0.35->0.45 linear over 4k; fla
 PIXART_STAGES = {"A": (100, 3_000), "B": (5_000, 6_000), "C": (12_001, 6_000)}  # a step inside, steps in v10
 
 # what trains (--train): lora, the LoRA-only variant (plans/reference/pixart_v10_lora.plan); scripts, the
-# reference scripts' set (plans/reference/pixart_v10.plan: LoRA + every other transformer parameter)
+# reference scripts' set (plans/reference/pixart_v10.plan: LoRA + every other transformer parameter + their
+# feature-pyramid adapter and its injection, ~489M at PixArt-XL/2 shape)
 PIXART_TRAIN = {
     "lora": "cond_lr=10",
-    "scripts": "train=lora+rest cond_lr=10 cond_lr_on=adapter.*,pos_embed.proj.* "
-    "lora_targets=to_q,to_k,to_v,to_out.0,caption_projection.linear_1,caption_projection.linear_2",
+    "scripts": "train=lora+rest cond_lr=10 cond_lr_on=adapter.*,pos_embed.proj.* adapter=pyramid "
+    "lora_targets=to_q,to_k,to_v,to_out.0,caption_projection.linear_1,caption_projection.linear_2,res_proj",
 }
 
 PIXART_SIZES = {

@@ -12,7 +12,7 @@ On CPU (no CUDA) it runs at a reduced size (tiny DiT, 128 px) and reports no mem
 1152 wide, random weights, ~610M parameters) with LoRA r16 on its attention, the LR latent concatenated and
 the LR adapter, SD-VAE-shaped VAE, 512 px crops (64 x 64 latent), bf16, the v10 schedule; activation
 checkpointing off and on. ``--train scripts`` (the default) trains the reference scripts' set (LoRA + every
-other transformer parameter, ~326M without the scripts' pyramid adapter: plans/reference/pixart_v10.plan),
+other transformer parameter and the scripts' pyramid adapter, ~489M: plans/reference/pixart_v10.plan),
 ``--train lora`` the LoRA-only variant (~19M). ``--batches 1,4``: the micro-batches measured (the scripts'
 batch 1 x 16 accumulated peaks as one micro-batch of 1: gradients accumulate in place). Per stage of v10 it
 times the runtime's step, and the step of the reference scripts (decode and every term, every step), and
