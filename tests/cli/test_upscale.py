@@ -209,3 +209,19 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_an_image_that_cannot_be_used_or_written_is_skipped_and_the_rest_are_done(finished, tmp_path, capsys):
+    """An attacker's review: a float TIFF of NaN, or an output path that is a file's, aborted the whole batch."""
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(np.full((12, 12), np.nan, dtype=np.float32), "F").save(folder / "nan.tif")
+    Image.fromarray((np.random.RandomState(0).rand(12, 12, 3) * 255).astype("uint8")).save(folder / "z.png")
+    Image.fromarray((np.random.RandomState(1).rand(12, 12, 3) * 255).astype("uint8")).save(folder / "sub" / "y.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file where the sub-folder would go")
+    assert main(["upscale", str(finished / "exported"), str(folder), "-o", str(out), "--steps", "1"]) == 1
+    done = capsys.readouterr()
+    assert "nan.tif: skipped (its samples are not all finite" in done.err and "y.png: skipped (" in done.err
+    assert "wrote 1 image" in done.out and (out / "z.png").is_file()

@@ -180,10 +180,16 @@ def run_job(
         def told(step, steps, t, n, label=label, pixels=pixels):
             progress.tile(label, pixels, step, steps, t, n)
 
-        with image:
-            [sr] = pipe(image, on_tile=told, **options)
-        item.target.parent.mkdir(parents=True, exist_ok=True)
-        save_atomic(sr, item.target)
+        try:  # an image that decodes but cannot be used (NaN samples), or an output path that is taken
+            with image:
+                [sr] = pipe(image, on_tile=told, **options)
+            item.target.parent.mkdir(parents=True, exist_ok=True)
+            save_atomic(sr, item.target)
+        except (ImageError, OSError) as exc:
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            outcome.failed.append((item.source, reason))
+            warn(f"{label}: skipped ({reason})")
+            continue
         progress.done += pixels
         outcome.written.append(item.target)
     return outcome
