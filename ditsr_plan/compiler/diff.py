@@ -13,7 +13,7 @@ from typing import Any
 
 from ditsr_plan.settings.numbers import format_steps
 
-from .graph import Block, Knob, Piece, ScheduleGraph, Term
+from .graph import Knob, Piece, ScheduleGraph
 from .show import describe_range, stage_label
 
 EPS = 1e-12
@@ -67,11 +67,6 @@ def knob_changes(ka: Knob, kb: Knob, total: int) -> list[RangeChange]:
     return [RangeChange(lo, hi, describe_range(ka, lo, hi), describe_range(kb, lo, hi)) for lo, hi in spans]
 
 
-def _all(part: Term | Block) -> dict[str, Any]:
-    """Every setting, late ones at their default included (their default is what a plan without them runs)."""
-    return part.all_values
-
-
 def _dict_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     return {k: (a.get(k), b.get(k)) for k in {**a, **b} if a.get(k) != b.get(k)}
 
@@ -88,7 +83,7 @@ def diff_graphs(a: ScheduleGraph, b: ScheduleGraph) -> PlanDiff:
     for name in a.terms:
         if name in b.terms:
             ta, tb = a.terms[name], b.terms[name]
-            changes = _dict_changes({"kind": ta.kind, **_all(ta)}, {"kind": tb.kind, **_all(tb)})
+            changes = _dict_changes({"kind": ta.kind, **ta.all_values}, {"kind": tb.kind, **tb.all_values})
             if changes:
                 d.changed_settings[name] = changes
     total = max(a.total_steps, b.total_steps)
@@ -102,8 +97,8 @@ def diff_graphs(a: ScheduleGraph, b: ScheduleGraph) -> PlanDiff:
         if knob:
             d.knobs[name] = knob
     for name in sorted({*a.blocks, *b.blocks}):
-        va = {"kind": a.blocks[name].kind, **_all(a.blocks[name])} if name in a.blocks else {}
-        vb = {"kind": b.blocks[name].kind, **_all(b.blocks[name])} if name in b.blocks else {}
+        va = {"kind": a.blocks[name].kind, **a.blocks[name].all_values} if name in a.blocks else {}
+        vb = {"kind": b.blocks[name].kind, **b.blocks[name].all_values} if name in b.blocks else {}
         changes = _dict_changes(va, vb)
         if changes:
             d.blocks[name] = changes
@@ -159,10 +154,10 @@ def render_text(d: PlanDiff, labels: tuple[str, str] | None = None) -> str:
         return " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
 
     for name in d.removed:
-        out.append(f"- term {name} ({a.terms[name].kind}): {settings(_all(a.terms[name]))}")
+        out.append(f"- term {name} ({a.terms[name].kind}): {settings(a.terms[name].all_values)}")
         out += weights(name)
     for name in d.added:
-        out.append(f"+ term {name} ({b.terms[name].kind}): {settings(_all(b.terms[name]))}")
+        out.append(f"+ term {name} ({b.terms[name].kind}): {settings(b.terms[name].all_values)}")
         out += weights(name)
     for name in [*a.knobs, *(n for n in b.knobs if n not in a.knobs)]:
         if name in d.removed or name in d.added or (name not in d.knobs and name not in d.changed_settings):
@@ -193,8 +188,8 @@ def to_json(d: PlanDiff) -> dict[str, Any]:
         "steps": list(d.steps) if d.steps else None,
         "stages": {"a": d.stages[0], "b": d.stages[1]} if d.stages else None,
         "terms": {
-            "added": {n: {"kind": d.b.terms[n].kind, "settings": _all(d.b.terms[n])} for n in d.added},
-            "removed": {n: {"kind": d.a.terms[n].kind, "settings": _all(d.a.terms[n])} for n in d.removed},
+            "added": {n: {"kind": d.b.terms[n].kind, "settings": d.b.terms[n].all_values} for n in d.added},
+            "removed": {n: {"kind": d.a.terms[n].kind, "settings": d.a.terms[n].all_values} for n in d.removed},
             "changed": {n: {k: list(v) for k, v in ch.items()} for n, ch in d.changed_settings.items()},
         },
         "knobs": {n: [{"start": c.start, "end": c.end, "a": c.a, "b": c.b} for c in ch] for n, ch in d.knobs.items()},

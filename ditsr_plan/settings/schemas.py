@@ -46,11 +46,9 @@ def hash_neutral(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def plain_values(settings: BaseModel) -> dict[str, Any]:
-    """The settings as plain JSON data, without the :class:`HashedWhenSet` fields left at their default."""
+    """The settings as plain JSON data, without the :class:`HashedWhenSet` fields left at their default (the
+    schemas' serializer leaves them out): what a plan's hash is taken of."""
     data: dict[str, Any] = settings.model_dump(mode="json")
-    for name, default in hash_neutral(type(settings)).items():
-        if getattr(settings, name) == default:
-            data.pop(name, None)
     return data
 
 

@@ -173,10 +173,11 @@ class Trainer:
         t, noise, lr_noise, lr_std, keep = self._draws(x0, lr_latent, step, micro)
         x_t = self.diffusion.add_noise(x0 - base, noise, t)
         v = self.diffusion.velocity(x0 - base, noise, t)
+        cond = lr_latent + lr_std * lr_noise
         if diffusion.dropout_drops == "style":  # a dropped sample loses only the adapter's style vector
-            v_hat = self.net(x_t, lr_latent + lr_std * lr_noise, t, lr_std.flatten(), style_keep=keep.flatten())
+            v_hat = self.net(x_t, cond, t, lr_std.flatten(), style_keep=keep.flatten())
         else:  # the whole LR latent; the model is told the augmentation (0 for a dropped LR)
-            v_hat = self.net(x_t, (lr_latent + lr_std * lr_noise) * keep, t, (lr_std * keep).flatten())
+            v_hat = self.net(x_t, cond * keep, t, (lr_std * keep).flatten())
         x0_hat = self.diffusion.reconstruct_x0(x_t, v_hat.float(), t) + base
         s = StepTensors(t=t, v=v, v_hat=v_hat, x0=x0, x0_hat=x0_hat)
         if decode:
