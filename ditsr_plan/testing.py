@@ -153,9 +153,10 @@ def strict_loads(text: str) -> Any:
     return json.loads(text, parse_constant=reject)
 
 
-def finished_run_and_pack(root: Path, run_name: str) -> Path:
+def finished_run_and_pack(root: Path, run_name: str, overrides: tuple[str, ...] = ()) -> Path:
     """Under ``root``: ``pack/``, a 2-image pack of scikit-image photos, and ``run_name/``, a finished 4-step
-    run of the tiny model (v term only, checkpoints at 2 and 4, EMA). Returns the plan."""
+    run of the tiny model (v term only, checkpoints at 2 and 4, EMA; ``overrides`` as ``--set``). Returns the
+    plan."""
     import skimage.data
     from PIL import Image
 
@@ -168,7 +169,7 @@ def finished_run_and_pack(root: Path, run_name: str) -> Path:
         Image.fromarray(getattr(skimage.data, name)()).save(root / "hr" / f"{name}.png")
     assert main(["pack", "make", str(root / "hr"), str(root / "pack"), "--n", "2", "--size", "32", "-q"]) == 0
     plan = tiny_plan(root / "p", steps=4, ckpt=2, terms="loss v vpred\n", stages="stage A 0..: v 1\n")
-    run_plan(compile_plan(plan), root / run_name, quiet=True)
+    run_plan(compile_plan(plan, overrides=overrides), root / run_name, quiet=True)
     return plan
 
 

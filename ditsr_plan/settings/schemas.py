@@ -333,7 +333,7 @@ class PretrainedSettings(Schema):
         return self
 
 
-FROM_SCRATCH = ("preset", "depth", "heads", "head_dim", "patch", "init")
+FROM_SCRATCH = ("preset", "depth", "heads", "head_dim", "patch", "init", "lr_context")
 
 
 class DitModel(PretrainedSettings):
@@ -357,6 +357,13 @@ class DitModel(PretrainedSettings):
         description="default: diffusers' initialisation; zero: the DiT paper's adaLN-Zero (every block's "
         "modulation and the output layer start at 0: the blocks start as identities and the first prediction "
         "is 0, i.e. no residual over the LR with diffusion target=residual)",
+    )
+    lr_context: Annotated[int, Late] = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="channels of a 3x3 convolution over the LR latent added to the DiT's input (a token then sees "
+        "its neighbours' LR pixels, not only its own patch; the demo's residual needs them); 0: none",
     )
 
     @model_serializer(mode="wrap")
@@ -499,6 +506,21 @@ class Diffusion(Schema):
         description="DDIM's last step goes to alpha = 1 (diffusers' default); false: to the first timestep's "
         "alpha (the reference scripts)",
     )
+    t_min: Annotated[int, Late] = Field(
+        0,
+        ge=0,
+        le=99_999,
+        description="training timesteps are drawn uniformly from t_min to train_steps - 1; 0: all of them (the "
+        "reference). A model sampled in one step from the last timestep (the demo: eval steps=1 spacing=trailing) "
+        "uses only its high-t prediction, which uniform timesteps train a tenth of the time, and with the "
+        "smallest loss; lint D001 flags an eval that samples below t_min",
+    )
+
+    @model_validator(mode="after")
+    def _t_min_below_steps(self) -> Self:
+        if self.t_min >= self.train_steps:
+            raise ValueError(f"t_min={self.t_min} leaves no timestep: it must be below train_steps={self.train_steps}")
+        return self
 
 
 Degrade = Literal["bicubic", "highorder", "realesrgan"]

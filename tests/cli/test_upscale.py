@@ -23,11 +23,14 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A finished run of the tiny DiT (the demo's kind of model: from scratch, pixel-unshuffle latent) and
-    its export."""
+    """A finished run of the tiny DiT (the demo's kind of model: from scratch, pixel-unshuffle latent, the LR
+    latent's 3x3 context beside its input) and its export."""
     root = tmp_path_factory.mktemp("upscale")
-    finished_run_and_pack(root, "run")
+    finished_run_and_pack(root, "run", overrides=("model.lr_context=8",))
+    assert (root / "run" / "final" / "generator_ema" / "lr_context.safetensors").is_file()
     assert main(["export", str(root / "run"), "--merge", str(root / "exported"), "-q"]) == 0
+    spec = json.loads((root / "exported" / "sr_pipeline.json").read_text())["transformer"]
+    assert spec["lr_context"] == 8
     return root
 
 

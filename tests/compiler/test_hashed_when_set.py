@@ -24,13 +24,14 @@ def _graph(overrides: tuple[str, ...] = ()) -> ScheduleGraph:
 
 def test_the_late_fields_are_marked():
     assert set(schemas.hash_neutral(schemas.Pixel)) == {"clamp"}
-    assert set(schemas.hash_neutral(schemas.Diffusion)) == {"set_alpha_to_one", "dropout_drops"}
+    assert set(schemas.hash_neutral(schemas.Diffusion)) == {"set_alpha_to_one", "dropout_drops", "t_min"}
     assert set(schemas.hash_neutral(schemas.PatchGan)) == {"norm_affine"}
     pyramid = {"adapter", "adapter_layers", "pyramid_width", "pyramid_heads"}
     assert set(schemas.hash_neutral(schemas.PixartModel)) == {"train_add", "train_remove", "cond_lr_on"} | pyramid
     late_eval = {"pack_input", "guidance_drops", "tile", "overlap", "color_fix", "spacing", "start_noise"}
     assert set(schemas.hash_neutral(schemas.Eval)) == late_eval
-    assert set(schemas.hash_neutral(schemas.DitModel)) == {"train_add", "train_remove", "cond_lr_on", "init"}
+    late_dit = {"train_add", "train_remove", "cond_lr_on", "init", "lr_context"}
+    assert set(schemas.hash_neutral(schemas.DitModel)) == late_dit
 
 
 # every shipped plan's hash before the late settings existed (the reference and demo plans changed on purpose)
@@ -55,7 +56,14 @@ def test_an_old_plan_keeps_its_hash(plan, digest):
 
 @pytest.mark.parametrize(
     "setting",
-    ["pixel.clamp=false", "diffusion.set_alpha_to_one=true", "gan.norm_affine=false", "eval.pack_input=auto"],
+    [
+        "pixel.clamp=false",
+        "diffusion.set_alpha_to_one=true",
+        "diffusion.t_min=0",
+        "gan.norm_affine=false",
+        "eval.pack_input=auto",
+        "model.lr_context=0",
+    ],
 )
 def test_a_late_setting_written_at_its_default_keeps_the_hash(setting):
     assert _graph((setting,)).hash == V10_HASH
@@ -63,7 +71,14 @@ def test_a_late_setting_written_at_its_default_keeps_the_hash(setting):
 
 @pytest.mark.parametrize(
     "setting",
-    ["pixel.clamp=true", "diffusion.set_alpha_to_one=false", "gan.norm_affine=true", "eval.pack_input=stored"],
+    [
+        "pixel.clamp=true",
+        "diffusion.set_alpha_to_one=false",
+        "diffusion.t_min=500",
+        "gan.norm_affine=true",
+        "eval.pack_input=stored",
+        "model.lr_context=16",
+    ],
 )
 def test_a_late_setting_set_otherwise_changes_the_hash_and_diff_shows_it(setting):
     changed = _graph((setting,))

@@ -23,5 +23,6 @@ RULE_NAMES: dict[str, str] = {
     "M001": "patch-too-small",
     "X001": "runs-code",
     "A001": "adapter-cannot-learn",
+    "D001": "untrained-timesteps",
     "N001": "unused-noqa",
 }

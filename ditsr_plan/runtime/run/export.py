@@ -23,6 +23,7 @@ from ditsr_plan.settings.schemas import CustomModel, DitModel, Eval, PixartModel
 from ..analysis.status import read_graph
 from ..train.device import place
 from ..train.generators import fingerprint, latent_and_generator
+from ..train.generators.dit import LR_CONTEXT_FILE
 from ..train.generators.lora import ADAPTER, lora_state_dict
 from .checkpoint import CheckpointError
 from .folder import RunError
@@ -114,13 +115,20 @@ def _refuse_nothing_to_merge(graph, final: Path) -> None:
 
 def _from_scratch(graph, final: Path):
     """The demo's kind of generator -- a DiT trained from scratch -- with its final weights (``final`` is the
-    DiT's diffusers folder; at augmentation level 0 it is the whole generator)."""
-    _, model = latent_and_generator(graph, place("cpu", "fp32").device)
-    dit: Any = model.dit
+    DiT's diffusers folder, with the ``lr_context`` convolution beside it; at augmentation level 0 they are
+    the whole generator)."""
+    _, built = latent_and_generator(graph, place("cpu", "fp32").device)
+    model: Any = built
+    dit = model.dit
     path = final / "diffusion_pytorch_model.safetensors"
     tensors = _tensors(path)
     _check_fit(path, tensors, dit.state_dict())
     dit.load_state_dict(tensors)
+    if model.lr_context is not None:  # model dit lr_context=N: its convolution is saved beside the DiT
+        conv = final / LR_CONTEXT_FILE
+        conv_tensors = _tensors(conv)
+        _check_fit(conv, conv_tensors, model.lr_context.state_dict())
+        model.lr_context.load_state_dict(conv_tensors)
     return model
 
 

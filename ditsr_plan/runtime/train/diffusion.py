@@ -40,7 +40,7 @@ def make_scheduler(kind: str, settings: schemas.Diffusion, spacing: str = "leadi
 class Diffusion:
     def __init__(self, settings: schemas.Diffusion, device: torch.device):
         self.scheduler = make_scheduler("ddpm", settings)
-        self.train_steps = settings.train_steps
+        self.train_steps, self.t_min = settings.train_steps, settings.t_min
         alphas_cumprod = self.scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
         self.alpha = alphas_cumprod.sqrt()
         self.sigma = (1 - alphas_cumprod).sqrt()
@@ -49,7 +49,8 @@ class Diffusion:
         return table[t].view(-1, 1, 1, 1)
 
     def sample_timesteps(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        return torch.randint(0, self.train_steps, (n,), generator=generator, device="cpu").to(device)
+        """``n`` training timesteps, uniform in ``t_min .. train_steps - 1`` (``diffusion t_min``)."""
+        return torch.randint(self.t_min, self.train_steps, (n,), generator=generator, device="cpu").to(device)
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.scheduler.add_noise(x0, noise, t)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..train.generators.conditioning import LRAdapter, attach_adapter
+from ..train.generators.dit import lr_context_conv
 
 
 def describe(model: Any) -> tuple[dict, Any, dict[str, torch.Tensor]]:
@@ -27,7 +28,13 @@ def describe(model: Any) -> tuple[dict, Any, dict[str, torch.Tensor]]:
 
     if isinstance(model, SRDiT):
         spec = {"kind": "dit", "concat": True, "channels": model.dit.config.out_channels, "class_label": 0}
-        return spec, model.dit, {}
+        if model.lr_context is None:
+            return spec, model.dit, {}
+        spec["lr_context"] = int(model.lr_context.out_channels)
+        context = {
+            f"lr_context.{k}": v.detach().float().cpu().contiguous() for k, v in model.lr_context.state_dict().items()
+        }
+        return spec, model.dit, context
     merged = model.merged()
     spec = {"kind": model.kind, "concat": bool(model.concat), "channels": int(model.channels)}
     extra: dict[str, torch.Tensor] = {}
@@ -70,6 +77,12 @@ class ExportedDenoiser(nn.Module):
             attach_adapter(transformer.transformer_blocks, self)
         if self.kind == "pixart":
             self.register_buffer("caption", extra["caption"].float(), persistent=False)
+        self.lr_context: nn.Conv2d | None = None
+        if spec.get("lr_context"):  # a DiT of lr_context=N: the convolution whose channels join its input
+            self.lr_context = lr_context_conv(self.channels, int(spec["lr_context"]))
+            self.lr_context.load_state_dict(
+                {k.removeprefix("lr_context."): v for k, v in extra.items() if k.startswith("lr_context.")}
+            )
 
     def caption_tensor(self) -> torch.Tensor:
         caption = self.get_buffer("caption")
@@ -80,6 +93,8 @@ class ExportedDenoiser(nn.Module):
         extra: dict[str, torch.Tensor] = {"caption": self.caption_tensor().cpu()} if self.kind == "pixart" else {}
         if self.adapter is not None:
             extra.update({f"adapter.{k}": v.detach().cpu() for k, v in self.adapter.state_dict().items()})
+        if self.lr_context is not None:
+            extra.update({f"lr_context.{k}": v.detach().cpu() for k, v in self.lr_context.state_dict().items()})
         return extra
 
     def forward(self, noisy, lr_latent, timesteps, aug_level=None, use_adapter=True):
@@ -87,6 +102,8 @@ class ExportedDenoiser(nn.Module):
         ``eval guidance_drops=adapter``; the concatenated LR latent stays)."""
         n = noisy.shape[0]
         x = torch.cat([noisy, lr_latent], dim=1) if self.concat else noisy
+        if self.lr_context is not None:
+            x = torch.cat([x, self.lr_context(lr_latent)], dim=1)
         self.adapter_features = self.adapter(lr_latent) if self.adapter is not None and use_adapter else None
         if self.kind == "pixart":
             added: dict = {"resolution": None, "aspect_ratio": None}

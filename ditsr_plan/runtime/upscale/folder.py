@@ -64,6 +64,7 @@ class TransformerSpec(_Strict):
     class_label: int | None = Field(None, ge=0, le=1_000_000)
     resolution: list[float] | None = Field(None, min_length=2, max_length=2)
     adapter: AdapterSpec | None = None
+    lr_context: int | None = Field(None, ge=1, le=4096)
 
 
 class LatentSpec(_Strict):

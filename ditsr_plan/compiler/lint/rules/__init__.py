@@ -1,6 +1,7 @@
 """Every lint rule, one module each, in the order ``ditsr-plan rules`` lists them."""
 
 from .a001_adapter_cannot_learn import AdapterCannotLearn
+from .d001_untrained_timesteps import UntrainedTimesteps
 from .f001_ffl_too_strong import FflTooStrong
 from .f002_ffl_too_early import FflTooEarly
 from .g001_gan_too_strong import GanTooStrong
@@ -33,6 +34,7 @@ RULES = (
     PatchTooSmall,
     RunsCode,
     AdapterCannotLearn,
+    UntrainedTimesteps,
     UnusedNoqa,
 )
 

@@ -13,6 +13,14 @@ from ditsr_plan.settings.schemas import DitModel
 
 from .aug_level import AugLevelEmbedding, attach
 
+LR_CONTEXT_FILE = "lr_context.safetensors"  # beside the DiT's diffusers files in a run's final folder
+
+
+def lr_context_conv(channels: int, width: int) -> nn.Conv2d:
+    """``model dit lr_context=N``: a 3x3 convolution of the LR latent's ``channels`` into ``N`` channels that
+    join the DiT's input (edges replicated, so a tile's border sees no made-up zeros)."""
+    return nn.Conv2d(channels, width, 3, padding=1, padding_mode="replicate")
+
 
 def _dit_levels(args: tuple, kwargs: dict):
     """The DiT's timestep embedding is called as ``emb(timestep, class_labels, hidden_dtype=...)``: the
@@ -53,10 +61,13 @@ class SRDiT(nn.Module):
         self.patch_size = settings.patch
         depth, heads, head_dim = settings.depth, settings.heads, settings.head_dim
         assert depth and heads and head_dim, "the compiler resolves the preset of a DiT from scratch"
+        # lr_context=N: a 3x3 convolution over the LR latent whose N channels join the DiT's input, so that a
+        # token sees its neighbours' LR pixels as well as its own patch (the patch embedding alone does not)
+        self.lr_context = lr_context_conv(latent_channels, settings.lr_context) if settings.lr_context else None
         self.dit = DiTTransformer2DModel(
             num_attention_heads=heads,
             attention_head_dim=head_dim,
-            in_channels=2 * latent_channels,
+            in_channels=2 * latent_channels + settings.lr_context,
             out_channels=latent_channels,
             num_layers=depth,
             sample_size=sample_size,
@@ -86,9 +97,17 @@ class SRDiT(nn.Module):
         }
 
     def save_final(self, folder) -> None:
-        """The trained transformer in diffusers' format (``DiTTransformer2DModel.from_pretrained``); at
-        augmentation level 0 (validation) it is the whole generator."""
+        """The trained transformer in diffusers' format (``DiTTransformer2DModel.from_pretrained``) and, with
+        ``lr_context``, its convolution in ``LR_CONTEXT_FILE`` beside it; at augmentation level 0 (validation)
+        they are the whole generator."""
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
         self.dit.save_pretrained(folder, safe_serialization=True)
+        if self.lr_context is not None:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self.lr_context.state_dict().items()}
+            save_file(tensors, str(Path(folder) / LR_CONTEXT_FILE))
 
     def forward(
         self,
@@ -100,4 +119,6 @@ class SRDiT(nn.Module):
         if aug_level is None:
             aug_level = noisy.new_zeros(noisy.shape[0])
         x = torch.cat([noisy, lr_latent], dim=1)
+        if self.lr_context is not None:
+            x = torch.cat([x, self.lr_context(lr_latent)], dim=1)
         return self.dit(x, timestep=timesteps, class_labels=aug_level.float()).sample
