@@ -73,7 +73,11 @@ class PlanError(Exception):
     def merge(cls, errors: Iterable[PlanError]) -> PlanError:
         """One error holding the diagnostics and sources of several (e.g. of every plan of a command)."""
         errors = list(errors)
-        return cls([d for e in errors for d in e.diagnostics], {k: v for e in errors for k, v in e.sources.items()})
+        diagnostics: list[Diagnostic] = []
+        for d in (d for e in errors for d in e.diagnostics):
+            if d not in diagnostics:  # the same mistake found in two plans (a --set both share) is one mistake
+                diagnostics.append(d)
+        return cls(diagnostics, {k: v for e in errors for k, v in e.sources.items()})
 
 
 def _sort_key(d: Diagnostic) -> tuple:
