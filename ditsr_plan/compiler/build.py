@@ -264,7 +264,10 @@ class _Compiler:
 
     def check_dropped_conditioning(self, blocks: dict[str, Block]) -> None:
         """``diffusion dropout_drops=style`` needs the pyramid adapter's style vector, ``eval
-        guidance_drops=adapter`` an adapter (otherwise the unconditional branch would be the conditional one)."""
+        guidance_drops=adapter`` an adapter (otherwise the unconditional branch would be the conditional one).
+        Not judged when the plan's model block is itself invalid (its error is the one to fix)."""
+        if "model" in self.spec.invalid_blocks:
+            return
         model = blocks["model"].settings
         cond = getattr(model, "cond", "")
         pyramid = "adapter" in cond and getattr(model, "adapter", None) == "pyramid"

@@ -424,6 +424,7 @@ class _Loader:
             frozenset(invalid),
             tuple(merged.watches),
             merged.keep,
+            frozenset(n for n in merged.blocks if n not in blocks),
         )
 
     def validate_terms(self, merged: _Merged) -> tuple[dict[str, TermDecl], set[str]]:
@@ -488,6 +489,15 @@ class _Loader:
     def validate_settings(self, schema: type[M], given: dict[str, Setting], what: str, at: Pos, who: str) -> M | None:
         """The validated settings, or None after reporting every error in the plan's words: a missing key at
         ``at`` (the block's kind), an unknown key at the key, a bad value at the value."""
+        empty = [
+            k
+            for k in path_fields(schema)
+            if k in given and isinstance(given[k].value, str) and not given[k].value.strip()
+        ]
+        for key in empty:  # an empty path would mean the plan's own folder (or the current one for a --set)
+            self.error(VALUE, f"'{key}' is empty: it names a file or folder", given[key].value_pos, f"write {key}=PATH")
+        if empty:
+            return None
         try:
             return schema.model_validate({k: s.value for k, s in given.items()})
         except ValidationError as exc:

@@ -58,3 +58,4 @@ class PlanSpec:
     invalid_terms: frozenset[str] = frozenset()  # declared, but their settings did not validate
     watches: tuple[WatchStmt, ...] = ()
     keep: KeepStmt | None = None
+    invalid_blocks: frozenset[str] = frozenset()  # written, but their kind or settings did not validate

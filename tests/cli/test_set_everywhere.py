@@ -72,3 +72,15 @@ def test_pack_make_applies_set_to_its_plan(tmp_path, capsys):
     assert "give the plan with --plan" in capsys.readouterr().err
     assert main(["pack", "make", str(tmp_path), str(tmp_path / "p"), "--plan", DEMO, "--set", "data.sacle=2"]) == 2
     assert "did you mean 'scale'" in capsys.readouterr().err
+
+
+def test_an_invalid_model_block_is_the_only_error_not_a_cascade(capsys):
+    """An invalid model block is left out of the plan; the checks that read the model (dropout_drops=style
+    needs the pyramid adapter) do not then judge the default model in its place."""
+    reference = "plans/reference/pixart_v10.plan"
+    assert main(["lint", reference, "--set", "model.rank=0"]) == 1
+    out = capsys.readouterr().out
+    assert "unknown key 'rank'" in out and "needs an LR adapter" not in out
+    assert main(["lint", reference, "--set", "model.path="]) == 1
+    out = capsys.readouterr().out
+    assert "--set:1:12: error: 'path' is empty" in out and "needs an LR adapter" not in out
