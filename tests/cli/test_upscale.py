@@ -228,3 +228,25 @@ def test_an_image_that_cannot_be_used_or_written_is_skipped_and_the_rest_are_don
     done = capsys.readouterr()
     assert "nan.tif: skipped (its samples are not all finite" in done.err and "y.png: skipped (" in done.err
     assert "wrote 1 image" in done.out and (out / "z.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda d: d["transformer"].pop("lr_context"), "takes 104 input channels, the description gives it 96"),
+        (lambda d: d["latent"].update(factor=2), "transformer.channels=48 but the latent has 12 channels"),
+        (lambda d: d["transformer"].update(concat=False), "the description gives it 56"),
+        (lambda d: d["transformer"].update(class_label=5), "class_label=5 is not one of the transformer's"),
+    ],
+)
+def test_a_description_that_does_not_fit_its_folder_is_refused_before_sampling(finished, tmp_path, capsys, edit, said):
+    folder = tmp_path / "tampered"
+    shutil.copytree(finished / "exported", folder)
+    description = json.loads((folder / "sr_pipeline.json").read_text())
+    edit(description)
+    (folder / "sr_pipeline.json").write_text(json.dumps(description))
+    _images(tmp_path / "in")
+    argv = ["upscale", str(folder), str(tmp_path / "in" / "odd.png"), "-o", str(tmp_path / "o"), "--steps", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "does not describe this folder" in err and said in err and "internal error" not in err

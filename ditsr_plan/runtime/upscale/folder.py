@@ -181,7 +181,33 @@ def load_folder(folder: Path) -> tuple:
         latent = VaeLatent(str(folder / "vae"), None, spec.latent.scaling)
     else:
         latent = PixelUnshuffleLatent(spec.latent.factor or 1)
+    _check_fit(t, transformer, latent.channels, path)
     return denoiser, latent, diffusion, sampling, spec.scale, spec.crop, spec.source
+
+
+def _check_fit(t: TransformerSpec, transformer, latent_channels: int, path: Path) -> None:
+    """What ``sr_pipeline.json`` says about the transformer's input agrees with the transformer and the latent:
+    found here, in words, rather than as a shape error in the middle of sampling."""
+    config = transformer.config
+    expected = t.channels * (2 if t.concat else 1) + (t.lr_context or 0)
+    problems = []
+    if t.channels != latent_channels:
+        problems.append(f"transformer.channels={t.channels} but the latent has {latent_channels} channels")
+    if int(config.in_channels) != expected:
+        parts = f"channels {t.channels}" + (" x 2 (concat)" if t.concat else "")
+        parts += f" + lr_context {t.lr_context}" if t.lr_context else ""
+        problems.append(
+            f"the transformer takes {config.in_channels} input channels, the description gives it {expected} ({parts})"
+        )
+    predicted = int(getattr(transformer, "out_channels", None) or config.out_channels or config.in_channels)
+    if predicted < t.channels:
+        problems.append(f"the transformer predicts {predicted} channels, fewer than {t.channels}")
+    if t.kind == "dit" and t.class_label is not None:
+        table = transformer.transformer_blocks[0].norm1.emb.class_embedder.embedding_table.num_embeddings
+        if t.class_label >= table:
+            problems.append(f"class_label={t.class_label} is not one of the transformer's {table} classes")
+    if problems:
+        raise PipelineError(f"{shown(path)} does not describe this folder: {'; '.join(problems)}")
 
 
 def load_run(target: Path, ema: bool, note) -> tuple:
