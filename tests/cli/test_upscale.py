@@ -128,6 +128,13 @@ def test_the_pipeline_and_the_cli_give_the_same_image_for_a_tiny_pixart_export(t
     assert loaded.tiles(11, 13, loaded.settings(tile=16, overlap=8))[1] > 4
     [tiled] = loaded(image, num_inference_steps=2, generator=1, tile=16, overlap=8)
     assert tiled.size == ours.size and np.asarray(tiled).std() > 0
+    # a VAE weight file planted as a link (to a file outside the folder) is refused, not followed
+    weights = next((tmp_path / "exp" / "vae").glob("*.safetensors"))
+    outside = tmp_path / "elsewhere.safetensors"
+    weights.rename(outside)
+    weights.symlink_to(outside)
+    with pytest.raises(Exception, match="is a symbolic link"):
+        DiTSRPipeline.from_pretrained(tmp_path / "exp")
 
 
 def test_import_ditsr_plan_stays_torch_free_and_names_the_pipeline_lazily():

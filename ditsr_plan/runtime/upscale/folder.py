@@ -178,6 +178,8 @@ def load_folder(folder: Path) -> tuple:
     latent: VaeLatent | PixelUnshuffleLatent
     if spec.latent.kind == "vae":
         _bounded_config(_regular(folder / "vae" / "config.json", folder))
+        for weights in (folder / "vae").glob("*"):
+            _regular(weights, folder)
         latent = VaeLatent(str(folder / "vae"), None, spec.latent.scaling)
     else:
         latent = PixelUnshuffleLatent(spec.latent.factor or 1)
