@@ -75,7 +75,11 @@ def test_scale_suffix_and_ext_name_and_size_the_outputs(finished, tmp_path, caps
     assert main([*argv, "--scale", "2.5", "--suffix", "_x", "--ext", "jpg", "--steps", "1"]) == 0
     with Image.open(tmp_path / "o" / "odd_x.jpg") as im:
         assert im.size == (round(27 * 2.5), round(21 * 2.5)) and im.format == "JPEG"
-    assert "27 x 21 -> 68 x 52 (x4 resized to x2.5)" in capsys.readouterr().err  # the size written
+    err = capsys.readouterr().err
+    assert "27 x 21 -> 68 x 52 (x4 resized to x2.5)" in err and "alpha" not in err  # the size written
+    rgba = str(tmp_path / "in" / "sub" / "deeper" / "rgba.png")
+    assert main(["upscale", str(finished / "exported"), rgba, "-o", str(tmp_path / "j"), "--ext", "jpg"]) == 0
+    assert "rgba.png: its alpha channel is dropped: JPEG has none" in capsys.readouterr().err
 
 
 def test_the_pipeline_and_the_cli_give_the_same_image_for_the_demo_dit(finished, tmp_path):

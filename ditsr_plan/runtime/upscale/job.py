@@ -184,6 +184,8 @@ def run_job(
             with image:
                 [sr] = pipe(image, on_tile=told, **options)
             item.target.parent.mkdir(parents=True, exist_ok=True)
+            if sr.mode in ("RGBA", "LA") and item.target.suffix.lower() in (".jpg", ".jpeg"):
+                warn(f"{label}: its alpha channel is dropped: JPEG has none (--ext png keeps it)")
             save_atomic(sr, item.target)
         except (ImageError, OSError) as exc:
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
