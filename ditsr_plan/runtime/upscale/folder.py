@@ -24,7 +24,19 @@ from .denoiser import ExportedDenoiser
 PIPELINE_FILE = "sr_pipeline.json"
 FORMAT = 1
 CONDITIONING_FILE = "sr_conditioning.safetensors"
-SAMPLING_KEYS = ("steps", "lq_init", "cfg", "seed", "tile", "overlap", "color_fix")
+# every eval setting that decides how an image is sampled: an export must sample as the run's evals did
+SAMPLING_KEYS = (
+    "steps",
+    "lq_init",
+    "cfg",
+    "seed",
+    "tile",
+    "overlap",
+    "color_fix",
+    "spacing",
+    "start_noise",
+    "guidance_drops",
+)
 
 
 class PipelineError(RunFailure):

@@ -142,7 +142,8 @@ class DiTSRPipeline:
     ) -> list:
         """SR of a PIL image (or a list of them) -> a list of PIL images, each ``scale`` x its size (or
         ``outscale`` x, by a final Lanczos resize); grayscale, 16-bit and alpha kept (alpha resized on its
-        own). ``sampling``: lq_init, cfg, tile, overlap, color_fix (None: the pipeline's)."""
+        own). ``sampling``: lq_init, cfg, tile, overlap, color_fix, spacing, start_noise, guidance_drops (None:
+        the pipeline's)."""
         settings = self.settings(steps=num_inference_steps, seed=seed_of(generator, self.sampling.seed), **sampling)
         images = list(image) if isinstance(image, list | tuple) else [image]
         out = []

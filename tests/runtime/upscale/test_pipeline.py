@@ -67,3 +67,20 @@ def test_exif_orientation_is_applied_and_bombs_are_refused_from_the_header(tmp_p
         assert im.size == (10, 30)
     with pytest.raises(ImageError, match="above the limit"):
         open_image(tmp_path / "turned.jpg", max_pixels=100)
+
+
+def test_a_saved_pipeline_samples_as_the_run_did(pipe, tmp_path):
+    """Every eval setting that decides the sampling travels with the folder: the demo's one trailing step from
+    t = 999 without start noise, read back as a leading step at t = 0 from noise, gave a 9 dB image."""
+    from ditsr_plan.runtime.upscale.folder import SAMPLING_KEYS
+
+    sampling = Eval(steps=1, spacing="trailing", start_noise=0, guidance_drops="lr", cfg=1.5, lq_init=0)
+    assert {"spacing", "start_noise", "guidance_drops"} <= set(SAMPLING_KEYS)
+    trailing = DiTSRPipeline(pipe.denoiser, pipe.latent, pipe.diffusion, sampling, pipe.scale, pipe.crop)
+    loaded = DiTSRPipeline.from_pretrained(trailing.save_pretrained(tmp_path / "exp"))
+    assert (loaded.sampling.spacing, loaded.sampling.start_noise, loaded.sampling.cfg) == ("trailing", 0, 1.5)
+    image = Image.fromarray((np.random.RandomState(2).rand(12, 15, 3) * 255).astype("uint8"))
+    [before], [after] = trailing(image), loaded(image)
+    assert np.array_equal(np.asarray(before), np.asarray(after))
+    [leading] = loaded(image, spacing="leading", start_noise=1)  # a sampling setting the caller may change
+    assert not np.array_equal(np.asarray(leading), np.asarray(after))
