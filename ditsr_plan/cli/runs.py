@@ -219,8 +219,10 @@ def _eval_settings(run_dir: Path, steps: int | None, lq_init: float | None, pack
     --pack-input."""
     from ditsr_plan.runtime.analysis.status import read_graph
     from ditsr_plan.settings.schemas import Eval
+    from ditsr_plan.settings.timesteps import below_t_min
 
-    settings = read_graph(run_dir).block("eval") or Eval()
+    graph = read_graph(run_dir)
+    settings = graph.block("eval") or Eval()
     if steps is not None:
         if steps < 1:
             raise UsageError("evaluate: --steps must be at least 1")
@@ -231,6 +233,9 @@ def _eval_settings(run_dir: Path, steps: int | None, lq_init: float | None, pack
         settings = settings.model_copy(update={"lq_init": lq_init})
     if pack_input is not None:
         settings = settings.model_copy(update={"pack_input": pack_input})
+    untrained = below_t_min(settings, graph.block("diffusion"))
+    if untrained:  # told, not refused: the user may want to see what the model does there
+        _warn(f"warning: the {untrained}; expect poor metrics")
     return settings
 
 

@@ -83,16 +83,21 @@ def _options(args: argparse.Namespace, pipe) -> dict:
     """The pipeline call's keywords from the command line, each checked like the eval block's setting."""
     from pydantic import ValidationError
 
+    from ditsr_plan.settings.timesteps import below_t_min
+
     given = {"steps": args.steps, "lq_init": args.lq_init, "cfg": args.cfg, "seed": args.seed}
     given |= {"tile": args.tile, "overlap": args.overlap, "color_fix": args.color_fix}
     if isinstance(args.tile, int) and isinstance(args.overlap, int) and args.overlap >= args.tile:
         raise UsageError(f"--overlap {args.overlap}: tiles of {args.tile} px overlap by less than a tile")
     try:
-        pipe.settings(**given)
+        resolved = pipe.settings(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else ""
         raise UsageError(f"--{name.replace('_', '-')}: {first['msg']}") from None
+    untrained = below_t_min(resolved, pipe.diffusion)
+    if untrained:  # told, not refused: the user may want to see what the model does there
+        _warn(f"warning: the {untrained}; expect a poor SR (leave --steps at the model's {pipe.sampling.steps})")
     if args.scale is not None and args.scale > pipe.scale:
         raise UsageError(f"--scale {args.scale:g} is above the model's scale {pipe.scale}")
     options = {k: v for k, v in given.items() if k not in ("steps", "seed")}

@@ -84,3 +84,14 @@ def test_an_invalid_model_block_is_the_only_error_not_a_cascade(capsys):
     assert main(["lint", reference, "--set", "model.path="]) == 1
     out = capsys.readouterr().out
     assert "--set:1:12: error: 'path' is empty" in out and "needs an LR adapter" not in out
+
+
+def test_evaluate_tells_when_its_sampler_ends_below_the_trained_timesteps(tmp_path, capsys):
+    from ditsr_plan.cli.runs import _eval_settings
+    from ditsr_plan.compiler import compile_plan
+
+    (tmp_path / "plan.json").write_text(json.dumps(compile_plan(DEMO).to_json()))  # t_min=900, eval steps=1
+    assert _eval_settings(tmp_path, None, None).steps == 1
+    assert "never trained there" not in capsys.readouterr().err
+    assert _eval_settings(tmp_path, 3, None).steps == 3
+    assert "warning: the sampler (3 steps, trailing spacing) ends at timestep 332" in capsys.readouterr().err

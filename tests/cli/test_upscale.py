@@ -261,3 +261,20 @@ def test_a_description_that_does_not_fit_its_folder_is_refused_before_sampling(f
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "does not describe this folder" in err and said in err and "internal error" not in err
+
+
+def test_sampling_below_the_trained_timesteps_is_told(finished, tmp_path, capsys):
+    """A model trained from diffusion t_min up (the demo's): a sampler that ends below t_min is warned about."""
+    folder = tmp_path / "high_t"
+    shutil.copytree(finished / "exported", folder)
+    description = json.loads((folder / "sr_pipeline.json").read_text())
+    description["diffusion"]["t_min"] = 900
+    description["sampling"].update(steps=1, spacing="trailing", start_noise=0, lq_init=0)
+    (folder / "sr_pipeline.json").write_text(json.dumps(description))
+    _images(tmp_path / "in")
+    argv = ["upscale", str(folder), str(tmp_path / "in" / "odd.png"), "-o", str(tmp_path / "o"), "--overwrite"]
+    assert main(argv) == 0
+    assert "never trained there" not in capsys.readouterr().err  # one trailing step from t = 999
+    assert main([*argv, "--steps", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the sampler (2 steps, trailing spacing) ends at timestep 499, below diffusion t_min=900" in err

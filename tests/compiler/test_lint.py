@@ -127,6 +127,11 @@ CASES = {
         "stage B 3k..: lpips 0->0.3 linear; edge 0->0.05 linear; flat 0->0.06 linear\n",
         [("D001", 8)],
     ),
+    "D001 without an eval block, upscale's default sampler ends at t = 0": (
+        DECLS + "diffusion t_min=900\nstage A 0..3k: v 1; l1 1\n"
+        "stage B 3k..: lpips 0->0.3 linear; edge 0->0.05 linear; flat 0->0.06 linear\n",
+        [("D001", 8)],
+    ),
     "D001 one trailing step from the last timestep is trained": (
         DECLS + "diffusion t_min=900\neval steps=1 spacing=trailing\nstage A 0..3k: v 1; l1 1\n"
         "stage B 3k..: lpips 0->0.3 linear; edge 0->0.05 linear; flat 0->0.06 linear\n",
