@@ -278,3 +278,40 @@ def test_sampling_below_the_trained_timesteps_is_told(finished, tmp_path, capsys
     assert main([*argv, "--steps", "2"]) == 0
     err = capsys.readouterr().err
     assert "warning: the sampler (2 steps, trailing spacing) ends at timestep 499, below diffusion t_min=900" in err
+
+
+def _drop(file: Path) -> None:
+    file.unlink()
+
+
+def _add_evil(file: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(file))
+    save_file({**tensors, "evil": torch.zeros(1)}, str(file))
+
+
+def _integral(file: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(file))
+    save_file({**tensors, "lr_context.bias": tensors["lr_context.bias"].long()}, str(file))
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (_drop, "sr_conditioning.safetensors is missing: it holds the lr_context convolution"),
+        (_add_evil, "holds tensors no pipeline writes: evil"),
+        (_integral, "lr_context.bias should hold floating-point numbers"),
+    ],
+)
+def test_a_conditioning_file_that_is_missing_or_odd_is_refused_in_words(finished, tmp_path, capsys, edit, said):
+    folder = tmp_path / "tampered"
+    shutil.copytree(finished / "exported", folder)
+    edit(folder / "sr_conditioning.safetensors")
+    _images(tmp_path / "in")
+    argv = ["upscale", str(folder), str(tmp_path / "in" / "odd.png"), "-o", str(tmp_path / "o"), "--steps", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and "internal error" not in err

@@ -150,7 +150,6 @@ def _finite(model: torch.nn.Module, where: Path) -> None:
 
 def load_folder(folder: Path) -> tuple:
     """The parts of a :class:`DiTSRPipeline` (its constructor's arguments) from ``folder``."""
-    from safetensors.torch import load_file
 
     from ..train.generators.pretrained import transformer_class
     from ..train.loading import load_pretrained
@@ -170,23 +169,6 @@ def load_folder(folder: Path) -> tuple:
         transformer_class(t.kind), str(folder / "transformer"), None, "the pipeline's transformer"
     )
     _finite(transformer, folder / "transformer")
-    extra = {}
-    if (folder / CONDITIONING_FILE).exists():
-        try:
-            extra = load_file(str(_regular(folder / CONDITIONING_FILE, folder)))
-        except Exception as exc:  # safetensors raises its own error type
-            raise PipelineError(f"{shown(folder / CONDITIONING_FILE)} is unreadable ({str(exc)[:120]})") from None
-    if t.kind == "pixart" and "caption" not in extra:
-        raise PipelineError(
-            f"{shown(folder / CONDITIONING_FILE)} lacks the caption a PixArt transformer is called with"
-        )
-    try:
-        denoiser = ExportedDenoiser(t.model_dump(), transformer, extra)
-    except (RuntimeError, KeyError) as exc:
-        raise PipelineError(
-            f"{shown(folder)}: the conditioning does not fit the transformer ({str(exc)[:160]})"
-        ) from None
-    _finite(denoiser, folder / CONDITIONING_FILE)
     latent: VaeLatent | PixelUnshuffleLatent
     if spec.latent.kind == "vae":
         _bounded_config(_regular(folder / "vae" / "config.json", folder))
@@ -195,8 +177,44 @@ def load_folder(folder: Path) -> tuple:
         latent = VaeLatent(str(folder / "vae"), None, spec.latent.scaling)
     else:
         latent = PixelUnshuffleLatent(spec.latent.factor or 1)
-    _check_fit(t, transformer, latent.channels, path)
+    _check_fit(t, transformer, latent.channels, path)  # before anything is built from the description
+    extra = _conditioning(folder, t)
+    try:
+        denoiser = ExportedDenoiser(t.model_dump(), transformer, extra)
+    except (RuntimeError, KeyError) as exc:
+        raise PipelineError(
+            f"{shown(folder)}: the conditioning does not fit the transformer ({str(exc)[:160]})"
+        ) from None
+    _finite(denoiser, folder / CONDITIONING_FILE)
     return denoiser, latent, diffusion, sampling, spec.scale, spec.crop, spec.source
+
+
+def _conditioning(folder: Path, t: TransformerSpec) -> dict:
+    """The tensors of ``sr_conditioning.safetensors``: PixArt's ``caption``, the adapter's ``adapter.*``, a
+    DiT's ``lr_context.*`` -- each floating point, nothing else, and there when the description needs it."""
+    from safetensors.torch import load_file
+
+    file = folder / CONDITIONING_FILE
+    needs = [what for what, needed in (("the caption", t.kind == "pixart"), ("the LR adapter's weights", t.adapter),
+                                       ("the lr_context convolution", t.lr_context)) if needed]  # fmt: skip
+    if not file.exists() and not file.is_symlink():
+        if needs:
+            raise PipelineError(f"{shown(file)} is missing: it holds {' and '.join(needs)} the description names")
+        return {}
+    _regular(file, folder)
+    try:
+        extra = load_file(str(file))
+    except Exception as exc:  # safetensors raises its own error type
+        raise PipelineError(f"{shown(file)} is unreadable ({str(exc)[:120]})") from None
+    unknown = sorted(k for k in extra if k != "caption" and not k.startswith(("adapter.", "lr_context.")))
+    if unknown:
+        raise PipelineError(f"{shown(file)} holds tensors no pipeline writes: {', '.join(unknown[:3])}")
+    integral = sorted(k for k, v in extra.items() if not v.is_floating_point())
+    if integral:
+        raise PipelineError(f"{shown(file)}: {', '.join(integral[:3])} should hold floating-point numbers")
+    if t.kind == "pixart" and "caption" not in extra:
+        raise PipelineError(f"{shown(file)} lacks the caption a PixArt transformer is called with")
+    return extra
 
 
 def _check_fit(t: TransformerSpec, transformer, latent_channels: int, path: Path) -> None:
