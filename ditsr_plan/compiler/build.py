@@ -29,6 +29,7 @@ from ditsr_plan.settings.schemas import (
     EVAL_METRICS,
     PACK_ROLE,
     TERM_KINDS,
+    Diffusion,
     DitModel,
     Eval,
     Optim,
@@ -245,6 +246,7 @@ class _Compiler:
                 blocks[name] = Block(name, kind, self.scaled_settings(BLOCKS[name][kind]()))
         blocks["degrade"] = self.degrade_block(blocks)
         self.check_dropped_conditioning(blocks)
+        self.check_eval_steps(blocks)
         ev = blocks.get("eval")
         if ev is not None and isinstance(ev.settings, Eval) and self.scale.factor < 1:
             # a shortened run keeps at most MAX_SCALED_EVALS evals: every eval samples its full number of
@@ -284,6 +286,19 @@ class _Compiler:
                     block.value_origins.get(key, block.origin),
                     hint=f"use {needs}, or {key}=lr",
                 )
+
+    def check_eval_steps(self, blocks: dict[str, Block]) -> None:
+        """The eval's sampler takes at most the diffusion's timesteps (diffusers refuses more, at the first eval)."""
+        ev, diffusion = blocks.get("eval"), blocks["diffusion"].settings
+        if ev is None or not isinstance(ev.settings, Eval) or not isinstance(diffusion, Diffusion):
+            return
+        if ev.settings.steps > diffusion.train_steps:
+            self.error(
+                VALUE,
+                f"eval steps={ev.settings.steps} is more than the diffusion's {diffusion.train_steps} timesteps",
+                ev.value_origins.get("steps", ev.origin),
+                hint=f"use eval steps={diffusion.train_steps} or fewer",
+            )
 
     def degrade_block(self, blocks: dict[str, Block]) -> Block:
         """The degradation: the ``degrade`` block when the plan writes one, else the defaults of the data

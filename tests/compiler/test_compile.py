@@ -121,6 +121,16 @@ def test_all_schedule_errors_are_collected(write_plan):
     assert sum("unknown term" in m for m in messages) == 2
 
 
+def test_more_eval_steps_than_timesteps_is_an_error_at_the_steps(write_plan):
+    """diffusers refuses a sampler of more steps than the schedule's timesteps: found here, not at the first eval."""
+    path = write_plan("steps 1000\nloss a vpred\ndiffusion train_steps=100\neval steps=200\nstage A 0..: a 1\n")
+    with pytest.raises(PlanError) as exc:
+        compile_plan(path)
+    (d,) = exc.value.diagnostics
+    assert (d.pos.line, d.pos.col) == (4, 6) and "more than the diffusion's 100 timesteps" in d.message
+    compile_plan(path, overrides=("eval.steps=100",))
+
+
 def test_stage_that_vanishes_under_time_scale(write_plan):
     path = write_plan("steps 1000\nloss a vpred\nstage A 0..1: a 1\nstage B 1..: a 1\n")
     with pytest.raises(PlanError, match="no steps left at time scale"):
