@@ -233,6 +233,8 @@ def _eval_settings(run_dir: Path, steps: int | None, lq_init: float | None, pack
         settings = settings.model_copy(update={"lq_init": lq_init})
     if pack_input is not None:
         settings = settings.model_copy(update={"pack_input": pack_input})
+    if settings.steps > graph.block("diffusion").train_steps:
+        raise UsageError(f"evaluate: --steps {settings.steps}: the run's diffusion has fewer timesteps")
     untrained = below_t_min(settings, graph.block("diffusion"))
     if untrained:  # told, not refused: the user may want to see what the model does there
         _warn(f"warning: the {untrained}; expect poor metrics")

@@ -95,6 +95,8 @@ def _options(args: argparse.Namespace, pipe) -> dict:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else ""
         raise UsageError(f"--{name.replace('_', '-')}: {first['msg']}") from None
+    if resolved.steps > pipe.diffusion.train_steps:
+        raise UsageError(f"--steps {resolved.steps}: the model's diffusion has {pipe.diffusion.train_steps} timesteps")
     untrained = below_t_min(resolved, pipe.diffusion)
     if untrained:  # told, not refused: the user may want to see what the model does there
         _warn(f"warning: the {untrained}; expect a poor SR (leave --steps at the model's {pipe.sampling.steps})")

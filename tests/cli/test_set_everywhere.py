@@ -95,3 +95,7 @@ def test_evaluate_tells_when_its_sampler_ends_below_the_trained_timesteps(tmp_pa
     assert "never trained there" not in capsys.readouterr().err
     assert _eval_settings(tmp_path, 3, None).steps == 3
     assert "warning: the sampler (3 steps, trailing spacing) ends at timestep 332" in capsys.readouterr().err
+    from ditsr_plan.cli.plans import UsageError
+
+    with pytest.raises(UsageError, match="fewer timesteps"):
+        _eval_settings(tmp_path, 1001, None)
