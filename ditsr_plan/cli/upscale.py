@@ -6,6 +6,7 @@ import argparse
 import math
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from ditsr_plan.terminal import printable, shown
@@ -99,7 +100,12 @@ def _options(args: argparse.Namespace, pipe) -> dict:
         raise UsageError(f"--steps {resolved.steps}: the model's diffusion has {pipe.diffusion.train_steps} timesteps")
     untrained = below_t_min(resolved, pipe.diffusion)
     if untrained:  # told, not refused: the user may want to see what the model does there
-        _warn(f"warning: the {untrained}; expect a poor SR (leave --steps at the model's {pipe.sampling.steps})")
+        fix = (
+            f"leave --steps at the model's {pipe.sampling.steps}"
+            if args.steps is not None and below_t_min(pipe.sampling, pipe.diffusion) is None
+            else "its own sampling settings do this: export the run again, or give --steps"
+        )
+        _warn(f"warning: the {untrained}; the SR may be worse than the model can do ({fix})")
     if args.scale is not None and args.scale > pipe.scale:
         raise UsageError(f"--scale {args.scale:g} is above the model's scale {pipe.scale}")
     options = {k: v for k, v in given.items() if k not in ("steps", "seed")}
@@ -112,6 +118,7 @@ def _options(args: argparse.Namespace, pipe) -> dict:
 def cmd_upscale(args: argparse.Namespace, out: Output) -> int:
     from ditsr_plan.runtime.errors import RunFailure
     from ditsr_plan.runtime.upscale.job import check_out, load_model, plan_work, run_job
+    from ditsr_plan.runtime.upscale.pipeline import UntrainedTimestepsWarning
 
     target = Path(args.out)
     if args.max_pixels < 1:
@@ -134,7 +141,9 @@ def cmd_upscale(args: argparse.Namespace, out: Output) -> int:
         options = _options(args, pipe)
         pipe.to(args.device)
         out.info(_header(pipe, work, options))
-        outcome = run_job(pipe, work, options, args.overwrite, out.info, args.max_pixels, _warn)
+        with warnings.catch_warnings():  # told once above, in the command's words
+            warnings.simplefilter("ignore", UntrainedTimestepsWarning)
+            outcome = run_job(pipe, work, options, args.overwrite, out.info, args.max_pixels, _warn)
     except RunFailure as exc:
         raise UsageError(str(exc)) from None
     failed = problems + outcome.failed
@@ -165,6 +174,7 @@ def _header(pipe, work, options: dict) -> str:
     scale = options["outscale"] or pipe.scale
     return (
         f"upscale: {len(work)} image{'s' if len(work) != 1 else ''} x{scale:g} ({what}) on {pipe.device}; DDIM "
-        f"{settings.steps} steps, lq_init {settings.lq_init:g}, {tiles}, "
+        f"{settings.steps} step{'s' if settings.steps != 1 else ''} ({settings.spacing} spacing, start noise "
+        f"{settings.start_noise:g}), lq_init {settings.lq_init:g}, {tiles}, "
         f"colour fix {options.get('color_fix') or settings.color_fix}"
     )

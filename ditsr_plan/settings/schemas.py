@@ -19,6 +19,8 @@ from pydantic import (
     Field,
     SerializationInfo,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -516,11 +518,13 @@ class Diffusion(Schema):
         "smallest loss; lint D001 flags an eval that samples below t_min",
     )
 
-    @model_validator(mode="after")
-    def _t_min_below_steps(self) -> Self:
-        if self.t_min >= self.train_steps:
-            raise ValueError(f"t_min={self.t_min} leaves no timestep: it must be below train_steps={self.train_steps}")
-        return self
+    @field_validator("t_min")
+    @classmethod
+    def _t_min_below_steps(cls, value: int, info: ValidationInfo) -> int:
+        steps = info.data.get("train_steps")  # validated before t_min (declared first); absent when invalid
+        if steps is not None and value >= steps:
+            raise ValueError(f"it leaves no timestep to train: give a t_min below train_steps={steps}")
+        return value
 
 
 Degrade = Literal["bicubic", "highorder", "realesrgan"]

@@ -22,6 +22,7 @@ def below_t_min(evaluation: Eval, diffusion: Diffusion) -> str | None:
     if diffusion.t_min <= lowest:
         return None
     return (
-        f"sampler ({evaluation.steps} steps, {evaluation.spacing} spacing) ends at timestep {lowest}, below "
+        f"sampler ({evaluation.steps} step{'s' if evaluation.steps != 1 else ''}, {evaluation.spacing} spacing) "
+        f"ends at timestep {lowest}, below "
         f"diffusion t_min={diffusion.t_min}: the model never trained there"
     )

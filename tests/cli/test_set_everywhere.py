@@ -99,3 +99,9 @@ def test_evaluate_tells_when_its_sampler_ends_below_the_trained_timesteps(tmp_pa
 
     with pytest.raises(UsageError, match="fewer timesteps"):
         _eval_settings(tmp_path, 1001, None)
+
+
+def test_t_min_at_or_above_the_timesteps_is_an_error_at_t_min(capsys):
+    assert main(["lint", DEMO, "--set", "diffusion.train_steps=500"]) == 1
+    out = capsys.readouterr().out
+    assert "plans/demo.plan:27:59: error: invalid value '900' for 't_min'" in out and "below train_steps=500" in out

@@ -278,6 +278,14 @@ def test_sampling_below_the_trained_timesteps_is_told(finished, tmp_path, capsys
     assert main([*argv, "--steps", "2"]) == 0
     err = capsys.readouterr().err
     assert "warning: the sampler (2 steps, trailing spacing) ends at timestep 499, below diffusion t_min=900" in err
+    assert "leave --steps at the model's 1" in err and "UntrainedTimestepsWarning" not in err  # said once, in words
+    from ditsr_plan import DiTSRPipeline
+    from ditsr_plan.runtime.upscale.pipeline import UntrainedTimestepsWarning
+
+    pipe = DiTSRPipeline.from_pretrained(folder)
+    untrained = pytest.warns(UntrainedTimestepsWarning, match="ends at timestep 499, below diffusion t_min=900")
+    with Image.open(tmp_path / "in" / "odd.png") as im, untrained:
+        pipe(im, num_inference_steps=2)
 
 
 def _drop(file: Path) -> None:

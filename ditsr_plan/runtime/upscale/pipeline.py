@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ditsr_plan.settings.schemas import Diffusion, Eval
+from ditsr_plan.settings.timesteps import below_t_min
 
 from ..train.device import place
 from ..train.generators import patch_size
@@ -45,6 +47,10 @@ def seed_of(generator: torch.Generator | int | None, default: int) -> int:
     if generator is None:
         return default
     return int(generator.initial_seed()) if isinstance(generator, torch.Generator) else int(generator)
+
+
+class UntrainedTimestepsWarning(UserWarning):
+    """The sampler asks the model for predictions below ``diffusion t_min``, where it never trained."""
 
 
 class DiTSRPipeline:
@@ -145,6 +151,9 @@ class DiTSRPipeline:
         own). ``sampling``: lq_init, cfg, tile, overlap, color_fix, spacing, start_noise, guidance_drops (None:
         the pipeline's)."""
         settings = self.settings(steps=num_inference_steps, seed=seed_of(generator, self.sampling.seed), **sampling)
+        untrained = below_t_min(settings, self.diffusion)
+        if untrained:
+            warnings.warn(f"the {untrained}", UntrainedTimestepsWarning, stacklevel=2)
         images = list(image) if isinstance(image, list | tuple) else [image]
         out = []
         for im in images:
