@@ -47,8 +47,7 @@ COMMANDS = {
     "upscale": upscale.cmd_upscale,
 }
 
-# The commands that must answer at once (bench/cli_latency.py): run as the program, their process skips the
-# interpreter's last garbage collection at exit (see main).
+# The commands that must answer at once (bench/cli_latency.py): run as the program, their process is short-lived.
 QUICK = frozenset({"compile", "show", "lint", "rules", "diff", "fmt"})
 
 _INTERRUPTED = {
@@ -86,17 +85,24 @@ def _set_syntax(items: Sequence[str] | None) -> None:
             raise UsageError(f"--set '{item}': expected NAME.KEY=VALUE, e.g. --set run.seed=3 or --set model.path=DIR")
 
 
+def _short_lived() -> None:
+    """Garbage collection for a process that ends in a fraction of a second (a plan command run as the program:
+    the console script, ``python -m ditsr_plan``). Its heap is mostly the module-level objects of pydantic and
+    lark (~40k), which the cyclic collector walks over and over for nothing: its young-generation passes while
+    they are imported, and at exit one last pass over the whole heap, after which the interpreter frees every
+    object anyway. Together ~40 ms of a cold ``lint plans/`` of 0.25 s (bench/README.md). So the collector is
+    off (what these commands make has next to no reference cycles; reference counting frees it all the same),
+    and the heap is frozen at exit (gc.freeze, the last atexit call), which the last pass skips. Nothing is left
+    unflushed or unclosed: the commands close what they open, the standard streams are flushed after the
+    atexit calls. Called from Python (tests: ``main([...])``), main leaves the collector alone."""
+    gc.disable()
+    atexit.register(gc.freeze)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if argv is None and args.command in QUICK:
-        # Run as the program (the console script, ``python -m ditsr_plan``: argv from sys.argv), the process ends
-        # when main returns. At exit the interpreter frees every object by reference count and then collects
-        # the whole heap once more, looking for cycles: for a plan command, whose heap is mostly pydantic's
-        # and lark's module-level objects, that last collection took ~30 ms of a cold ``lint plans/`` (0.25 s,
-        # bench/README.md). Freezing the heap at exit (gc.freeze, the last atexit call) leaves it out; nothing
-        # is left unflushed or unclosed (the commands close what they open; the standard streams are flushed
-        # after the atexit calls). Called from Python (tests), main leaves the collector alone.
-        atexit.register(gc.freeze)
+        _short_lived()
     out = Output(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
     debug = bool(os.environ.get("DITSR_PLAN_DEBUG"))
     try:
