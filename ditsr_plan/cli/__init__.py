@@ -94,9 +94,14 @@ def _short_lived() -> None:
     off (what these commands make has next to no reference cycles; reference counting frees it all the same),
     and the heap is frozen at exit (gc.freeze, the last atexit call), which the last pass skips. Nothing is left
     unflushed or unclosed: the commands close what they open, the standard streams are flushed after the
-    atexit calls. Called from Python (tests: ``main([...])``), main leaves the collector alone."""
+    atexit calls. Called from Python (tests: ``main([...])``), main leaves the collector alone.
+
+    Also pydantic's plugins are off (its documented ``PYDANTIC_DISABLE_PLUGINS``, unless the environment sets
+    it): else the first schema that validates reads the entry points of every installed distribution to find
+    plugins (hooks that watch validations, none of which a plan command wants), ~5 ms here."""
     gc.disable()
     atexit.register(gc.freeze)
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
