@@ -21,7 +21,7 @@ from ditsr_plan.diagnostics import PlanError
 from ditsr_plan.terminal import printable
 
 from . import plans, runs, setup, upscale
-from .arguments import build_parser
+from .arguments import PLAN_COMMANDS, build_parser
 from .output import Output, use_color
 from .plans import EXIT_FINDINGS, EXIT_OK, UsageError
 
@@ -46,9 +46,6 @@ COMMANDS = {
     "tiny-models": setup.cmd_tiny_models,
     "upscale": upscale.cmd_upscale,
 }
-
-# The commands that must answer at once (bench/cli_latency.py): run as the program, their process is short-lived.
-QUICK = frozenset({"compile", "show", "lint", "rules", "diff", "fmt"})
 
 _INTERRUPTED = {
     "run": " before the run started: nothing was written",
@@ -105,8 +102,9 @@ def _short_lived() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if argv is None and args.command in QUICK:
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(words[0] if words else None).parse_args(argv)
+    if argv is None and args.command in PLAN_COMMANDS:  # the commands that answer at once
         _short_lived()
     out = Output(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
     debug = bool(os.environ.get("DITSR_PLAN_DEBUG"))
