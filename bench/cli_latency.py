@@ -15,7 +15,10 @@ the wall time on an idle machine (the process is single-threaded).
 ``--pyc`` lets Python write and read bytecode for ditsr_plan's own modules (a normal install has it;
 a checkout run with PYTHONDONTWRITEBYTECODE=1 compiles every module from source on every start).
 
-    python bench/cli_latency.py [--runs 15] [--pyc] [--only lint]
+``--against DIR`` times another checkout (its ``ditsr_plan`` and ``plans/``; e.g. ``git archive REV | tar -x -C DIR``)
+side by side, its runs taking turns with this checkout's, so that both see the same load.
+
+    python bench/cli_latency.py [--runs 15] [--pyc] [--only lint] [--against DIR]
 """
 
 from __future__ import annotations
@@ -41,22 +44,22 @@ COMMANDS = {
 FIRST_LINE = {"run: first line": ["run", "plans/demo.plan"]}
 
 
-def _time(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+def _time(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, float]:
     """(wall, cpu) seconds of one run of ``argv``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _first_line(argv: list[str], env: dict[str, str]) -> float:
+def _first_line(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> float:
     """Seconds until the command's first line on standard error; the command is stopped then."""
     with tempfile.TemporaryDirectory(prefix="ditsr-plan-bench-run-") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [*argv, "--out", out], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [*argv, "--out", out], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         assert proc.stderr is not None
         proc.stderr.readline()
@@ -66,38 +69,58 @@ def _first_line(argv: list[str], env: dict[str, str]) -> float:
     return seconds
 
 
+def _row(label: str, runs: list[tuple[float, float]]) -> str:
+    times = [wall for wall, _ in runs]
+    cpu = statistics.median(c for _, c in runs)
+    return f"{label:<60} {statistics.median(times):>7.3f}s {min(times):>7.3f}s {max(times):>7.3f}s {cpu:>7.3f}s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--pyc", action="store_true", help="with bytecode for ditsr_plan (as an installed copy)")
     parser.add_argument("--only", help="only the commands whose label starts with this")
+    parser.add_argument("--against", type=Path, metavar="DIR", help="also time this other checkout, side by side")
     args = parser.parse_args()
     base = {k: v for k, v in os.environ.items() if not (args.pyc and k == "PYTHONDONTWRITEBYTECODE")}
     exe = shutil.which("ditsr-plan") or str(Path(sys.executable).with_name("ditsr-plan"))
-    cache = tempfile.mkdtemp(prefix="ditsr-plan-bench-")
-    modes = {
-        "cold": {**base, "DITSR_PLAN_NO_CACHE": "1"},
-        "cached": {**base, "DITSR_PLAN_CACHE_DIR": cache, "DITSR_PLAN_NO_CACHE": "0"},
-    }
-    print(f"{'command':<52} {'mode':<7} {'median':>8} {'min':>8} {'max':>8} {'cpu':>8}   ({args.runs} runs each)")
+    trees = {"": ROOT}
+    if args.against:
+        trees = {"": ROOT, " (--against)": args.against.resolve()}
+    caches = {tree: tempfile.mkdtemp(prefix="ditsr-plan-bench-") for tree in trees.values()}
+
+    def env(mode: str, tree: Path) -> dict[str, str]:
+        checkout = {"PYTHONPATH": str(tree)} if args.against else {}
+        if mode == "cold":
+            return {**base, **checkout, "DITSR_PLAN_NO_CACHE": "1"}
+        return {**base, **checkout, "DITSR_PLAN_CACHE_DIR": caches[tree], "DITSR_PLAN_NO_CACHE": "0"}
+
+    print(f"{'command':<60} {'median':>8} {'min':>8} {'max':>8} {'cpu':>8}   ({args.runs} runs each)")
     for label, cmd in COMMANDS.items():
         if args.only and not label.startswith(args.only) and cmd is not None:
             continue
-        argv = [sys.executable, "-c", "pass"] if cmd is None else [exe, *cmd]
-        for mode, env in modes.items() if cmd else [("", base)]:
-            _time(argv, env)  # warm the OS file cache, lark's grammar cache and (cached mode) the compile cache
-            runs = [_time(argv, env) for _ in range(args.runs)]
-            times = [wall for wall, _ in runs]
-            med, lo, hi = statistics.median(times), min(times), max(times)
-            cpu = statistics.median(c for _, c in runs)
-            print(f"{label:<52} {mode:<7} {med:>7.3f}s {lo:>7.3f}s {hi:>7.3f}s {cpu:>7.3f}s")
+        if cmd is None:
+            _time([sys.executable, "-c", "pass"], base)
+            print(_row(label, [_time([sys.executable, "-c", "pass"], base) for _ in range(args.runs)]))
+            continue
+        for mode in ("cold", "cached"):
+            runs: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+            for i in range(args.runs + 1):  # the first round warms the OS file cache, the grammar's parse
+                for name, tree in trees.items():  # tables and (cached mode) the compile cache
+                    timed = _time([exe, *cmd], env(mode, tree), tree)
+                    if i:
+                        runs[name].append(timed)
+            for name in trees:
+                print(_row(f"{label} {mode}{name}", runs[name]))
     for label, cmd in FIRST_LINE.items():
-        for mode, env in modes.items():
-            _first_line([exe, *cmd], env)
-            times = [_first_line([exe, *cmd], env) for _ in range(args.runs)]
-            med, lo, hi = statistics.median(times), min(times), max(times)
-            print(f"{label:<52} {mode:<7} {med:>7.3f}s {lo:>7.3f}s {hi:>7.3f}s")
-    shutil.rmtree(cache, ignore_errors=True)
+        for mode in ("cold", "cached"):
+            for name, tree in trees.items():
+                _first_line([exe, *cmd], env(mode, tree), tree)
+                times = [_first_line([exe, *cmd], env(mode, tree), tree) for _ in range(args.runs)]
+                med, lo, hi = statistics.median(times), min(times), max(times)
+                print(f"{label + ' ' + mode + name:<60} {med:>7.3f}s {lo:>7.3f}s {hi:>7.3f}s")
+    for cache in caches.values():
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 if __name__ == "__main__":

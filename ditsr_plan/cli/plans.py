@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import sys
 from collections.abc import Sequence
@@ -203,6 +202,8 @@ def cmd_fmt(args: argparse.Namespace, out: Output) -> int:
             continue
         changed.append(path)
         if args.diff:
+            import difflib  # here: the other plan commands do not need it
+
             sys.stdout.writelines(
                 difflib.unified_diff(
                     text.splitlines(keepends=True), result.splitlines(keepends=True), path, f"{path} (formatted)"

@@ -10,8 +10,10 @@ An entry also keeps ``lint``'s findings, one list per rule choice (``--select``,
 ``--param``): a cached ``lint`` reads them back as they are, and imports neither the graph, the setting
 schemas and pydantic, nor the rules, nor the parser (lark).
 
-Location: ``$DITSR_PLAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/ditsr-plan``, else ``~/.cache/ditsr-plan``.
-``DITSR_PLAN_NO_CACHE=1`` turns it off. Any problem with the cache makes it a miss, never an error.
+Location: the user's cache folder (:func:`ditsr_plan.user_cache.cache_dir`: ``$DITSR_PLAN_CACHE_DIR``, else
+``$XDG_CACHE_HOME/ditsr-plan``, else ``~/.cache/ditsr-plan``). ``DITSR_PLAN_NO_CACHE=1`` turns it off (not the
+grammar's parse tables kept beside it, which depend on this tool's source alone: ``dsl/grammar_table.py``).
+Any problem with the cache makes it a miss, never an error.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ditsr_plan.diagnostics import Diagnostic, Note, Pos
+from ditsr_plan.user_cache import cache_dir
+
+__all__ = ["cache_dir", "enabled", "lint_key", "load", "load_findings", "store", "store_findings", "tool_fingerprint"]
 
 if TYPE_CHECKING:
     from .graph import ScheduleGraph
@@ -34,13 +39,6 @@ PACKAGE = Path(__file__).resolve().parent.parent
 
 def enabled() -> bool:
     return os.environ.get("DITSR_PLAN_NO_CACHE", "") in ("", "0")
-
-
-def cache_dir() -> Path:
-    if os.environ.get("DITSR_PLAN_CACHE_DIR"):
-        return Path(os.environ["DITSR_PLAN_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ditsr-plan"
 
 
 @cache

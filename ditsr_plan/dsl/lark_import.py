@@ -17,9 +17,19 @@ if _blocked:
     sys.modules["regex"] = None  # type: ignore[assignment]  # None in sys.modules: the import fails
 try:
     from lark import Lark, Token, Tree
+    from lark import __version__ as LARK_VERSION
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 finally:
     if _blocked:
         del sys.modules["regex"]
 
-__all__ = ["Lark", "Token", "Tree", "UnexpectedCharacters", "UnexpectedEOF", "UnexpectedInput", "UnexpectedToken"]
+__all__ = [
+    "LARK_VERSION",
+    "Lark",
+    "Token",
+    "Tree",
+    "UnexpectedCharacters",
+    "UnexpectedEOF",
+    "UnexpectedInput",
+    "UnexpectedToken",
+]

@@ -7,13 +7,12 @@ line ends in ``:`` or ``;``); each statement is parsed on its own with the lark 
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
-from pathlib import Path
+from functools import lru_cache
 
 from ditsr_plan.diagnostics import SYNTAX, VALUE, Diagnostic, PlanError, Pos, did_you_mean
 from ditsr_plan.dsl.comments import split_comment
+from ditsr_plan.dsl.grammar_table import plan_parser
 from ditsr_plan.dsl.lark_import import (
-    Lark,
     Token,
     Tree,
     UnexpectedCharacters,
@@ -109,12 +108,6 @@ def _tree(kid: Kid) -> Node:
     return kid
 
 
-@cache
-def _lark() -> Lark:
-    grammar = (Path(__file__).with_name("grammar.lark")).read_text()
-    return Lark(grammar, parser="lalr", maybe_placeholders=True, cache=True)
-
-
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
@@ -175,7 +168,7 @@ def _parse_once(text: str, path: str) -> tuple[PlanFile, tuple[Diagnostic, ...]]
 
 def _parse_statement(text: str, path: str, line0: int, out: list[Diagnostic]) -> Statement | None:
     try:
-        tree = _lark().parse(text)
+        tree = plan_parser().parse(text)
     except UnexpectedInput as exc:
         out.append(_syntax_diagnostic(exc, text, path, line0))
         return None
