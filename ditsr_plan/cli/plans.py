@@ -13,6 +13,8 @@ from ditsr_plan.diagnostics import PlanError
 from .output import STDIN, STDIN_NAME, Output, plan_source, use_color, write_json
 
 EXIT_OK, EXIT_FINDINGS = 0, 1
+EXIT_BAD_SET = 2  # lint: an error in a --set (bad input on the command line)
+SET_FILE = "--set"  # the pseudo-file of --set overrides (dsl.loader.SET_FILE; not imported: lark)
 
 
 class UsageError(Exception):
@@ -125,6 +127,8 @@ def cmd_lint(args: argparse.Namespace, out: Output) -> int:
         out.detail(f"checked {path}")
     color = args.format == "text" and use_color(sys.stdout)
     sys.stdout.write(report(result, args.format, color=color, summary=not out.quiet))
+    if any(d.severity == "error" and d.pos is not None and d.pos.file == SET_FILE for d in result.findings):
+        return EXIT_BAD_SET  # the command line is wrong, not the plan: as show, check and run answer it
     return EXIT_FINDINGS if result.findings else EXIT_OK
 
 

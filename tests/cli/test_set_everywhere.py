@@ -38,7 +38,7 @@ def test_diff_sees_a_set(capsys):
 
 
 def test_lint_reports_a_typo_at_the_set(capsys):
-    assert main(["lint", DEMO, "--set", "run.sede=1"]) == 1
+    assert main(["lint", DEMO, "--set", "run.sede=1"]) == 2  # bad input on the command line, as show says
     out = capsys.readouterr().out
     assert "--set:1:5" in out and "did you mean 'seed'" in out
     assert "extends this file" not in out  # the --set is not a parent file
@@ -78,10 +78,10 @@ def test_an_invalid_model_block_is_the_only_error_not_a_cascade(capsys):
     """An invalid model block is left out of the plan; the checks that read the model (dropout_drops=style
     needs the pyramid adapter) do not then judge the default model in its place."""
     reference = "plans/reference/pixart_v10.plan"
-    assert main(["lint", reference, "--set", "model.rank=0"]) == 1
+    assert main(["lint", reference, "--set", "model.rank=0"]) == 2
     out = capsys.readouterr().out
     assert "unknown key 'rank'" in out and "needs an LR adapter" not in out
-    assert main(["lint", reference, "--set", "model.path="]) == 1
+    assert main(["lint", reference, "--set", "model.path="]) == 2
     out = capsys.readouterr().out
     assert "--set:1:12: error: 'path' is empty" in out and "needs an LR adapter" not in out
 
@@ -102,6 +102,13 @@ def test_evaluate_tells_when_its_sampler_ends_below_the_trained_timesteps(tmp_pa
 
 
 def test_t_min_at_or_above_the_timesteps_is_an_error_at_t_min(capsys):
-    assert main(["lint", DEMO, "--set", "diffusion.train_steps=500"]) == 1
+    assert main(["lint", DEMO, "--set", "diffusion.train_steps=500"]) == 1  # the plan's t_min is the error
     out = capsys.readouterr().out
     assert "plans/demo.plan:27:59: error: invalid value '900' for 't_min'" in out and "below train_steps=500" in out
+
+
+def test_the_cli_names_the_set_pseudo_file_as_the_loader_does():
+    from ditsr_plan.cli.plans import SET_FILE as cli
+    from ditsr_plan.dsl.loader import SET_FILE as loader
+
+    assert cli == loader
