@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # imported where used: the plan commands start without pydant
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
     from ditsr_plan.compiler import compile_plan
 
-    from .setup import check_graph, first_line
+    from .setup import check_graph, first_line, lint_lines
 
     # before torch (seconds of imports): the plan, every --set and everything the run needs, then a first line.
     # A resume without --set takes the run's own (run.json, read after torch): its folders are checked as it loads
@@ -38,6 +38,8 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
     )
     if not (args.resume and args.overrides is None):
         check_graph(graph, out.detail)
+        for line in lint_lines(graph):
+            say(line)
     say("loading torch ...")
     from ditsr_plan.runtime.errors import RunFailure
     from ditsr_plan.runtime.run import RunInterrupted, launch

@@ -38,6 +38,19 @@ def first_line(graph) -> str:
     return f"plan {graph.name} · hash {graph.hash} · {format_steps(graph.total_steps)} steps{scale}"
 
 
+def lint_lines(graph) -> list[str]:
+    """The plan's lint findings, one headline each (``lint`` shows them with the line and the hint): what
+    ``check`` and ``run`` say before anything is loaded. Findings never stop a run."""
+    from ditsr_plan.compiler.lint import lint_graph
+    from ditsr_plan.compiler.lint.rules import RULES
+
+    findings = lint_graph(graph, RULES)
+    if not findings:
+        return []
+    head = f"lint: {len(findings)} finding{'s' if len(findings) != 1 else ''} ('ditsr-plan lint' shows each hint):"
+    return [head, *(f"  {d.headline()}" for d in findings)]
+
+
 def check_graph(graph, found=None) -> None:
     """Look for every problem of a compiled plan's folders, models, device and precision: a
     :class:`PlanError` holding all of them (each at its plan position, with the --set that fixes it), the
@@ -72,6 +85,8 @@ def cmd_check(args: argparse.Namespace, out: Output) -> int:
         out.info(f"ditsr-plan check: {errors} problem(s) below, each with the --set that fixes it")
         raise
     out.info("ditsr-plan check: nothing missing: the run can start")
+    for line in lint_lines(graph):
+        out.info(line)
     _print_census(graph, out)
     return EXIT_OK
 

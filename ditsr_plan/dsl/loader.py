@@ -271,6 +271,7 @@ class _Loader:
             seen[kind, name] = pos
             return True
 
+        own_watches = False
         for stmt in statements:
             if isinstance(stmt, PlanStmt):
                 first_in_file("plan", "", stmt.pos, "the plan name")
@@ -288,7 +289,10 @@ class _Loader:
             elif isinstance(stmt, StageStmt):
                 self.apply_stage(merged, stmt, first_in_file)
             elif isinstance(stmt, WatchStmt):
-                merged.watches.append(stmt)  # a child's watches add to its parent's
+                if not own_watches:  # a file's watch lines replace those it inherits (as its keep does)
+                    merged.watches.clear()
+                    own_watches = True
+                merged.watches.append(stmt)
             elif isinstance(stmt, KeepStmt) and first_in_file("keep", "", stmt.pos, "'keep best'"):
                 merged.keep = stmt  # a child's keep replaces its parent's
 

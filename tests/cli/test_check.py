@@ -186,3 +186,12 @@ def test_the_readme_smoke_test_is_what_tiny_models_prints_and_it_checks_clean(ti
     # then what it found is counted: the trained groups and the memory estimate (show --params' table)
     assert "adapter" in done.out and "injection" in done.out and "total" in done.out
     assert "memory on " in done.out and " GiB = weights " in done.out
+
+
+def test_check_tells_the_lint_findings_that_do_not_stop_a_run(capsys):
+    assert main(["check", "plans/demo.plan", "--set", "eval.steps=4"]) == 0
+    err = capsys.readouterr().err
+    assert "nothing missing: the run can start" in err and "lint: 1 finding" in err
+    assert "D001 the eval's sampler (4 steps, trailing spacing) ends at timestep 249" in err
+    assert main(["check", "plans/demo.plan"]) == 0
+    assert "lint:" not in capsys.readouterr().err  # a clean plan: nothing to tell

@@ -43,6 +43,11 @@ def test_demo_plan_runs_through_every_stage_and_learns(tmp_path):
     assert last["mean"]["esr"] > bicubic["esr"], (last["mean"], bicubic)
     assert last["images"]["defocus"]["fhr"] <= 1.5, last["images"]["defocus"]
     assert f"(bicubic {bicubic['psnr']:.2f})" in result.stderr  # the console shows the baseline beside each eval
+    # v10's watch rules restated at the demo's steps are checked: the blur warning fires (defocus ESR 0.76 after
+    # stage C starts: sharper than bicubic's 0.73, below v10's 0.8), the texture stop does not
+    assert "watch defocus.esr < 0.8 for 3 evals after 720: warn" in result.stderr  # the header lists it
+    assert "watch fired after 1200 steps: watch defocus.esr < 0.8 for 3 evals after 720: warn" in result.stderr
+    assert "defocus.fhr > 1.3 for 2 evals after 720: stop (value" not in result.stderr
     gap = last["mean"]["psnr"] - bicubic["psnr"]
     shown = f"final: PSNR {gap:.2f} dB above bicubic ({last['mean']['psnr']:.2f} vs {bicubic['psnr']:.2f})"
     assert shown in result.stderr, result.stderr[-1000:]

@@ -76,8 +76,9 @@ def test_show_prints_every_resolved_block_with_defaults_marked(capsys):
     text = capsys.readouterr().out
     assert "settings (* = default, not written in the plan):" in text
     # what the plan writes first, then the defaults (the preset resolved: depth 2)
-    assert "  model      dit: preset=tiny heads=4 head_dim=32 patch=1 init=zero checkpointing=false* depth=2*\n" in text
-    assert "diffusion  target=residual lr_noise=0 cond_dropout=0 train_steps=1000* beta_schedule=linear*" in text
+    model = "  model      dit: preset=tiny heads=4 head_dim=32 patch=1 init=zero lr_context=64 checkpointing=false*"
+    assert model + " depth=2*\n" in text
+    assert "diffusion  target=residual lr_noise=0 cond_dropout=0 t_min=900 train_steps=1000* beta_schedule=" in text
     assert main(["show", "plans/demo.plan", "--format", "json"]) == 0
     blocks = json.loads(capsys.readouterr().out)["blocks"]
     assert blocks["model"]["kind"] == "dit" and blocks["model"]["values"]["patch"] == 1

@@ -132,6 +132,21 @@ CASES = {
         "stage B 3k..: lpips 0->0.3 linear; edge 0->0.05 linear; flat 0->0.06 linear\n",
         [("D001", 8)],
     ),
+    "V001 a watch that starts after the last eval": (
+        DECLS + "eval every=1k\nwatch psnr < 20 after 16k: warn\nstage A 0..3k: v 1; l1 1\n"
+        "stage B 3k..: lpips 0->0.3 linear; edge 0->0.05 linear; flat 0->0.06 linear\n",
+        [("V001", 9)],
+    ),
+    "V001 a watch that needs more evals than come after its start": (
+        DECLS + "eval every=1k\nwatch psnr < 20 for 3 evals after 13.5k: warn\nstage A 0..3k: v 1; l1 1\n"
+        "stage B 3k..: lpips 0->0.3 linear; edge 0->0.05 linear; flat 0->0.06 linear\n",
+        [("V001", 9)],
+    ),
+    "V001 a watch with enough evals (14k, 15k and the end) fires": (
+        DECLS + "eval every=1k\nwatch psnr < 20 for 2 evals after 13.5k: warn\nstage A 0..3k: v 1; l1 1\n"
+        "stage B 3k..: lpips 0->0.3 linear; edge 0->0.05 linear; flat 0->0.06 linear\n",
+        [],
+    ),
     "D001 one trailing step from the last timestep is trained": (
         DECLS + "diffusion t_min=900\neval steps=1 spacing=trailing\nstage A 0..3k: v 1; l1 1\n"
         "stage B 3k..: lpips 0->0.3 linear; edge 0->0.05 linear; flat 0->0.06 linear\n",
@@ -238,3 +253,14 @@ def test_docs_rules_page_is_generated_from_the_rules():
 
     regenerate = "python -m ditsr_plan.compiler.lint.report > docs/rules.md"
     assert Path("docs/rules.md").read_text() == rules_markdown(), regenerate
+
+
+def test_a_child_plans_watch_lines_replace_its_parents(write_plan, tmp_path):
+    """v10's 'after 9k' watches never fire in the 1.2k-step demo (V001); the demo restates them at its steps."""
+    demo = compile_plan("plans/demo.plan")
+    assert [(str(w.metric), w.after) for w in demo.watches] == [("defocus.fhr", 720), ("defocus.esr", 720)]
+    assert lint_graph(demo, RULES) == []
+    child = tmp_path / "child.plan"
+    child.write_text('extends "' + str(Path("plans/demo.plan").resolve()) + '"\nplan child\neval every=300\n')
+    found = [(f.code, f.pos.file.endswith("demo.plan")) for f in lint_graph(compile_plan(child), RULES)]
+    assert ("V001", True) in found  # inherited unchanged: after 720 with every=300 leaves 900 and 1200, not 3

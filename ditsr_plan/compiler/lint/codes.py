@@ -24,5 +24,6 @@ RULE_NAMES: dict[str, str] = {
     "X001": "runs-code",
     "A001": "adapter-cannot-learn",
     "D001": "untrained-timesteps",
+    "V001": "watch-never-fires",
     "N001": "unused-noqa",
 }

@@ -11,7 +11,7 @@ from ditsr_plan.compiler.graph import ScheduleGraph
 from ditsr_plan.settings.numbers import format_steps
 
 from .invocation import Invocation
-from .watch_keep import scaled_rules_note
+from .watch_keep import rule_text, scaled_rules_note
 
 
 def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, invocation: Invocation) -> str:
@@ -55,7 +55,7 @@ def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, 
         assert ev is not None  # an evaluator runs the plan's eval block
         lines.append(
             f"eval every {format_steps(ev.every)} steps on {', '.join(i.role for i in evaluator.images)} "
-            f"(DDIM {ev.steps} steps, EMA weights); {evaluator.lpips_note()}"
+            f"(DDIM {ev.steps} step{'s' if ev.steps != 1 else ''}, EMA weights); {evaluator.lpips_note()}"
         )
         if evaluator.pack:
             pack_mean = evaluator.pack_bicubic["mean"]
@@ -66,6 +66,8 @@ def header(graph: ScheduleGraph, trainer, run_dir: Path, start: int, evaluator, 
     scaled = scaled_rules_note(graph.watches, graph.keep, graph.time_scale)
     if scaled:
         lines.append(scaled)
+    elif graph.watches:  # the guards the run checks at every eval, where they are written
+        lines += [f"{rule_text(w)}" + (f" ({w.origin})" if w.origin else "") for w in graph.watches]
     lines.append(
         f"writing to {run_dir}/ (metrics.jsonl, {'eval.jsonl, eval/, ' if evaluator else ''}checkpoints/, final/)"
     )

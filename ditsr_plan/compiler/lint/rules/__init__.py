@@ -14,6 +14,7 @@ from .n001_unused_noqa import UnusedNoqa
 from .r001_unconstrained_perceptual import UnconstrainedPerceptual
 from .r002_flat_below_edge import FlatBelowEdge
 from .t001_never_trained import NeverTrained
+from .v001_watch_never_fires import WatchNeverFires
 from .w001_jump_without_ramp import JumpWithoutRamp
 from .w002_pixel_in_reconstruction import PixelInReconstruction
 from .x001_runs_code import RunsCode
@@ -35,6 +36,7 @@ RULES = (
     RunsCode,
     AdapterCannotLearn,
     UntrainedTimesteps,
+    WatchNeverFires,
     UnusedNoqa,
 )
 
