@@ -83,7 +83,7 @@ def test_scale_suffix_and_ext_name_and_size_the_outputs(finished, tmp_path, caps
 
 
 def test_the_pipeline_and_the_cli_give_the_same_image_for_the_demo_dit(finished, tmp_path):
-    from ditsr_plan import DiTSRPipeline
+    from ditsr_plan.pipeline import DiTSRPipeline
 
     _images(tmp_path / "in")
     pipe = DiTSRPipeline.from_pretrained(finished / "exported")
@@ -103,7 +103,7 @@ def test_the_pipeline_and_the_cli_give_the_same_image_for_the_demo_dit(finished,
 
 
 def test_the_pipeline_and_the_cli_give_the_same_image_for_a_tiny_pixart_export(tmp_path):
-    from ditsr_plan import DiTSRPipeline
+    from ditsr_plan.pipeline import DiTSRPipeline
     from ditsr_plan.runtime.upscale.pipeline import DiTSRPipeline as Direct
 
     base = make_pixart(tmp_path)
@@ -141,10 +141,13 @@ def test_the_pipeline_and_the_cli_give_the_same_image_for_a_tiny_pixart_export(t
         DiTSRPipeline.from_pretrained(tmp_path / "exp")
 
 
-def test_import_ditsr_plan_stays_torch_free_and_names_the_pipeline_lazily():
-    code = "import sys, ditsr_plan; assert 'torch' not in sys.modules; print(ditsr_plan.DiTSRPipeline.__name__)"
+def test_import_ditsr_plan_stays_torch_free_and_the_pipeline_has_its_public_module():
+    code = (
+        "import sys, ditsr_plan; assert 'torch' not in sys.modules; from ditsr_plan.pipeline import DiTSRPipeline; "
+        "print(DiTSRPipeline.__module__)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "DiTSRPipeline", done.stderr
+    assert done.returncode == 0 and done.stdout.strip() == "ditsr_plan.runtime.upscale.pipeline", done.stderr
 
 
 def test_hostile_outputs_and_models_are_refused_in_words(finished, tmp_path, capsys):
@@ -279,7 +282,7 @@ def test_sampling_below_the_trained_timesteps_is_told(finished, tmp_path, capsys
     err = capsys.readouterr().err
     assert "warning: the sampler (2 steps, trailing spacing) ends at timestep 499, below diffusion t_min=900" in err
     assert "leave --steps at the model's 1" in err and "UntrainedTimestepsWarning" not in err  # said once, in words
-    from ditsr_plan import DiTSRPipeline
+    from ditsr_plan.pipeline import DiTSRPipeline
     from ditsr_plan.runtime.upscale.pipeline import UntrainedTimestepsWarning
 
     pipe = DiTSRPipeline.from_pretrained(folder)

@@ -36,7 +36,7 @@ def _smooth(size: int) -> torch.Tensor:
 
 
 def test_tiled_and_untiled_agree_and_tile_borders_leave_no_seams(demo):
-    from ditsr_plan import DiTSRPipeline
+    from ditsr_plan.pipeline import DiTSRPipeline
 
     pipe = DiTSRPipeline.from_pretrained(demo / "exported")
     lr = _smooth(48)  # 192 px out, untiled one 48 x 48 latent; tiled: 64 px tiles overlapping by 32 px, 25 of them
@@ -55,7 +55,7 @@ def test_tiled_and_untiled_agree_and_tile_borders_leave_no_seams(demo):
 
 
 def test_after_the_demo_every_kind_of_image_gives_4x_and_the_export_gives_the_cli_image(demo, tmp_path):
-    from ditsr_plan import DiTSRPipeline
+    from ditsr_plan.pipeline import DiTSRPipeline
 
     rs = np.random.RandomState(0)
     (tmp_path / "in" / "sub").mkdir(parents=True)

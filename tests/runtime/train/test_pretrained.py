@@ -162,7 +162,7 @@ def test_a_run_writes_the_lora_in_peft_format_and_export_merges_it(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from ditsr_plan import DiTSRPipeline
+    from ditsr_plan.pipeline import DiTSRPipeline
 
     image = Image.fromarray((np.random.RandomState(0).rand(11, 13, 3) * 255).astype("uint8"))
     image.save(tmp_path / "in.png")
