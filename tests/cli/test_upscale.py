@@ -80,6 +80,9 @@ def test_scale_suffix_and_ext_name_and_size_the_outputs(finished, tmp_path, caps
     rgba = str(tmp_path / "in" / "sub" / "deeper" / "rgba.png")
     assert main(["upscale", str(finished / "exported"), rgba, "-o", str(tmp_path / "j"), "--ext", "jpg"]) == 0
     assert "rgba.png: its alpha channel is dropped: JPEG has none" in capsys.readouterr().err
+    odd = str(tmp_path / "in" / "odd.png")
+    assert main(["upscale", str(finished / "exported"), odd, "-o", str(tmp_path / "t"), "--tile", "off"]) == 0
+    assert "2 tiles of 88 px (tiles off, but this DiT takes square latents only)" in capsys.readouterr().err
 
 
 def test_the_pipeline_and_the_cli_give_the_same_image_for_the_demo_dit(finished, tmp_path):

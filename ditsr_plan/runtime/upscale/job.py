@@ -174,7 +174,10 @@ def run_job(
         sized = f"{w} x {h} -> {round(w * scale)} x {round(h * scale)}"
         if scale != pipe.scale:
             sized += f" (x{pipe.scale} resized to x{scale:g})"
-        say(f"{label}: {sized}, {tiles} tile{'s' if tiles > 1 else ''} of {tile} px")
+        why = (
+            " (tiles off, but this DiT takes square latents only)" if tiles > 1 and options.get("tile") == "off" else ""
+        )
+        say(f"{label}: {sized}, {tiles} tile{'s' if tiles > 1 else ''} of {tile} px{why}")
         pixels = w * h * pipe.scale**2
 
         def told(step, steps, t, n, label=label, pixels=pixels):
