@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from .terminal import same_width, shown
 
+SET_FILE = "--set"  # the pseudo-file that --set overrides are positioned in (``--set:1:5``)
+
 
 @dataclass(frozen=True, order=True)
 class Pos:

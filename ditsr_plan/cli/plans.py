@@ -8,13 +8,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ditsr_plan.diagnostics import PlanError
+from ditsr_plan.diagnostics import SET_FILE, PlanError
 
 from .output import STDIN, STDIN_NAME, Output, plan_source, use_color, write_json
 
 EXIT_OK, EXIT_FINDINGS = 0, 1
 EXIT_BAD_SET = 2  # lint: an error in a --set (bad input on the command line)
-SET_FILE = "--set"  # the pseudo-file of --set overrides (dsl.loader.SET_FILE; not imported: lark)
 
 
 class UsageError(Exception):

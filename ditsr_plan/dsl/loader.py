@@ -22,6 +22,7 @@ from ditsr_plan.diagnostics import (
     EXTENDS,
     FILE,
     NAME,
+    SET_FILE,
     VALUE,
     Diagnostic,
     Note,
@@ -52,7 +53,6 @@ from ditsr_plan.settings.schemas import BLOCKS, DEFAULT_BLOCKS, TERM_KINDS, path
 MAX_EXTENDS_DEPTH = 64
 MAX_PLAN_BYTES = 1 << 20  # a plan file (or a parent) larger than this is refused without being read
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")  # their "regular files" are not files: never read as plans
-SET_FILE = "--set"  # the pseudo-file that --set overrides are reported in
 
 
 @dataclass
@@ -84,7 +84,8 @@ M = TypeVar("M", bound=BaseModel)
 def resolve_paths(schema: type[M], settings: M, given: dict[str, Setting]) -> M:
     """``settings`` with every relative path made absolute: against the folder of the plan file that wrote
     it (a parent's for a key it inherits), against the current directory for a ``--set``. A field's default
-    (``caption=null``, ``images=builtin``) and an empty value are left as they are."""
+    (``caption=null``, ``images=builtin``) and an unset one are left as they are (an empty path never gets
+    here: :meth:`validate_settings` refuses it)."""
     updates = {}
     for key in path_fields(schema):
         setting, value = given.get(key), getattr(settings, key)

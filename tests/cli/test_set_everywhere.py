@@ -105,10 +105,3 @@ def test_t_min_at_or_above_the_timesteps_is_an_error_at_t_min(capsys):
     assert main(["lint", DEMO, "--set", "diffusion.train_steps=500"]) == 1  # the plan's t_min is the error
     out = capsys.readouterr().out
     assert "plans/demo.plan:27:59: error: invalid value '900' for 't_min'" in out and "below train_steps=500" in out
-
-
-def test_the_cli_names_the_set_pseudo_file_as_the_loader_does():
-    from ditsr_plan.cli.plans import SET_FILE as cli
-    from ditsr_plan.dsl.loader import SET_FILE as loader
-
-    assert cli == loader

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ditsr_plan.compiler.cache as cache
-from ditsr_plan.diagnostics import Diagnostic, Note, PlanError, Pos
+from ditsr_plan.diagnostics import SET_FILE, Diagnostic, Note, PlanError, Pos
 from ditsr_plan.dsl.comments import split_comment
 
 from ..compile import compile_plan
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from ..graph import ScheduleGraph
     from .rule import Rule
 
-SET_FILE = "--set"  # the pseudo-file of --set positions (dsl.loader's; not imported: it would load the parser)
 NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
 
 

@@ -20,6 +20,16 @@ from ..train.generators.conditioning import LRAdapter, attach_adapter
 from ..train.generators.dit import lr_context_conv
 
 
+def prefixed(name: str, module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s tensors as ``sr_conditioning.safetensors`` holds them: ``name.KEY``, float, on the CPU."""
+    return {f"{name}.{k}": v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def unprefixed(name: str, extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict of the module saved as ``name.*`` among ``extra``."""
+    return {k.removeprefix(f"{name}."): v for k, v in extra.items() if k.startswith(f"{name}.")}
+
+
 def describe(model: Any) -> tuple[dict, Any, dict[str, torch.Tensor]]:
     """(the transformer's calling convention, the diffusers transformer to save, the extra tensors: the
     caption as ``caption``, the adapter's as ``adapter.*``) of a trained generator (a from-scratch DiT or
@@ -31,10 +41,7 @@ def describe(model: Any) -> tuple[dict, Any, dict[str, torch.Tensor]]:
         if model.lr_context is None:
             return spec, model.dit, {}
         spec["lr_context"] = int(model.lr_context.out_channels)
-        context = {
-            f"lr_context.{k}": v.detach().float().cpu().contiguous() for k, v in model.lr_context.state_dict().items()
-        }
-        return spec, model.dit, context
+        return spec, model.dit, prefixed("lr_context", model.lr_context)
     merged = model.merged()
     spec = {"kind": model.kind, "concat": bool(model.concat), "channels": int(model.channels)}
     extra: dict[str, torch.Tensor] = {}
@@ -52,9 +59,7 @@ def describe(model: Any) -> tuple[dict, Any, dict[str, torch.Tensor]]:
             "blocks": len(merged.transformer_blocks),
             "inner": int(merged.config.num_attention_heads * merged.config.attention_head_dim),
         }
-        extra.update(
-            {f"adapter.{k}": v.detach().float().cpu().contiguous() for k, v in model.adapter.state_dict().items()}
-        )
+        extra.update(prefixed("adapter", model.adapter))
     return spec, merged, extra
 
 
@@ -71,30 +76,26 @@ class ExportedDenoiser(nn.Module):
         if spec.get("adapter"):
             a = spec["adapter"]
             self.adapter = LRAdapter(self.channels, a["width"], a["patch"], a["blocks"], a["inner"])
-            self.adapter.load_state_dict(
-                {k.removeprefix("adapter."): v for k, v in extra.items() if k.startswith("adapter.")}
-            )
+            self.adapter.load_state_dict(unprefixed("adapter", extra))
             attach_adapter(transformer.transformer_blocks, self)
         if self.kind == "pixart":
             self.register_buffer("caption", extra["caption"].float(), persistent=False)
         self.lr_context: nn.Conv2d | None = None
         if spec.get("lr_context"):  # a DiT of lr_context=N: the convolution whose channels join its input
             self.lr_context = lr_context_conv(self.channels, int(spec["lr_context"]))
-            self.lr_context.load_state_dict(
-                {k.removeprefix("lr_context."): v for k, v in extra.items() if k.startswith("lr_context.")}
-            )
+            self.lr_context.load_state_dict(unprefixed("lr_context", extra))
 
     def caption_tensor(self) -> torch.Tensor:
         caption = self.get_buffer("caption")
         return caption
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
-        """What ``describe`` gives beside the transformer: the caption, the adapter's tensors."""
+        """What ``describe`` gives beside the transformer: the caption, the adapter's and lr_context's tensors."""
         extra: dict[str, torch.Tensor] = {"caption": self.caption_tensor().cpu()} if self.kind == "pixart" else {}
         if self.adapter is not None:
-            extra.update({f"adapter.{k}": v.detach().cpu() for k, v in self.adapter.state_dict().items()})
+            extra.update(prefixed("adapter", self.adapter))
         if self.lr_context is not None:
-            extra.update({f"lr_context.{k}": v.detach().cpu() for k, v in self.lr_context.state_dict().items()})
+            extra.update(prefixed("lr_context", self.lr_context))
         return extra
 
     def forward(self, noisy, lr_latent, timesteps, aug_level=None, use_adapter=True):

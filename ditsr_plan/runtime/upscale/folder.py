@@ -177,7 +177,7 @@ def load_folder(folder: Path) -> tuple:
         latent = VaeLatent(str(folder / "vae"), None, spec.latent.scaling)
     else:
         latent = PixelUnshuffleLatent(spec.latent.factor or 1)
-    _check_fit(t, transformer, latent.channels, path)  # before anything is built from the description
+    _check_description(t, transformer, latent.channels, path)  # before anything is built from the description
     extra = _conditioning(folder, t)
     try:
         denoiser = ExportedDenoiser(t.model_dump(), transformer, extra)
@@ -217,7 +217,7 @@ def _conditioning(folder: Path, t: TransformerSpec) -> dict:
     return extra
 
 
-def _check_fit(t: TransformerSpec, transformer, latent_channels: int, path: Path) -> None:
+def _check_description(t: TransformerSpec, transformer, latent_channels: int, path: Path) -> None:
     """What ``sr_pipeline.json`` says about the transformer's input agrees with the transformer and the latent:
     found here, in words, rather than as a shape error in the middle of sampling."""
     config = transformer.config

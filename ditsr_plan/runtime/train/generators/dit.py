@@ -4,6 +4,7 @@ The model block's preset is resolved by the compiler (depth, heads and head_dim 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -100,8 +101,6 @@ class SRDiT(nn.Module):
         """The trained transformer in diffusers' format (``DiTTransformer2DModel.from_pretrained``) and, with
         ``lr_context``, its convolution in ``LR_CONTEXT_FILE`` beside it; at augmentation level 0 (validation)
         they are the whole generator."""
-        from pathlib import Path
-
         from safetensors.torch import save_file
 
         self.dit.save_pretrained(folder, safe_serialization=True)
